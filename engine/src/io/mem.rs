@@ -1,0 +1,236 @@
+//! In-memory [`Storage`] with crash simulation, for model tests, fuzzing and
+//! (later) the deterministic cluster simulator.
+//!
+//! Each file keeps what a page cache would hold (`data`) and what the last
+//! fdatasync made durable (`durable`). [`MemStorage::crash`] throws away the
+//! page cache the way a power cut can: every file falls back to its durable
+//! bytes plus, at random, a torn prefix of what was written after them.
+//! Every future it returns is ready at once, so [`block_on`] can drive it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use super::{Storage, StorageFile};
+
+#[derive(Default, Debug)]
+struct FileData {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+/// Handle to one in-memory file.
+#[derive(Clone, Debug)]
+pub struct MemFile(Rc<RefCell<FileData>>, Rc<Cell<u64>>);
+
+#[derive(Default, Debug)]
+struct Fs {
+    files: BTreeMap<PathBuf, MemFile>,
+    dirs: BTreeSet<PathBuf>,
+    syncs: Rc<Cell<u64>>,
+}
+
+/// An in-memory file system and clock.
+#[derive(Clone, Default, Debug)]
+pub struct MemStorage {
+    fs: Rc<RefCell<Fs>>,
+    clock_ms: Rc<Cell<u64>>,
+}
+
+impl MemStorage {
+    pub fn new(start_ms: u64) -> Self {
+        let s = Self::default();
+        s.clock_ms.set(start_ms);
+        s
+    }
+
+    /// Move the simulated clock forward.
+    pub fn advance_ms(&self, ms: u64) {
+        self.clock_ms.set(self.clock_ms.get().saturating_add(ms));
+    }
+
+    /// Number of fdatasyncs issued so far (to check group commit).
+    pub fn sync_count(&self) -> u64 {
+        self.fs.borrow().syncs.get()
+    }
+
+    /// Simulate a power cut: each file keeps its durable bytes and, chosen by
+    /// `seed`, none, some or all of the bytes written after them (a torn tail,
+    /// sometimes with its last byte garbled).
+    pub fn crash(&self, seed: u64) {
+        let mut rng = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let fs = self.fs.borrow();
+        for file in fs.files.values() {
+            let mut f = file.0.borrow_mut();
+            let FileData { data, durable } = &mut *f;
+            let mut after = durable.clone();
+            if data.len() > durable.len() && data.starts_with(durable) {
+                let extra = data.len() - durable.len();
+                let keep = match next() % 3 {
+                    0 => 0,
+                    1 => extra,
+                    _ => (next() % (extra as u64 + 1)) as usize,
+                };
+                after.extend_from_slice(&data[durable.len()..durable.len() + keep]);
+                if keep > 0 && next() % 4 == 0 {
+                    let last = after.len() - 1;
+                    after[last] ^= 0x5A;
+                }
+            }
+            *data = after.clone();
+            *durable = after;
+        }
+    }
+
+    /// Overwrite a file's whole contents, durably (for corruption tests).
+    pub fn put_file(&self, path: &Path, bytes: Vec<u8>) {
+        let mut fs = self.fs.borrow_mut();
+        let data = FileData {
+            data: bytes.clone(),
+            durable: bytes,
+        };
+        let file = MemFile(Rc::new(RefCell::new(data)), fs.syncs.clone());
+        fs.files.insert(path.to_owned(), file);
+    }
+
+    /// A file's current contents, if it exists.
+    pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        self.fs.borrow().files.get(path).map(|f| f.0.borrow().data.clone())
+    }
+}
+
+impl StorageFile for MemFile {
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let f = self.0.borrow();
+        let start = (pos as usize).min(f.data.len());
+        let end = start.saturating_add(len).min(f.data.len());
+        Ok(f.data[start..end].to_vec())
+    }
+
+    async fn write_all_at(&self, pos: u64, buf: Bytes) -> io::Result<()> {
+        let mut f = self.0.borrow_mut();
+        let pos = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
+        let end = pos + buf.len();
+        if f.data.len() < end {
+            f.data.resize(end, 0);
+        }
+        f.data[pos..end].copy_from_slice(&buf);
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let mut f = self.0.borrow_mut();
+        f.durable = f.data.clone();
+        self.1.set(self.1.get() + 1);
+        Ok(())
+    }
+
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+        self.0.borrow_mut().data.resize(len, 0);
+        Ok(())
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        Ok(self.0.borrow().data.len() as u64)
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+}
+
+impl Storage for MemStorage {
+    type File = MemFile;
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<MemFile> {
+        let mut fs = self.fs.borrow_mut();
+        if let Some(f) = fs.files.get(path) {
+            return Ok(f.clone());
+        }
+        if !create {
+            return Err(not_found(path));
+        }
+        let parent = path.parent().unwrap_or(Path::new(""));
+        if !parent.as_os_str().is_empty() && !fs.dirs.contains(parent) {
+            return Err(not_found(parent));
+        }
+        let f = MemFile(Rc::new(RefCell::new(FileData::default())), fs.syncs.clone());
+        fs.files.insert(path.to_owned(), f.clone());
+        Ok(f)
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.fs.borrow_mut().files.remove(path);
+        Ok(())
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        for p in path.ancestors() {
+            if !p.as_os_str().is_empty() {
+                fs.dirs.insert(p.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        fs.files.retain(|p, _| !p.starts_with(path));
+        fs.dirs.retain(|p| !p.starts_with(path));
+        Ok(())
+    }
+
+    async fn list(&self, path: &Path) -> io::Result<Vec<String>> {
+        let fs = self.fs.borrow();
+        if !fs.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let files = fs.files.keys().map(|p| p.as_path());
+        let dirs = fs.dirs.iter().map(|p| p.as_path());
+        Ok(files
+            .chain(dirs)
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        let syncs = self.fs.borrow().syncs.clone();
+        syncs.set(syncs.get() + 1);
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock_ms.get()
+    }
+}
+
+/// Run a future whose I/O is all in memory to completion.
+///
+/// Panics if the future waits on something that never wakes it, which with
+/// [`MemStorage`] means a bug in the code under test.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1_000_000 {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("block_on: future did not complete over in-memory storage");
+}

@@ -1,0 +1,1 @@
+//! Zero-copy send of a file range to a socket (io_uring splice). Being written.

@@ -1,0 +1,168 @@
+//! [`Storage`] on the shard's io_uring (compio).
+//!
+//! Every read, write, fdatasync, open, unlink and truncate is submitted to the
+//! ring of the thread that calls it, so these must run on a compio runtime
+//! (a shard thread). Directory listing and recursive removal have no io_uring
+//! opcode; they run on compio's blocking pool, never on the shard thread.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use compio::buf::IntoInner;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use compio::buf::BufResult;
+use compio::driver::op::{CurrentDir, Mode, OFlags, OpenFile, ReadAt, Sync, TruncateFile, WriteAt};
+
+use super::{Storage, StorageFile};
+
+/// A file opened through io_uring. The `Arc` makes it `Send` (a fetch may
+/// splice it on another shard) and keeps it open while any slice of it lives.
+#[derive(Clone, Debug)]
+pub struct UringFile(pub Arc<std::fs::File>);
+
+impl UringFile {
+    pub fn std(&self) -> &std::fs::File {
+        &self.0
+    }
+}
+
+impl StorageFile for UringFile {
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut out: Vec<u8> = Vec::new();
+        while out.len() < len {
+            let want = len - out.len();
+            let op = ReadAt::new(self.0.clone(), pos + out.len() as u64, Vec::with_capacity(want));
+            let BufResult(res, mut chunk) = compio::runtime::submit(op).await.into_inner();
+            let n = res?.min(want);
+            // SAFETY: the kernel initialised the first `n` bytes of `chunk`.
+            unsafe { chunk.set_len(n) };
+            if n == 0 {
+                break;
+            }
+            if out.is_empty() {
+                out = chunk;
+            } else {
+                out.extend_from_slice(&chunk);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_all_at(&self, pos: u64, mut buf: Bytes) -> io::Result<()> {
+        let mut pos = pos;
+        while !buf.is_empty() {
+            let op = WriteAt::new(self.0.clone(), pos, buf);
+            let BufResult(res, back) = compio::runtime::submit(op).await.into_inner();
+            buf = back;
+            let n = res?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+            }
+            let _ = buf.split_to(n);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let op = Sync::new(self.0.clone(), true);
+        compio::runtime::submit(op).await.0.map(|_| ())
+    }
+
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        let op = TruncateFile::new(self.0.clone(), len);
+        compio::runtime::submit(op).await.0.map(|_| ())
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        // fstat of an open fd does not block on the disk.
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+/// The io_uring storage of one shard thread.
+#[derive(Clone, Debug, Default)]
+pub struct UringStorage;
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+async fn open_raw(path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
+    let op = OpenFile::new(CurrentDir, c_path(path)?, flags, Mode::from_raw_mode(0o644));
+    let BufResult(res, op) = compio::runtime::submit(op).await;
+    res?;
+    let fd = op.into_inner();
+    // SAFETY: `fd` is a freshly opened, owned descriptor.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd.into_raw_fd()) })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    compio::runtime::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("blocking task panicked")))
+}
+
+impl Storage for UringStorage {
+    type File = UringFile;
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<UringFile> {
+        let mut flags = OFlags::RDWR;
+        if create {
+            flags |= OFlags::CREATE;
+        }
+        Ok(UringFile(Arc::new(open_raw(path, flags).await?)))
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        match compio::fs::remove_file(path).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        compio::fs::create_dir_all(path).await
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path: PathBuf = path.to_owned();
+        blocking(move || match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await
+    }
+
+    async fn list(&self, path: &Path) -> io::Result<Vec<String>> {
+        let path: PathBuf = path.to_owned();
+        blocking(move || {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&path)? {
+                if let Ok(name) = entry?.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let dir = Arc::new(open_raw(path, OFlags::RDONLY | OFlags::DIRECTORY).await?);
+        compio::runtime::submit(Sync::new(dir, false)).await.0.map(|_| ())
+    }
+
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,2 @@
+//! Odradek storage engine.
+pub mod io;
