@@ -1,2 +1,16 @@
-//! Odradek storage engine.
+//! Odradek storage engine: partition logs of Kafka RecordBatch v2 bytes,
+//! stored exactly as they travel on the wire, written and read through
+//! io_uring by one shard thread per core.
+//!
+//! - [`batch`]: validate untrusted batches, assign offsets.
+//! - [`segment`], [`index`]: a segment's files and sparse indexes.
+//! - [`log`]: the partition log (pure [`log::LogState`] + async driver).
+//! - [`io`]: the storage seam (io_uring, in-memory with crash simulation),
+//!   and zero-copy splice of file slices to sockets.
+//! - [`shard`]: thread-per-core shards and message passing to them.
+
+pub mod batch;
+pub mod index;
 pub mod io;
+pub mod log;
+pub mod segment;

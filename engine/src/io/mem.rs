@@ -215,6 +215,11 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    fn spawn(&self, task: impl Future<Output = ()> + 'static) {
+        // In-memory I/O never waits, so the task finishes right here.
+        block_on(task);
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock_ms.get()
     }

@@ -50,6 +50,9 @@ pub trait Storage: Clone + 'static {
     fn list(&self, path: &Path) -> impl Future<Output = io::Result<Vec<String>>>;
     /// Make the directory's entries (created or removed files) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
+    /// Run a task beside the caller on this shard (group-commit flushes run
+    /// this way so a caller that gives up cannot strand other waiters).
+    fn spawn(&self, task: impl Future<Output = ()> + 'static);
     /// Wall-clock milliseconds since the Unix epoch (simulated in tests).
     fn now_ms(&self) -> u64;
 }

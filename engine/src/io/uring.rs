@@ -159,6 +159,10 @@ impl Storage for UringStorage {
         compio::runtime::submit(Sync::new(dir, false)).await.0.map(|_| ())
     }
 
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        compio::runtime::spawn(task).detach();
+    }
+
     fn now_ms(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -1,0 +1,867 @@
+//! A partition log: segments of RecordBatch v2 bytes in one directory.
+//!
+//! [`PartitionLog`] drives the pure [`state::LogState`] through a
+//! [`Storage`]: it performs the writes, reads, fdatasyncs and file changes
+//! the state asks for. One partition log belongs to one shard; its methods
+//! take `&self` and never hold a `RefCell` borrow across an `.await`.
+//! Appends and structural changes (roll, truncate, retention) are serialized
+//! by an async lock; reads run beside them and see only committed batches.
+//! Durability uses group commit: one fdatasync in flight per log, covering
+//! every append written before it started; callers waiting for durability
+//! are woken with the new durable end offset.
+
+pub mod state;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, BatchError, HEADER_LEN};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::io::{Storage, StorageFile};
+use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+pub use state::{AppendPlan, LogState};
+use state::{Locate, ReadPlan};
+
+/// When appended bytes are fdatasynced. Any that is set triggers a flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// After every append (group commit shares one fdatasync among the
+    /// appends that arrive while one is in flight).
+    pub every_append: bool,
+    /// Once this many bytes are unflushed.
+    pub every_bytes: Option<u64>,
+    /// Once the oldest unflushed byte is this old (checked by [`PartitionLog::tick`]).
+    pub every_ms: Option<u64>,
+}
+
+impl FlushPolicy {
+    pub const EVERY_APPEND: Self = Self {
+        every_append: true,
+        every_bytes: None,
+        every_ms: None,
+    };
+    pub fn every_bytes(n: u64) -> Self {
+        Self {
+            every_append: false,
+            every_bytes: Some(n),
+            every_ms: None,
+        }
+    }
+    pub fn every_ms(ms: u64) -> Self {
+        Self {
+            every_append: false,
+            every_bytes: None,
+            every_ms: Some(ms),
+        }
+    }
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self::EVERY_APPEND
+    }
+}
+
+/// Per-partition settings (Kafka names in comments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll a non-empty segment this old.
+    pub segment_ms: u64,
+    /// `retention.ms`: delete segments whose newest record is older.
+    pub retention_ms: Option<u64>,
+    /// `retention.bytes`: delete oldest segments while the log is larger.
+    pub retention_bytes: Option<u64>,
+    /// `index.interval.bytes`: spacing of sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_batch_bytes: usize,
+    /// `flush.messages` / `flush.ms`, as a group-commit policy.
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1_048_588,
+            flush: FlushPolicy::default(),
+        }
+    }
+}
+
+/// Errors of the partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
+    #[error("too many records in one append")]
+    TooManyRecords,
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log {0} failed earlier and takes no more writes")]
+    Failed(PathBuf),
+    #[error("segment file {path} changed under a read")]
+    Raced { path: PathBuf },
+}
+
+/// A byte range of one segment file holding whole batches: what a fetch
+/// sends (by splice) without reading it into memory.
+#[derive(Debug, Clone)]
+pub struct FileSlice<F> {
+    pub file: F,
+    pub position: u64,
+    pub len: u64,
+    /// Base offset of the first batch in the range.
+    pub first_offset: u64,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub max_timestamp: i64,
+}
+
+/// What recovery found and cut when the log was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Segments whose data was scanned batch by batch (the active one, and
+    /// any whose indexes were missing or bad).
+    pub scanned_segments: usize,
+    pub rebuilt_indexes: usize,
+    /// Bytes cut from a torn or corrupt tail.
+    pub truncated_bytes: u64,
+    /// Whole segments dropped because they followed a corrupt one.
+    pub dropped_segments: usize,
+    /// Why the tail was cut, if it was.
+    pub reason: Option<String>,
+}
+
+type Waiter = flume::Sender<Result<u64, String>>;
+
+/// One partition's log on storage `S`.
+pub struct PartitionLog<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    state: RefCell<LogState<S::File>>,
+    append_lock: async_lock::Mutex<()>,
+    waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
+    flushing: Cell<bool>,
+    flush_again: Cell<bool>,
+    failed: RefCell<Option<String>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Open (or create) the log in `dir`, recovering what is there.
+    pub async fn open(
+        storage: S,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+    ) -> Result<(Rc<Self>, RecoveryReport), LogError> {
+        let dir = dir.into();
+        let (segments, report) = recover(&storage, &dir, &config).await?;
+        let now = storage.now_ms();
+        let log = Rc::new(Self {
+            state: RefCell::new(LogState::new(config, segments, now)),
+            storage,
+            dir,
+            append_lock: async_lock::Mutex::new(()),
+            waiters: RefCell::new(BTreeMap::new()),
+            flushing: Cell::new(false),
+            flush_again: Cell::new(false),
+            failed: RefCell::new(None),
+        });
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.state.borrow().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.state.borrow().log_end_offset()
+    }
+
+    /// Every offset below this survives a crash.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.state.borrow().durable_end_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().size_bytes()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segment_count()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.state.borrow().segments().map(|s| s.base_offset).collect()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.state.borrow().config.clone()
+    }
+
+    /// Change settings (retention, segment size, flush policy); takes effect
+    /// from the next append or retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        self.state.borrow_mut().config = config;
+    }
+
+    fn check_failed(&self) -> Result<(), LogError> {
+        match &*self.failed.borrow() {
+            Some(_) => Err(LogError::Failed(self.dir.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn path(&self, base: u64, suffix: &str) -> PathBuf {
+        self.dir.join(segment::file_name(base, suffix))
+    }
+
+    /// Append a producer's record set (one or more RecordBatch v2). Offsets
+    /// and the leader epoch are written into the batches; the bytes are in
+    /// the page cache when this returns. Pair with [`Self::wait_durable`]
+    /// for acks that need durability.
+    pub async fn append(
+        self: &Rc<Self>,
+        records: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let guard = self.append_lock.lock().await;
+        self.check_failed()?;
+        let now = self.storage.now_ms();
+        let plan = self.state.borrow().prepare_append(records, leader_epoch, now)?;
+        if plan.roll {
+            self.roll(plan.base_offset).await?;
+        }
+        let file = self.state.borrow().active().file.clone();
+        let base = self.state.borrow().active().base_offset;
+        if let Err(e) = file.write_all_at(plan.position, plan.bytes.clone()).await {
+            return Err(io_err(&self.path(base, LOG_SUFFIX))(e));
+        }
+        self.state.borrow_mut().commit_append(&plan);
+        drop(guard);
+        self.maybe_flush();
+        Ok(AppendInfo {
+            base_offset: plan.base_offset,
+            last_offset: plan.last_offset,
+            max_timestamp: plan.max_timestamp,
+        })
+    }
+
+    /// Seal the active segment (sync it, write its indexes) and start a new
+    /// one at `base`. Called with the append lock held.
+    async fn roll(self: &Rc<Self>, base: u64) -> Result<(), LogError> {
+        let (old_file, old_base, sealed, end) = {
+            let st = self.state.borrow();
+            let a = st.active();
+            let mut sealed = a.clone();
+            sealed.seal();
+            (a.file.clone(), a.base_offset, sealed, st.log_end_offset())
+        };
+        let log_path = self.path(old_base, LOG_SUFFIX);
+        old_file.sync_data().await.map_err(io_err(&log_path))?;
+        {
+            let mut st = self.state.borrow_mut();
+            let (_, _, written) = st.begin_flush();
+            st.complete_flush(end, written, self.storage.now_ms());
+        }
+        self.wake_waiters();
+        self.write_index(old_base, INDEX_SUFFIX, sealed.index.encode()).await?;
+        self.write_index(old_base, TIME_INDEX_SUFFIX, sealed.time_index.encode()).await?;
+        let new_path = self.path(base, LOG_SUFFIX);
+        let file = self.storage.open(&new_path, true).await.map_err(io_err(&new_path))?;
+        file.set_len(0).await.map_err(io_err(&new_path))?;
+        self.storage.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+        let now = self.storage.now_ms();
+        self.state.borrow_mut().push_segment(Segment::new(base, file, now));
+        tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
+        Ok(())
+    }
+
+    async fn write_index(&self, base: u64, suffix: &str, bytes: Vec<u8>) -> Result<(), LogError> {
+        let path = self.path(base, suffix);
+        let f = self.storage.open(&path, true).await.map_err(io_err(&path))?;
+        f.set_len(0).await.map_err(io_err(&path))?;
+        f.write_all_at(0, Bytes::from(bytes)).await.map_err(io_err(&path))?;
+        f.sync_data().await.map_err(io_err(&path))
+    }
+
+    /// Flush if the policy says so (after an append, or on a timer tick).
+    fn maybe_flush(self: &Rc<Self>) {
+        let now = self.storage.now_ms();
+        let due = self.state.borrow().flush_due(now);
+        let waited = self
+            .waiters
+            .borrow()
+            .keys()
+            .next()
+            .is_some_and(|_| self.state.borrow().config.flush.every_append);
+        if due || waited {
+            self.start_flush();
+        }
+    }
+
+    /// Run time-based flushing; call periodically (the shard does).
+    pub fn tick(self: &Rc<Self>) {
+        self.maybe_flush();
+    }
+
+    /// Start a group-commit flush, or ask the running one to go again.
+    pub fn start_flush(self: &Rc<Self>) {
+        if self.flushing.replace(true) {
+            self.flush_again.set(true);
+            return;
+        }
+        let this = self.clone();
+        self.storage.spawn(async move {
+            loop {
+                this.flush_again.set(false);
+                let (file, end, written) = this.state.borrow().begin_flush();
+                if end > this.state.borrow().durable_end_offset() {
+                    if let Err(e) = file.sync_data().await {
+                        this.fail(format!("fdatasync failed: {e}"));
+                        break;
+                    }
+                    let now = this.storage.now_ms();
+                    this.state.borrow_mut().complete_flush(end, written, now);
+                    this.wake_waiters();
+                }
+                if !this.flush_again.get() {
+                    break;
+                }
+            }
+            this.flushing.set(false);
+        });
+    }
+
+    /// After an fsync failure the page cache may have dropped our data: the
+    /// log takes no more writes and every waiter learns it (no silent loss).
+    fn fail(&self, why: String) {
+        tracing::error!(dir = %self.dir.display(), "{why}; partition log is now failed");
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters.into_values().flatten() {
+            let _ = w.send(Err(why.clone()));
+        }
+        *self.failed.borrow_mut() = Some(why);
+    }
+
+    fn wake_waiters(&self) {
+        let durable = self.durable_end_offset();
+        let ready = {
+            let mut w = self.waiters.borrow_mut();
+            let rest = w.split_off(&durable);
+            std::mem::replace(&mut *w, rest)
+        };
+        for w in ready.into_values().flatten() {
+            let _ = w.send(Ok(durable));
+        }
+    }
+
+    /// Wait until `offset` is durable; returns the durable end offset.
+    /// Under [`FlushPolicy::every_append`] this starts a flush if none is
+    /// running; otherwise the policy's next flush wakes it.
+    pub async fn wait_durable(self: &Rc<Self>, offset: u64) -> Result<u64, LogError> {
+        self.check_failed()?;
+        let durable = self.durable_end_offset();
+        if offset < durable {
+            return Ok(durable);
+        }
+        let (tx, rx) = flume::bounded(1);
+        self.waiters.borrow_mut().entry(offset + 1).or_default().push(tx);
+        self.maybe_flush();
+        match rx.recv_async().await {
+            Ok(Ok(d)) => Ok(d),
+            _ => Err(LogError::Failed(self.dir.clone())),
+        }
+    }
+
+    /// fdatasync now and return the durable end offset.
+    pub async fn flush(self: &Rc<Self>) -> Result<u64, LogError> {
+        let end = self.log_end_offset();
+        if end == 0 || end <= self.durable_end_offset() {
+            return Ok(self.durable_end_offset());
+        }
+        let (tx, rx) = flume::bounded(1);
+        self.waiters.borrow_mut().entry(end).or_default().push(tx);
+        self.start_flush();
+        match rx.recv_async().await {
+            Ok(Ok(d)) => Ok(d),
+            _ => Err(LogError::Failed(self.dir.clone())),
+        }
+    }
+
+    /// Whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (but at least that first batch), as a file range.
+    /// `Ok(None)` at the log end.
+    pub async fn read(
+        &self,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Option<FileSlice<S::File>>, LogError> {
+        for _ in 0..3 {
+            let plan = match self.state.borrow().locate(offset)? {
+                Locate::AtEnd => return Ok(None),
+                Locate::Scan(p) => p,
+            };
+            let window = self.read_window(&plan).await?;
+            if let Some(slice) = self.state.borrow().slice_from_scan(&plan, &window, max_bytes) {
+                return Ok(Some(slice));
+            }
+        }
+        Err(LogError::Raced {
+            path: self.dir.clone(),
+        })
+    }
+
+    async fn read_window(&self, plan: &ReadPlan<S::File>) -> Result<Vec<u8>, LogError> {
+        plan.file
+            .read_at(plan.scan_pos, plan.scan_len)
+            .await
+            .map_err(io_err(&self.path(plan.segment_base, LOG_SUFFIX)))
+    }
+
+    /// Like [`Self::read`], but the bytes themselves.
+    pub async fn read_bytes(&self, offset: u64, max_bytes: u64) -> Result<Bytes, LogError> {
+        let Some(slice) = self.read(offset, max_bytes).await? else {
+            return Ok(Bytes::new());
+        };
+        let bytes = slice
+            .file
+            .read_at(slice.position, slice.len as usize)
+            .await
+            .map_err(io_err(&self.dir))?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// The first batch whose max timestamp is `>= timestamp`: its base offset
+    /// and max timestamp. `None` if every record is older.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError> {
+        let candidates: Vec<(S::File, u64, u64, u64)> = {
+            let st = self.state.borrow();
+            st.segments()
+                .filter(|s| s.max_timestamp >= timestamp)
+                .map(|s| {
+                    let rel = s.time_index.search_start(timestamp).unwrap_or(0);
+                    let pos = s.index.floor(rel).map_or(0, |(_, p)| p as u64);
+                    (s.file.clone(), s.base_offset, pos, s.size)
+                })
+                .collect()
+        };
+        let start = self.log_start_offset();
+        for (file, base, pos, size) in candidates {
+            let found = scan_headers(&file, pos, size, |h| h.max_timestamp >= timestamp)
+                .await
+                .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+            if let Some(h) = found {
+                return Ok(Some(((h.base_offset as u64).max(start), h.max_timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Remove every record at or after `offset` (Raft log truncation). Cuts
+    /// at the start of the batch that holds `offset`; returns the new log end.
+    pub async fn truncate_to(self: &Rc<Self>, offset: u64) -> Result<u64, LogError> {
+        let _guard = self.append_lock.lock().await;
+        self.check_failed()?;
+        let (end, first_base) = {
+            let st = self.state.borrow();
+            (st.log_end_offset(), st.segment(0).base_offset)
+        };
+        if offset >= end {
+            return Ok(end);
+        }
+        if offset <= first_base.max(self.log_start_offset()) {
+            self.reset_to(offset).await?;
+            return Ok(self.log_end_offset());
+        }
+        let (i, file, base, from, size) = {
+            let st = self.state.borrow();
+            let mut i = st.segment_index_for(offset);
+            // Cutting at a segment's first batch empties it: keep the previous one.
+            while i > 0 && st.segment(i).base_offset >= offset {
+                i -= 1;
+            }
+            let s = st.segment(i);
+            let rel = s.relative(offset).unwrap_or(u32::MAX);
+            let from = s.index.floor(rel).map_or(0, |(_, p)| p as u64);
+            (i, s.file.clone(), s.base_offset, from, s.size)
+        };
+        let path = self.path(base, LOG_SUFFIX);
+        // Find where the batch holding `offset` starts.
+        let cut = scan_headers(&file, from, size, |h| h.last_offset() as u64 >= offset)
+            .await
+            .map_err(io_err(&path))?;
+        let (cut_pos, next_offset) = match cut {
+            Some(h) => (h.position, h.base_offset as u64),
+            None => (size, self.state.borrow().segment(i).next_offset),
+        };
+        // Recompute the max timestamp of what remains: scan after the last
+        // time-index entry that survives.
+        let max_ts = {
+            let st = self.state.borrow();
+            let s = st.segment(i);
+            let mut t = s.clone();
+            t.trim_indexes(s.relative(next_offset).unwrap_or(u32::MAX));
+            let last = t.time_index.last();
+            let from_rel = last.map_or(0, |(_, r)| r);
+            let from = s.index.floor(from_rel).map_or(0, |(_, p)| p as u64);
+            (from, last.map_or(-1, |(ts, _)| ts))
+        };
+        let mut max_timestamp = max_ts.1;
+        scan_headers(&file, max_ts.0, cut_pos, |h| {
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+            false
+        })
+        .await
+        .map_err(io_err(&path))?;
+        let gone = self.state.borrow_mut().truncate(i, cut_pos, next_offset, max_timestamp);
+        file.set_len(cut_pos).await.map_err(io_err(&path))?;
+        file.sync_data().await.map_err(io_err(&path))?;
+        for b in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            self.storage.remove(&self.path(base, b)).await.map_err(io_err(&path))?;
+        }
+        self.delete_segment_files(gone.iter().map(|s| s.base_offset)).await?;
+        tracing::info!(dir = %self.dir.display(), offset, new_end = next_offset, "log truncated");
+        Ok(next_offset)
+    }
+
+    /// Drop every segment and start empty at `offset`.
+    async fn reset_to(self: &Rc<Self>, offset: u64) -> Result<(), LogError> {
+        let path = self.path(offset, LOG_SUFFIX);
+        let old: Vec<u64> = self.segment_bases();
+        // The new segment may reuse the name of the first old one.
+        self.delete_segment_files(old.iter().copied()).await?;
+        let file = self.storage.open(&path, true).await.map_err(io_err(&path))?;
+        file.set_len(0).await.map_err(io_err(&path))?;
+        self.storage.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+        let now = self.storage.now_ms();
+        self.state.borrow_mut().reset(Segment::new(offset, file, now));
+        Ok(())
+    }
+
+    async fn delete_segment_files(&self, bases: impl Iterator<Item = u64>) -> Result<(), LogError> {
+        for base in bases {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let p = self.path(base, suffix);
+                self.storage.remove(&p).await.map_err(io_err(&p))?;
+            }
+        }
+        self.storage.sync_dir(&self.dir).await.map_err(io_err(&self.dir))
+    }
+
+    /// Apply `retention.ms` / `retention.bytes`: delete whole old segments,
+    /// never the active one. Returns how many were deleted.
+    pub async fn enforce_retention(self: &Rc<Self>) -> Result<usize, LogError> {
+        let _guard = self.append_lock.lock().await;
+        let now = self.storage.now_ms();
+        let n = self.state.borrow().retention_victims(now);
+        if n == 0 {
+            return Ok(0);
+        }
+        let gone = self.state.borrow_mut().remove_oldest(n);
+        self.delete_segment_files(gone.iter().map(|s| s.base_offset)).await?;
+        tracing::info!(dir = %self.dir.display(), segments = n, log_start = self.log_start_offset(), "retention deleted segments");
+        Ok(n)
+    }
+
+    /// Flush and stop; the files stay for the next open.
+    pub async fn close(self: &Rc<Self>) -> Result<(), LogError> {
+        let _guard = self.append_lock.lock().await;
+        if self.failed.borrow().is_none() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the partition: its directory and every file in it.
+    pub async fn delete(self: &Rc<Self>) -> Result<(), LogError> {
+        let _guard = self.append_lock.lock().await;
+        self.fail("partition deleted".into());
+        self.storage
+            .remove_dir_all(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))
+    }
+}
+
+/// A batch header with the position it was found at.
+#[derive(Debug, Clone, Copy)]
+struct PositionedHeader {
+    position: u64,
+    header: batch::BatchHeader,
+}
+
+impl std::ops::Deref for PositionedHeader {
+    type Target = batch::BatchHeader;
+    fn deref(&self) -> &batch::BatchHeader {
+        &self.header
+    }
+}
+
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Walk batch headers of `file` in `[from, to)` in chunks, returning the
+/// first for which `want` is true.
+async fn scan_headers<F: StorageFile>(
+    file: &F,
+    from: u64,
+    to: u64,
+    mut want: impl FnMut(&batch::BatchHeader) -> bool,
+) -> std::io::Result<Option<PositionedHeader>> {
+    let mut pos = from;
+    while pos + HEADER_LEN as u64 <= to {
+        let len = SCAN_CHUNK.min((to - pos) as usize);
+        let chunk = file.read_at(pos, len).await?;
+        let mut at = 0usize;
+        let mut progressed = false;
+        while let Ok(h) = batch::BatchHeader::parse(&chunk[at..]) {
+            if h.batch_length < batch::MIN_BATCH_LENGTH as i32 {
+                return Ok(None);
+            }
+            if want(&h) {
+                return Ok(Some(PositionedHeader {
+                    position: pos + at as u64,
+                    header: h,
+                }));
+            }
+            at += h.size();
+            progressed = true;
+            if at >= chunk.len() {
+                break;
+            }
+        }
+        if !progressed {
+            return Ok(None);
+        }
+        pos += at as u64;
+    }
+    Ok(None)
+}
+
+/// Open every segment in `dir`: trust sealed segments whose indexes load
+/// and agree with the data, scan the rest, cut a bad tail.
+async fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+) -> Result<(Vec<Segment<S::File>>, RecoveryReport), LogError> {
+    storage.create_dir_all(dir).await.map_err(io_err(dir))?;
+    let names = storage.list(dir).await.map_err(io_err(dir))?;
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))
+        .collect();
+    bases.sort_unstable();
+    let now = storage.now_ms();
+    let mut report = RecoveryReport::default();
+    let mut segments: Vec<Segment<S::File>> = Vec::new();
+    let mut cut = false;
+    for (k, &base) in bases.iter().enumerate() {
+        let path = dir.join(segment::file_name(base, LOG_SUFFIX));
+        if cut || segments.last().is_some_and(|s: &Segment<_>| base < s.next_offset) {
+            // Follows a corrupt segment, or overlaps the one before: drop it.
+            report.dropped_segments += 1;
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let p = dir.join(segment::file_name(base, suffix));
+                storage.remove(&p).await.map_err(io_err(&p))?;
+            }
+            continue;
+        }
+        let file = storage.open(&path, false).await.map_err(io_err(&path))?;
+        let len = file.len().await.map_err(io_err(&path))?;
+        let mut seg = Segment::new(base, file.clone(), now);
+        let is_last = k + 1 == bases.len();
+        let next_base = bases.get(k + 1).copied();
+        if !is_last {
+            if let Some(next_base) = next_base {
+                if load_indexes(storage, dir, &mut seg, len, next_base).await {
+                    segments.push(seg);
+                    continue;
+                }
+                report.rebuilt_indexes += 1;
+            }
+        }
+        report.scanned_segments += 1;
+        let stop = scan_file(&file, &mut seg, len, config.index_interval_bytes)
+            .await
+            .map_err(io_err(&path))?;
+        if let Some(why) = stop {
+            report.truncated_bytes += len - seg.size;
+            report.reason = Some(why);
+            file.set_len(seg.size).await.map_err(io_err(&path))?;
+            file.sync_data().await.map_err(io_err(&path))?;
+            cut = true;
+            tracing::warn!(path = %path.display(), cut = len - seg.size, reason = report.reason.as_deref().unwrap_or(""), "recovery truncated a bad tail");
+        }
+        if !is_last {
+            seg.seal();
+        }
+        segments.push(seg);
+    }
+    // Remove index files that have no segment.
+    for n in &names {
+        let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|sfx| {
+            segment::parse_file_name(n, sfx).is_some_and(|b| !segments.iter().any(|s| s.base_offset == b))
+        });
+        if orphan {
+            let p = dir.join(n);
+            storage.remove(&p).await.map_err(io_err(&p))?;
+        }
+    }
+    if let Some(last) = segments.last_mut() {
+        last.sealed = false;
+        last.created_ms = now;
+        if cut || report.dropped_segments > 0 {
+            // Indexes of the (now) active segment are rebuilt in memory; stale files go.
+            for sfx in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let p = dir.join(segment::file_name(last.base_offset, sfx));
+                storage.remove(&p).await.map_err(io_err(&p))?;
+            }
+        }
+        // What recovery kept is what is durable from now on.
+        let p = dir.join(segment::file_name(last.base_offset, LOG_SUFFIX));
+        last.file.sync_data().await.map_err(io_err(&p))?;
+    } else {
+        let p = dir.join(segment::file_name(0, LOG_SUFFIX));
+        let file = storage.open(&p, true).await.map_err(io_err(&p))?;
+        storage.sync_dir(dir).await.map_err(io_err(dir))?;
+        segments.push(Segment::new(0, file, now));
+    }
+    report.segments = segments.len();
+    Ok((segments, report))
+}
+
+/// Load a sealed segment's indexes; true if they are consistent with the
+/// data (the last index entry points at a batch with the right offset).
+async fn load_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    seg: &mut Segment<S::File>,
+    len: u64,
+    next_base: u64,
+) -> bool {
+    let base = seg.base_offset;
+    let Some(rel_limit) = next_base.checked_sub(base) else {
+        return false;
+    };
+    let read_all = |suffix: &'static str| async move {
+        let p = dir.join(segment::file_name(base, suffix));
+        let f = storage.open(&p, false).await.ok()?;
+        let n = f.len().await.ok()?;
+        // An index larger than its segment could describe is bad, not a reason to allocate.
+        if n > len.saturating_mul(2) + 4096 {
+            return None;
+        }
+        f.read_at(0, n as usize).await.ok()
+    };
+    let (Some(ix), Some(tx)) = (read_all(INDEX_SUFFIX).await, read_all(TIME_INDEX_SUFFIX).await) else {
+        return false;
+    };
+    let (Ok(index), Ok(time_index)) = (
+        OffsetIndex::decode(&ix, len, rel_limit),
+        TimeIndex::decode(&tx, rel_limit),
+    ) else {
+        return false;
+    };
+    let Some((rel, pos)) = index.last() else {
+        return false;
+    };
+    let Ok(head) = seg.file.read_at(pos as u64, HEADER_LEN).await else {
+        return false;
+    };
+    let Ok(h) = batch::BatchHeader::parse(&head) else {
+        return false;
+    };
+    if h.base_offset != (base + rel as u64) as i64 || h.magic != 2 || pos as u64 + h.size() as u64 > len {
+        return false;
+    }
+    // The segment may end after the last indexed batch; its end offset is
+    // bounded by the next segment's base.
+    let next_offset = last_offset_from(seg, pos as u64, len).await.unwrap_or(next_base);
+    seg.restore(len, next_offset.min(next_base), index, time_index);
+    true
+}
+
+/// Offset after the last batch, walking headers from `pos` to `len`.
+async fn last_offset_from<F: StorageFile>(seg: &Segment<F>, pos: u64, len: u64) -> Option<u64> {
+    let mut last = None;
+    scan_headers(&seg.file, pos, len, |h| {
+        last = Some(h.last_offset() as u64 + 1);
+        false
+    })
+    .await
+    .ok()?;
+    last
+}
+
+/// Validate every batch of a segment file (CRC included) in chunks,
+/// building its indexes. Returns why it stopped early, if it did.
+async fn scan_file<F: StorageFile>(
+    file: &F,
+    seg: &mut Segment<F>,
+    len: u64,
+    index_interval: u32,
+) -> std::io::Result<Option<String>> {
+    while seg.size < len {
+        let pos = seg.size;
+        let head = file.read_at(pos, HEADER_LEN.min((len - pos) as usize)).await?;
+        let need = match batch::BatchHeader::parse(&head) {
+            Ok(h) if h.batch_length >= batch::MIN_BATCH_LENGTH as i32 => h.size() as u64,
+            Ok(h) => return Ok(Some(format!("batch length {} at position {pos}", h.batch_length))),
+            Err(e) => return Ok(Some(format!("{e} at position {pos}"))),
+        };
+        if pos + need > len {
+            return Ok(Some(format!("batch at position {pos} runs past the end of the file")));
+        }
+        // Read whole batches, up to a chunk at a time (a bigger batch alone).
+        let want = need.max(SCAN_CHUNK as u64).min(len - pos) as usize;
+        let chunk = file.read_at(pos, want).await?;
+        let mut at = 0usize;
+        while at < chunk.len() {
+            match seg.scan_next(&chunk[at..], index_interval) {
+                Ok(n) => at += n,
+                Err(_) if at > 0 => break, // maybe cut by the chunk: reread from here
+                Err(e) => return Ok(Some(format!("{e} at position {pos}"))),
+            }
+        }
+    }
+    Ok(None)
+}

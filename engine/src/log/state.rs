@@ -1,0 +1,372 @@
+//! The partition log's bookkeeping, free of I/O.
+//!
+//! [`LogState`] decides: which offsets an append gets and where its bytes
+//! go, when to roll, which byte range answers a read, which segments
+//! retention deletes, what is durable. The driver in [`super::PartitionLog`]
+//! carries the decisions out through a [`crate::io::Storage`] and reports back.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{FileSlice, LogConfig, LogError};
+use crate::batch::{self, BatchHeader, Strictness, HEADER_LEN};
+use crate::segment::Segment;
+
+/// What an accepted append will do, decided before any byte is written.
+#[derive(Debug, Clone)]
+pub struct AppendPlan {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub max_timestamp: i64,
+    /// Roll to a new segment at `base_offset` before writing.
+    pub roll: bool,
+    pub position: u64,
+    pub bytes: Bytes,
+    headers: Vec<BatchHeader>,
+}
+
+/// Where a read must look: a byte range of one segment to scan for the
+/// batch holding `offset`.
+#[derive(Debug, Clone)]
+pub struct ReadPlan<F> {
+    pub offset: u64,
+    pub segment_base: u64,
+    pub file: F,
+    pub scan_pos: u64,
+    pub scan_len: usize,
+}
+
+/// Outcome of looking up an offset.
+#[derive(Debug, Clone)]
+pub enum Locate<F> {
+    /// The offset is the log end: nothing to read yet.
+    AtEnd,
+    Scan(ReadPlan<F>),
+}
+
+/// Log bookkeeping for one partition. `F` is the segment file handle.
+#[derive(Debug)]
+pub struct LogState<F> {
+    pub config: LogConfig,
+    segments: VecDeque<Segment<F>>,
+    log_start: u64,
+    /// Every offset below this is on stable storage.
+    durable_end: u64,
+    written_bytes: u64,
+    synced_bytes: u64,
+    last_flush_ms: u64,
+}
+
+impl<F: Clone> LogState<F> {
+    /// A log over recovered segments (non-empty, ordered, the last active).
+    pub fn new(config: LogConfig, segments: Vec<Segment<F>>, now_ms: u64) -> Self {
+        let segments: VecDeque<_> = segments.into();
+        let log_start = segments.front().map_or(0, |s| s.base_offset);
+        let end = segments.back().map_or(0, |s| s.next_offset);
+        Self {
+            config,
+            segments,
+            log_start,
+            durable_end: end,
+            written_bytes: 0,
+            synced_bytes: 0,
+            last_flush_ms: now_ms,
+        }
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.active().next_offset
+    }
+
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable_end
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &Segment<F>> {
+        self.segments.iter()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn active(&self) -> &Segment<F> {
+        self.segments.back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<F> {
+        self.segments.back_mut().expect("a log always has an active segment")
+    }
+
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.written_bytes - self.synced_bytes
+    }
+
+    /// Validate a producer's record set, assign offsets and the leader epoch
+    /// in place, and decide where it goes. Nothing changes until
+    /// [`Self::commit_append`].
+    pub fn prepare_append(
+        &self,
+        mut records: BytesMut,
+        leader_epoch: i32,
+        now_ms: u64,
+    ) -> Result<AppendPlan, LogError> {
+        let mut headers =
+            batch::validate_all(&records, self.config.max_batch_bytes, Strictness::Produce)?;
+        let len = records.len() as u64;
+        let active = self.active();
+        let base_offset = active.next_offset;
+        let mut next = base_offset;
+        let mut at = 0usize;
+        let mut max_timestamp = -1;
+        for h in &mut headers {
+            batch::assign(&mut records[at..], next as i64, leader_epoch);
+            h.base_offset = next as i64;
+            h.partition_leader_epoch = leader_epoch;
+            next += h.last_offset_delta as u64 + 1;
+            at += h.size();
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+        }
+        let last_offset = next - 1;
+        let full = active.size + len > self.config.segment_bytes;
+        let old = now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms;
+        let rel_overflow = active.relative(last_offset).is_none();
+        let roll = !active.is_empty() && (full || old || rel_overflow);
+        if roll && last_offset - base_offset > u32::MAX as u64 {
+            return Err(LogError::TooManyRecords);
+        }
+        Ok(AppendPlan {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            roll,
+            position: if roll { 0 } else { active.size },
+            bytes: records.freeze(),
+            headers,
+        })
+    }
+
+    /// A new, empty active segment at the log end (after the driver created
+    /// its file and the old one is sealed and synced).
+    pub fn push_segment(&mut self, segment: Segment<F>) {
+        self.active_mut().seal();
+        self.segments.push_back(segment);
+    }
+
+    /// The bytes of `plan` are written: make them visible.
+    pub fn commit_append(&mut self, plan: &AppendPlan) {
+        let interval = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        let mut pos = plan.position;
+        for h in &plan.headers {
+            seg.record_batch(pos, h, interval);
+            pos += h.size() as u64;
+        }
+        self.written_bytes += plan.bytes.len() as u64;
+    }
+
+    /// Whether the policy wants a flush now.
+    pub fn flush_due(&self, now_ms: u64) -> bool {
+        let p = &self.config.flush;
+        let pending = self.unflushed_bytes();
+        pending > 0
+            && (p.every_append
+                || p.every_bytes.is_some_and(|b| pending >= b)
+                || p.every_ms
+                    .is_some_and(|ms| now_ms.saturating_sub(self.last_flush_ms) >= ms))
+    }
+
+    /// Start a flush: the file to fdatasync and what it will cover.
+    pub fn begin_flush(&self) -> (F, u64, u64) {
+        (
+            self.active().file.clone(),
+            self.log_end_offset(),
+            self.written_bytes,
+        )
+    }
+
+    /// A flush begun by [`Self::begin_flush`] finished.
+    pub fn complete_flush(&mut self, end_offset: u64, written: u64, now_ms: u64) {
+        self.durable_end = self.durable_end.max(end_offset.min(self.log_end_offset()));
+        self.synced_bytes = self.synced_bytes.max(written);
+        self.last_flush_ms = now_ms;
+    }
+
+    /// Find what to read for `offset`.
+    pub fn locate(&self, offset: u64) -> Result<Locate<F>, LogError> {
+        let end = self.log_end_offset();
+        if offset == end {
+            return Ok(Locate::AtEnd);
+        }
+        if offset < self.log_start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start,
+                log_end: end,
+            });
+        }
+        let i = self.segments.partition_point(|s| s.base_offset <= offset);
+        let mut i = i.saturating_sub(1);
+        // An offset past a segment's last batch (a gap) reads from the next one.
+        while offset >= self.segments[i].next_offset {
+            i += 1;
+            if i == self.segments.len() {
+                return Ok(Locate::AtEnd);
+            }
+        }
+        let seg = &self.segments[i];
+        let rel = seg.relative(offset).unwrap_or(0);
+        let scan_pos = seg.index.floor(rel).map_or(0, |(_, p)| p as u64);
+        let window = self.config.index_interval_bytes as u64 + HEADER_LEN as u64;
+        let scan_len = window.min(seg.size - scan_pos) as usize;
+        Ok(Locate::Scan(ReadPlan {
+            offset: offset.max(seg.base_offset),
+            segment_base: seg.base_offset,
+            file: seg.file.clone(),
+            scan_pos,
+            scan_len,
+        }))
+    }
+
+    /// Turn the scanned window of a [`ReadPlan`] into a slice of whole
+    /// batches: the batch holding the offset (whole, even if larger than
+    /// `max_bytes`), then as many following whole batches as fit. `None` if
+    /// the segment changed under the read (retry).
+    pub fn slice_from_scan(
+        &self,
+        plan: &ReadPlan<F>,
+        window: &[u8],
+        max_bytes: u64,
+    ) -> Option<FileSlice<F>> {
+        let i = self.segments.iter().position(|s| s.base_offset == plan.segment_base)?;
+        let seg = &self.segments[i];
+        let mut start = None;
+        let mut end = 0u64;
+        for (at, h) in batch::headers(window).chain(partial_last(window)) {
+            let pos = plan.scan_pos + at as u64;
+            let batch_end = pos + h.size() as u64;
+            if batch_end > seg.size {
+                break;
+            }
+            match start {
+                None if h.last_offset() as u64 >= plan.offset => {
+                    start = Some((pos, h.base_offset as u64));
+                    end = batch_end;
+                }
+                None => {}
+                Some((s, _)) if batch_end - s <= max_bytes => end = batch_end,
+                Some(_) => break,
+            }
+        }
+        let (start, first_offset) = start?;
+        // Extend through whole batches the window did not show, using known
+        // batch boundaries: index positions and the segment end.
+        let limit = start.saturating_add(max_bytes);
+        if seg.size <= limit {
+            end = end.max(seg.size);
+        } else if let Some(p) = seg.index.floor_position(limit, end) {
+            end = p;
+        }
+        Some(FileSlice {
+            file: seg.file.clone(),
+            position: start,
+            len: end - start,
+            first_offset,
+        })
+    }
+
+    /// Segments whose whole contents are past `retention.ms` or beyond
+    /// `retention.bytes`, oldest first; never the active segment.
+    pub fn retention_victims(&self, now_ms: u64) -> usize {
+        let mut total = self.size_bytes();
+        let mut n = 0;
+        for seg in self.segments.iter().take(self.segments.len() - 1) {
+            let by_size = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total.saturating_sub(seg.size) >= limit);
+            let newest = if seg.max_timestamp >= 0 {
+                seg.max_timestamp as u64
+            } else {
+                seg.created_ms
+            };
+            let by_age = self
+                .config
+                .retention_ms
+                .is_some_and(|ms| now_ms.saturating_sub(newest) > ms);
+            if !(by_size || by_age) {
+                break;
+            }
+            total -= seg.size;
+            n += 1;
+        }
+        n
+    }
+
+    /// Drop the `n` oldest segments (after the driver deleted their files).
+    pub fn remove_oldest(&mut self, n: usize) -> Vec<Segment<F>> {
+        let n = n.min(self.segments.len() - 1);
+        let gone: Vec<_> = self.segments.drain(..n).collect();
+        if let Some(first) = self.segments.front() {
+            self.log_start = self.log_start.max(first.base_offset);
+        }
+        gone
+    }
+
+    /// Index of the segment that holds `offset` (the last one starting at or
+    /// before it).
+    pub fn segment_index_for(&self, offset: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    pub fn segment(&self, i: usize) -> &Segment<F> {
+        &self.segments[i]
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Truncation: drop every segment after index `keep` and cut segment
+    /// `keep` at `position`, where the batch starting at `next_offset`
+    /// began; `max_timestamp` is its recomputed maximum.
+    pub fn truncate(&mut self, keep: usize, position: u64, next_offset: u64, max_timestamp: i64) -> Vec<Segment<F>> {
+        let gone: Vec<_> = self.segments.drain(keep + 1..).collect();
+        let seg = self.active_mut();
+        let rel = seg.relative(next_offset).unwrap_or(u32::MAX);
+        seg.trim_indexes(rel);
+        seg.size = position;
+        seg.next_offset = next_offset;
+        seg.max_timestamp = max_timestamp;
+        self.durable_end = self.durable_end.min(next_offset);
+        gone
+    }
+
+    /// Replace every segment by one empty segment (truncation to before the
+    /// log start, or a full reset).
+    pub fn reset(&mut self, segment: Segment<F>) -> Vec<Segment<F>> {
+        let gone: Vec<_> = self.segments.drain(..).collect();
+        self.log_start = segment.base_offset;
+        self.durable_end = segment.base_offset;
+        self.segments.push_back(segment);
+        gone
+    }
+}
+
+/// The last header in a window may be complete while its batch body is cut
+/// off by the window's end; it still marks a batch boundary.
+fn partial_last(window: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
+    let consumed: usize = batch::headers(window).map(|(_, h)| h.size()).sum();
+    BatchHeader::parse(&window[consumed..])
+        .ok()
+        .filter(|h| h.batch_length >= batch::MIN_BATCH_LENGTH as i32)
+        .map(|h| (consumed, h))
+        .into_iter()
+}
