@@ -14,3 +14,4 @@ pub mod index;
 pub mod io;
 pub mod log;
 pub mod segment;
+pub mod shard;

@@ -94,7 +94,10 @@ impl<F> Segment<F> {
         }
         if h.max_timestamp > self.max_timestamp {
             self.max_timestamp = h.max_timestamp;
-            let newer = self.time_index.last().is_none_or(|(t, r)| h.max_timestamp > t && rel > r);
+            let newer = self
+                .time_index
+                .last()
+                .is_none_or(|(t, r)| h.max_timestamp > t && rel > r);
             if due(self.last_time_index_pos) && newer {
                 self.time_index.push(h.max_timestamp, rel);
                 self.last_time_index_pos = Some(position);
@@ -120,11 +123,7 @@ impl<F> Segment<F> {
 
     /// Check the next stored batch at the start of `bytes` (which sits at
     /// segment position `self.size`) and account for it. Returns its size.
-    pub fn scan_next(
-        &mut self,
-        bytes: &[u8],
-        index_interval: u32,
-    ) -> Result<usize, ScanStop> {
+    pub fn scan_next(&mut self, bytes: &[u8], index_interval: u32) -> Result<usize, ScanStop> {
         let h = batch::validate(bytes, usize::MAX, Strictness::Stored)?;
         let expected = self.next_offset;
         if h.base_offset < 0 || (h.base_offset as u64) < expected {
@@ -175,7 +174,11 @@ impl<F> Segment<F> {
 /// Scan stored segment bytes (as recovery does) into a fresh segment:
 /// returns the segment state and, if the bytes do not end cleanly, where and
 /// why the valid prefix ends. Never panics, whatever the bytes.
-pub fn scan_bytes(base_offset: u64, bytes: &[u8], index_interval: u32) -> (Segment<()>, Option<ScanStop>) {
+pub fn scan_bytes(
+    base_offset: u64,
+    bytes: &[u8],
+    index_interval: u32,
+) -> (Segment<()>, Option<ScanStop>) {
     let mut seg = Segment::new(base_offset, (), 0);
     while (seg.size as usize) < bytes.len() {
         match seg.scan_next(&bytes[seg.size as usize..], index_interval) {
@@ -194,10 +197,19 @@ mod tests {
     #[test]
     fn names_round_trip() {
         assert_eq!(file_name(42, LOG_SUFFIX), "00000000000000000042.log");
-        assert_eq!(parse_file_name("00000000000000000042.log", LOG_SUFFIX), Some(42));
+        assert_eq!(
+            parse_file_name("00000000000000000042.log", LOG_SUFFIX),
+            Some(42)
+        );
         assert_eq!(parse_file_name("0000000000000000042.log", LOG_SUFFIX), None);
-        assert_eq!(parse_file_name("0000000000000000004x.log", LOG_SUFFIX), None);
-        assert_eq!(parse_file_name("00000000000000000042.index", LOG_SUFFIX), None);
+        assert_eq!(
+            parse_file_name("0000000000000000004x.log", LOG_SUFFIX),
+            None
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000042.index", LOG_SUFFIX),
+            None
+        );
     }
 
     #[test]

@@ -108,7 +108,11 @@ impl MemStorage {
 
     /// A file's current contents, if it exists.
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.fs.borrow().files.get(path).map(|f| f.0.borrow().data.clone())
+        self.fs
+            .borrow()
+            .files
+            .get(path)
+            .map(|f| f.0.borrow().data.clone())
     }
 }
 
@@ -150,7 +154,10 @@ impl StorageFile for MemFile {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 impl Storage for MemStorage {

@@ -5,12 +5,12 @@
 //! (a shard thread). Directory listing and recursive removal have no io_uring
 //! opcode; they run on compio's blocking pool, never on the shard thread.
 
+use compio::buf::IntoInner;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use compio::buf::IntoInner;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,7 +36,11 @@ impl StorageFile for UringFile {
         let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
             let want = len - out.len();
-            let op = ReadAt::new(self.0.clone(), pos + out.len() as u64, Vec::with_capacity(want));
+            let op = ReadAt::new(
+                self.0.clone(),
+                pos + out.len() as u64,
+                Vec::with_capacity(want),
+            );
             let BufResult(res, mut chunk) = compio::runtime::submit(op).await.into_inner();
             let n = res?.min(want);
             // SAFETY: the kernel initialised the first `n` bytes of `chunk`.
@@ -103,7 +107,9 @@ async fn open_raw(path: &Path, flags: OFlags) -> io::Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd.into_raw_fd()) })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     compio::runtime::spawn_blocking(f)
         .await
         .unwrap_or_else(|_| Err(io::Error::other("blocking task panicked")))
@@ -156,7 +162,10 @@ impl Storage for UringStorage {
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let dir = Arc::new(open_raw(path, OFlags::RDONLY | OFlags::DIRECTORY).await?);
-        compio::runtime::submit(Sync::new(dir, false)).await.0.map(|_| ())
+        compio::runtime::submit(Sync::new(dir, false))
+            .await
+            .0
+            .map(|_| ())
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {

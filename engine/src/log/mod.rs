@@ -230,7 +230,11 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<u64> {
-        self.state.borrow().segments().map(|s| s.base_offset).collect()
+        self.state
+            .borrow()
+            .segments()
+            .map(|s| s.base_offset)
+            .collect()
     }
 
     pub fn config(&self) -> LogConfig {
@@ -266,7 +270,10 @@ impl<S: Storage> PartitionLog<S> {
         let guard = self.append_lock.lock().await;
         self.check_failed()?;
         let now = self.storage.now_ms();
-        let plan = self.state.borrow().prepare_append(records, leader_epoch, now)?;
+        let plan = self
+            .state
+            .borrow()
+            .prepare_append(records, leader_epoch, now)?;
         if plan.roll {
             self.roll(plan.base_offset).await?;
         }
@@ -303,23 +310,40 @@ impl<S: Storage> PartitionLog<S> {
             st.complete_flush(end, written, self.storage.now_ms());
         }
         self.wake_waiters();
-        self.write_index(old_base, INDEX_SUFFIX, sealed.index.encode()).await?;
-        self.write_index(old_base, TIME_INDEX_SUFFIX, sealed.time_index.encode()).await?;
+        self.write_index(old_base, INDEX_SUFFIX, sealed.index.encode())
+            .await?;
+        self.write_index(old_base, TIME_INDEX_SUFFIX, sealed.time_index.encode())
+            .await?;
         let new_path = self.path(base, LOG_SUFFIX);
-        let file = self.storage.open(&new_path, true).await.map_err(io_err(&new_path))?;
+        let file = self
+            .storage
+            .open(&new_path, true)
+            .await
+            .map_err(io_err(&new_path))?;
         file.set_len(0).await.map_err(io_err(&new_path))?;
-        self.storage.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))?;
         let now = self.storage.now_ms();
-        self.state.borrow_mut().push_segment(Segment::new(base, file, now));
+        self.state
+            .borrow_mut()
+            .push_segment(Segment::new(base, file, now));
         tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
         Ok(())
     }
 
     async fn write_index(&self, base: u64, suffix: &str, bytes: Vec<u8>) -> Result<(), LogError> {
         let path = self.path(base, suffix);
-        let f = self.storage.open(&path, true).await.map_err(io_err(&path))?;
+        let f = self
+            .storage
+            .open(&path, true)
+            .await
+            .map_err(io_err(&path))?;
         f.set_len(0).await.map_err(io_err(&path))?;
-        f.write_all_at(0, Bytes::from(bytes)).await.map_err(io_err(&path))?;
+        f.write_all_at(0, Bytes::from(bytes))
+            .await
+            .map_err(io_err(&path))?;
         f.sync_data().await.map_err(io_err(&path))
     }
 
@@ -386,7 +410,8 @@ impl<S: Storage> PartitionLog<S> {
         let durable = self.durable_end_offset();
         let ready = {
             let mut w = self.waiters.borrow_mut();
-            let rest = w.split_off(&durable);
+            // Keys are the durable end each waiter needs.
+            let rest = w.split_off(&(durable + 1));
             std::mem::replace(&mut *w, rest)
         };
         for w in ready.into_values().flatten() {
@@ -404,7 +429,11 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(durable);
         }
         let (tx, rx) = flume::bounded(1);
-        self.waiters.borrow_mut().entry(offset + 1).or_default().push(tx);
+        self.waiters
+            .borrow_mut()
+            .entry(offset + 1)
+            .or_default()
+            .push(tx);
         self.maybe_flush();
         match rx.recv_async().await {
             Ok(Ok(d)) => Ok(d),
@@ -441,7 +470,11 @@ impl<S: Storage> PartitionLog<S> {
                 Locate::Scan(p) => p,
             };
             let window = self.read_window(&plan).await?;
-            if let Some(slice) = self.state.borrow().slice_from_scan(&plan, &window, max_bytes) {
+            if let Some(slice) = self
+                .state
+                .borrow()
+                .slice_from_scan(&plan, &window, max_bytes)
+            {
                 return Ok(Some(slice));
             }
         }
@@ -472,7 +505,10 @@ impl<S: Storage> PartitionLog<S> {
 
     /// The first batch whose max timestamp is `>= timestamp`: its base offset
     /// and max timestamp. `None` if every record is older.
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(u64, i64)>, LogError> {
         let candidates: Vec<(S::File, u64, u64, u64)> = {
             let st = self.state.borrow();
             st.segments()
@@ -552,13 +588,20 @@ impl<S: Storage> PartitionLog<S> {
         })
         .await
         .map_err(io_err(&path))?;
-        let gone = self.state.borrow_mut().truncate(i, cut_pos, next_offset, max_timestamp);
+        let gone = self
+            .state
+            .borrow_mut()
+            .truncate(i, cut_pos, next_offset, max_timestamp);
         file.set_len(cut_pos).await.map_err(io_err(&path))?;
         file.sync_data().await.map_err(io_err(&path))?;
         for b in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            self.storage.remove(&self.path(base, b)).await.map_err(io_err(&path))?;
+            self.storage
+                .remove(&self.path(base, b))
+                .await
+                .map_err(io_err(&path))?;
         }
-        self.delete_segment_files(gone.iter().map(|s| s.base_offset)).await?;
+        self.delete_segment_files(gone.iter().map(|s| s.base_offset))
+            .await?;
         tracing::info!(dir = %self.dir.display(), offset, new_end = next_offset, "log truncated");
         Ok(next_offset)
     }
@@ -569,11 +612,20 @@ impl<S: Storage> PartitionLog<S> {
         let old: Vec<u64> = self.segment_bases();
         // The new segment may reuse the name of the first old one.
         self.delete_segment_files(old.iter().copied()).await?;
-        let file = self.storage.open(&path, true).await.map_err(io_err(&path))?;
+        let file = self
+            .storage
+            .open(&path, true)
+            .await
+            .map_err(io_err(&path))?;
         file.set_len(0).await.map_err(io_err(&path))?;
-        self.storage.sync_dir(&self.dir).await.map_err(io_err(&self.dir))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))?;
         let now = self.storage.now_ms();
-        self.state.borrow_mut().reset(Segment::new(offset, file, now));
+        self.state
+            .borrow_mut()
+            .reset(Segment::new(offset, file, now));
         Ok(())
     }
 
@@ -584,7 +636,10 @@ impl<S: Storage> PartitionLog<S> {
                 self.storage.remove(&p).await.map_err(io_err(&p))?;
             }
         }
-        self.storage.sync_dir(&self.dir).await.map_err(io_err(&self.dir))
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))
     }
 
     /// Apply `retention.ms` / `retention.bytes`: delete whole old segments,
@@ -597,7 +652,8 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(0);
         }
         let gone = self.state.borrow_mut().remove_oldest(n);
-        self.delete_segment_files(gone.iter().map(|s| s.base_offset)).await?;
+        self.delete_segment_files(gone.iter().map(|s| s.base_offset))
+            .await?;
         tracing::info!(dir = %self.dir.display(), segments = n, log_start = self.log_start_offset(), "retention deleted segments");
         Ok(n)
     }
@@ -696,7 +752,11 @@ async fn recover<S: Storage>(
     let mut cut = false;
     for (k, &base) in bases.iter().enumerate() {
         let path = dir.join(segment::file_name(base, LOG_SUFFIX));
-        if cut || segments.last().is_some_and(|s: &Segment<_>| base < s.next_offset) {
+        if cut
+            || segments
+                .last()
+                .is_some_and(|s: &Segment<_>| base < s.next_offset)
+        {
             // Follows a corrupt segment, or overlaps the one before: drop it.
             report.dropped_segments += 1;
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
@@ -739,7 +799,8 @@ async fn recover<S: Storage>(
     // Remove index files that have no segment.
     for n in &names {
         let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|sfx| {
-            segment::parse_file_name(n, sfx).is_some_and(|b| !segments.iter().any(|s| s.base_offset == b))
+            segment::parse_file_name(n, sfx)
+                .is_some_and(|b| !segments.iter().any(|s| s.base_offset == b))
         });
         if orphan {
             let p = dir.join(n);
@@ -792,7 +853,10 @@ async fn load_indexes<S: Storage>(
         }
         f.read_at(0, n as usize).await.ok()
     };
-    let (Some(ix), Some(tx)) = (read_all(INDEX_SUFFIX).await, read_all(TIME_INDEX_SUFFIX).await) else {
+    let (Some(ix), Some(tx)) = (
+        read_all(INDEX_SUFFIX).await,
+        read_all(TIME_INDEX_SUFFIX).await,
+    ) else {
         return false;
     };
     let (Ok(index), Ok(time_index)) = (
@@ -810,12 +874,17 @@ async fn load_indexes<S: Storage>(
     let Ok(h) = batch::BatchHeader::parse(&head) else {
         return false;
     };
-    if h.base_offset != (base + rel as u64) as i64 || h.magic != 2 || pos as u64 + h.size() as u64 > len {
+    if h.base_offset != (base + rel as u64) as i64
+        || h.magic != 2
+        || pos as u64 + h.size() as u64 > len
+    {
         return false;
     }
     // The segment may end after the last indexed batch; its end offset is
     // bounded by the next segment's base.
-    let next_offset = last_offset_from(seg, pos as u64, len).await.unwrap_or(next_base);
+    let next_offset = last_offset_from(seg, pos as u64, len)
+        .await
+        .unwrap_or(next_base);
     seg.restore(len, next_offset.min(next_base), index, time_index);
     true
 }
@@ -842,14 +911,23 @@ async fn scan_file<F: StorageFile>(
 ) -> std::io::Result<Option<String>> {
     while seg.size < len {
         let pos = seg.size;
-        let head = file.read_at(pos, HEADER_LEN.min((len - pos) as usize)).await?;
+        let head = file
+            .read_at(pos, HEADER_LEN.min((len - pos) as usize))
+            .await?;
         let need = match batch::BatchHeader::parse(&head) {
             Ok(h) if h.batch_length >= batch::MIN_BATCH_LENGTH as i32 => h.size() as u64,
-            Ok(h) => return Ok(Some(format!("batch length {} at position {pos}", h.batch_length))),
+            Ok(h) => {
+                return Ok(Some(format!(
+                    "batch length {} at position {pos}",
+                    h.batch_length
+                )))
+            }
             Err(e) => return Ok(Some(format!("{e} at position {pos}"))),
         };
         if pos + need > len {
-            return Ok(Some(format!("batch at position {pos} runs past the end of the file")));
+            return Ok(Some(format!(
+                "batch at position {pos} runs past the end of the file"
+            )));
         }
         // Read whole batches, up to a chunk at a time (a bigger batch alone).
         let want = need.max(SCAN_CHUNK as u64).min(len - pos) as usize;
@@ -865,3 +943,6 @@ async fn scan_file<F: StorageFile>(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests;

@@ -96,11 +96,15 @@ impl<F: Clone> LogState<F> {
     }
 
     pub fn active(&self) -> &Segment<F> {
-        self.segments.back().expect("a log always has an active segment")
+        self.segments
+            .back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment<F> {
-        self.segments.back_mut().expect("a log always has an active segment")
+        self.segments
+            .back_mut()
+            .expect("a log always has an active segment")
     }
 
     pub fn unflushed_bytes(&self) -> u64 {
@@ -243,7 +247,10 @@ impl<F: Clone> LogState<F> {
         window: &[u8],
         max_bytes: u64,
     ) -> Option<FileSlice<F>> {
-        let i = self.segments.iter().position(|s| s.base_offset == plan.segment_base)?;
+        let i = self
+            .segments
+            .iter()
+            .position(|s| s.base_offset == plan.segment_base)?;
         let seg = &self.segments[i];
         let mut start = None;
         let mut end = 0u64;
@@ -337,7 +344,13 @@ impl<F: Clone> LogState<F> {
     /// Truncation: drop every segment after index `keep` and cut segment
     /// `keep` at `position`, where the batch starting at `next_offset`
     /// began; `max_timestamp` is its recomputed maximum.
-    pub fn truncate(&mut self, keep: usize, position: u64, next_offset: u64, max_timestamp: i64) -> Vec<Segment<F>> {
+    pub fn truncate(
+        &mut self,
+        keep: usize,
+        position: u64,
+        next_offset: u64,
+        max_timestamp: i64,
+    ) -> Vec<Segment<F>> {
         let gone: Vec<_> = self.segments.drain(keep + 1..).collect();
         let seg = self.active_mut();
         let rel = seg.relative(next_offset).unwrap_or(u32::MAX);

@@ -1,0 +1,422 @@
+//! Partition log tests over in-memory storage: behaviour, and a model-based
+//! property test with simulated crashes.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+use super::*;
+use crate::batch::{sample_batch, validate, Strictness};
+use crate::io::mem::{block_on, MemStorage};
+
+const DIR: &str = "/data/t-0";
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+fn open(s: &MemStorage, c: LogConfig) -> (Rc<PartitionLog<MemStorage>>, RecoveryReport) {
+    block_on(PartitionLog::open(s.clone(), DIR, c)).unwrap()
+}
+
+fn batch(records: usize, value_len: usize, ts: i64) -> BytesMut {
+    sample_batch(records, value_len, ts)
+}
+
+#[test]
+fn append_assigns_offsets_and_reads_return_whole_batches() {
+    let s = MemStorage::new(1_000);
+    let (log, _) = open(&s, small_config());
+    let a = block_on(log.append(batch(3, 10, 100), 7)).unwrap();
+    let b = block_on(log.append(batch(2, 10, 200), 7)).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (0, 2));
+    assert_eq!((b.base_offset, b.last_offset), (3, 4));
+    assert_eq!(log.log_end_offset(), 5);
+    // Reading from inside the first batch returns it whole.
+    let bytes = block_on(log.read_bytes(1, 1)).unwrap();
+    let h = validate(&bytes, usize::MAX, Strictness::Produce).unwrap();
+    assert_eq!(h.base_offset, 0);
+    assert_eq!(h.partition_leader_epoch, 7);
+    assert_eq!(bytes.len(), h.size());
+    // A large limit returns both.
+    let both = block_on(log.read_bytes(0, 1 << 20)).unwrap();
+    assert_eq!(crate::batch::headers(&both).count(), 2);
+    assert!(block_on(log.read(5, 100)).unwrap().is_none());
+    assert!(matches!(
+        block_on(log.read(6, 100)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn invalid_batches_are_refused_and_change_nothing() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    let mut bad = batch(1, 10, 0);
+    bad[40] ^= 0xff;
+    assert!(matches!(
+        block_on(log.append(bad, 0)),
+        Err(LogError::InvalidBatch(_))
+    ));
+    let big = batch(1, 2_000_000, 0);
+    assert!(block_on(log.append(big, 0)).is_err());
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn segments_roll_by_size_and_age_and_reads_cross_them() {
+    let s = MemStorage::new(0);
+    let mut c = small_config();
+    c.segment_ms = 60_000;
+    let (log, _) = open(&s, c);
+    for i in 0..20 {
+        block_on(log.append(batch(2, 400, i), 0)).unwrap();
+    }
+    let n = log.segment_count();
+    assert!(n > 3, "expected several segments, got {n}");
+    s.advance_ms(60_000);
+    block_on(log.append(batch(1, 10, 99), 0)).unwrap();
+    assert_eq!(log.segment_count(), n + 1);
+    // Sealed segments have index files; every offset is readable.
+    let bases = log.segment_bases();
+    assert!(s
+        .file_bytes(&Path::new(DIR).join(segment::file_name(bases[0], INDEX_SUFFIX)))
+        .is_some());
+    for off in 0..log.log_end_offset() {
+        let b = block_on(log.read_bytes(off, 1)).unwrap();
+        let h = validate(&b, usize::MAX, Strictness::Stored).unwrap();
+        assert!(h.base_offset as u64 <= off && off <= h.last_offset() as u64);
+    }
+}
+
+#[test]
+fn timestamp_lookup_finds_first_batch_at_or_after() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    for i in 0..30i64 {
+        block_on(log.append(batch(1, 300, 1000 + i * 10), 0)).unwrap();
+    }
+    assert_eq!(
+        block_on(log.offset_for_timestamp(0)).unwrap(),
+        Some((0, 1000))
+    );
+    assert_eq!(
+        block_on(log.offset_for_timestamp(1055)).unwrap(),
+        Some((6, 1060))
+    );
+    assert_eq!(
+        block_on(log.offset_for_timestamp(1290)).unwrap(),
+        Some((29, 1290))
+    );
+    assert_eq!(block_on(log.offset_for_timestamp(1291)).unwrap(), None);
+}
+
+#[test]
+fn retention_deletes_whole_old_segments_never_the_active_one() {
+    let s = MemStorage::new(1_000_000);
+    let mut c = small_config();
+    c.retention_bytes = Some(8192);
+    let (log, _) = open(&s, c.clone());
+    for _ in 0..40 {
+        block_on(log.append(batch(1, 900, 1_000_000), 0)).unwrap();
+    }
+    let before = log.segment_count();
+    let deleted = block_on(log.enforce_retention()).unwrap();
+    assert!(deleted > 0);
+    assert_eq!(log.segment_count(), before - deleted);
+    assert!(log.size_bytes() >= 8192 - 4096 && log.size_bytes() <= 8192 + 4096);
+    assert!(log.log_start_offset() > 0);
+    let start = log.log_start_offset();
+    assert!(block_on(log.read(start - 1, 10)).is_err());
+    assert!(block_on(log.read(start, 10)).unwrap().is_some());
+    // By age: everything but the active segment goes.
+    c.retention_bytes = None;
+    c.retention_ms = Some(1000);
+    log.set_config(c);
+    s.advance_ms(10_000);
+    block_on(log.enforce_retention()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_end_offset(), 40);
+}
+
+#[test]
+fn truncate_cuts_at_batch_start_and_appends_continue() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    for i in 0..20 {
+        block_on(log.append(batch(3, 300, i), 0)).unwrap();
+    }
+    // Offset 31 is inside the batch 30..=32: the log ends at 30.
+    assert_eq!(block_on(log.truncate_to(31)).unwrap(), 30);
+    assert_eq!(log.log_end_offset(), 30);
+    let a = block_on(log.append(batch(1, 10, 5), 1)).unwrap();
+    assert_eq!(a.base_offset, 30);
+    // Truncating to a segment boundary drops whole segments.
+    let bases = log.segment_bases();
+    let b = bases[1];
+    assert_eq!(block_on(log.truncate_to(b)).unwrap(), b);
+    assert_eq!(log.segment_bases().last().copied(), Some(bases[0]));
+    // And everything survives a reopen.
+    block_on(log.close()).unwrap();
+    let (log2, rep) = open(&s, small_config());
+    assert_eq!(log2.log_end_offset(), b);
+    assert_eq!(rep.truncated_bytes, 0);
+    assert_eq!(block_on(log2.truncate_to(0)).unwrap(), 0);
+    assert_eq!(log2.log_end_offset(), 0);
+    assert_eq!(
+        block_on(log2.append(batch(1, 1, 1), 0))
+            .unwrap()
+            .base_offset,
+        0
+    );
+}
+
+#[test]
+fn recovery_cuts_a_corrupt_tail_and_rebuilds_indexes() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    for i in 0..20 {
+        block_on(log.append(batch(2, 300, i), 0)).unwrap();
+    }
+    block_on(log.close()).unwrap();
+    let bases = log.segment_bases();
+    let end = log.log_end_offset();
+    drop(log);
+    // Garbage after the active segment's last batch, and a bad index file.
+    let active = Path::new(DIR).join(segment::file_name(*bases.last().unwrap(), LOG_SUFFIX));
+    let mut bytes = s.file_bytes(&active).unwrap();
+    bytes.extend_from_slice(&[0x42; 100]);
+    s.put_file(&active, bytes);
+    let ix = Path::new(DIR).join(segment::file_name(bases[0], INDEX_SUFFIX));
+    s.put_file(&ix, vec![1, 2, 3]);
+    let (log, rep) = open(&s, small_config());
+    assert_eq!(rep.truncated_bytes, 100);
+    assert_eq!(rep.rebuilt_indexes, 1);
+    assert!(rep.reason.is_some());
+    assert_eq!(log.log_end_offset(), end);
+    for off in 0..end {
+        assert!(block_on(log.read(off, 1)).unwrap().is_some());
+    }
+}
+
+#[test]
+fn corrupt_middle_segment_drops_what_follows() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    for i in 0..30 {
+        block_on(log.append(batch(1, 500, i), 0)).unwrap();
+    }
+    block_on(log.close()).unwrap();
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 4);
+    drop(log);
+    // Flip a byte in segment 1 and remove its index so it gets scanned.
+    let p = Path::new(DIR).join(segment::file_name(bases[1], LOG_SUFFIX));
+    let mut b = s.file_bytes(&p).unwrap();
+    let mid = b.len() / 2 + 30;
+    b[mid] ^= 1;
+    s.put_file(&p, b);
+    s.put_file(
+        &Path::new(DIR).join(segment::file_name(bases[1], INDEX_SUFFIX)),
+        vec![],
+    );
+    let (log, rep) = open(&s, small_config());
+    assert_eq!(rep.dropped_segments, bases.len() - 2);
+    assert!(rep.truncated_bytes > 0);
+    assert_eq!(log.segment_bases(), bases[..2].to_vec());
+    assert!(log.log_end_offset() < bases[2]);
+}
+
+#[test]
+fn group_commit_shares_fsyncs_and_reports_durability() {
+    let s = MemStorage::new(0);
+    let mut c = small_config();
+    c.flush = FlushPolicy::every_bytes(1 << 30);
+    c.segment_bytes = 1 << 20;
+    let (log, _) = open(&s, c);
+    let before = s.sync_count();
+    for i in 0..10 {
+        block_on(log.append(batch(1, 10, i), 0)).unwrap();
+    }
+    assert_eq!(s.sync_count(), before, "no flush due yet");
+    assert_eq!(log.durable_end_offset(), 0);
+    assert_eq!(block_on(log.flush()).unwrap(), 10);
+    assert_eq!(s.sync_count(), before + 1, "one fdatasync covers all ten");
+    assert_eq!(block_on(log.wait_durable(9)).unwrap(), 10);
+    // Time policy: flush happens on tick once the interval passed.
+    let mut c = log.config();
+    c.flush = FlushPolicy::every_ms(100);
+    log.set_config(c);
+    block_on(log.append(batch(1, 10, 0), 0)).unwrap();
+    log.tick();
+    assert_eq!(log.durable_end_offset(), 10);
+    s.advance_ms(100);
+    log.tick();
+    assert_eq!(log.durable_end_offset(), 11);
+}
+
+#[test]
+fn deleted_partition_is_gone_and_refuses_writes() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    block_on(log.append(batch(1, 10, 0), 0)).unwrap();
+    block_on(log.delete()).unwrap();
+    assert!(block_on(log.append(batch(1, 10, 0), 0)).is_err());
+    assert!(s
+        .file_bytes(&Path::new(DIR).join(segment::file_name(0, LOG_SUFFIX)))
+        .is_none());
+}
+
+/// Operations of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Append { records: usize, value_len: usize },
+    Read { pick: usize, max: u64 },
+    Flush,
+    Truncate { pick: usize },
+    Retention { advance: u64 },
+    Reopen,
+    Crash { seed: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..5, 0usize..700).prop_map(|(records, value_len)| Op::Append { records, value_len }),
+        3 => (any::<usize>(), 1u64..3000).prop_map(|(pick, max)| Op::Read { pick, max }),
+        2 => Just(Op::Flush),
+        1 => any::<usize>().prop_map(|pick| Op::Truncate { pick }),
+        1 => (0u64..5000).prop_map(|advance| Op::Retention { advance }),
+        1 => Just(Op::Reopen),
+        1 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
+    ]
+}
+
+/// The model: every batch ever appended and still in the log, by offset.
+#[derive(Default, Debug)]
+struct Model {
+    /// (base offset, last offset, bytes as stored)
+    batches: Vec<(u64, u64, Vec<u8>)>,
+    start: u64,
+}
+
+impl Model {
+    fn end(&self) -> u64 {
+        self.batches.last().map_or(self.start, |b| b.1 + 1)
+    }
+    fn holding(&self, off: u64) -> Option<&(u64, u64, Vec<u8>)> {
+        self.batches.iter().find(|b| b.0 <= off && off <= b.1)
+    }
+    fn cut(&mut self, end: u64) {
+        self.batches.retain(|b| b.1 < end);
+    }
+}
+
+fn check_matches(log: &PartitionLog<MemStorage>, m: &Model) {
+    assert_eq!(log.log_end_offset(), m.end());
+    let start = log.log_start_offset();
+    assert!(start >= m.start);
+    // Every offset the log still holds reads back as the model's batch.
+    let mut off = start;
+    while off < m.end() {
+        let got = block_on(log.read_bytes(off, 1)).unwrap();
+        let want = m.holding(off).expect("model has every offset in range");
+        assert_eq!(&got[..], &want.2[..], "batch holding offset {off}");
+        off = want.1 + 1;
+    }
+}
+
+fn run_ops(ops: Vec<Op>) {
+    let s = MemStorage::new(1_000_000);
+    let mut c = small_config();
+    c.retention_bytes = Some(16 * 1024);
+    c.flush = FlushPolicy::every_bytes(2000);
+    let (mut log, _) = open(&s, c.clone());
+    let mut m = Model::default();
+    let mut ts = 0i64;
+    for op in ops {
+        match op {
+            Op::Append { records, value_len } => {
+                ts += 1;
+                let b = batch(records, value_len, ts);
+                let info = block_on(log.append(b, 3)).unwrap();
+                assert_eq!(info.base_offset, m.end());
+                let stored = block_on(log.read_bytes(info.base_offset, 1)).unwrap();
+                m.batches
+                    .push((info.base_offset, info.last_offset, stored.to_vec()));
+            }
+            Op::Read { pick, max } => {
+                let end = log.log_end_offset();
+                let start = log.log_start_offset();
+                let off = start + (pick as u64) % (end - start + 1);
+                match block_on(log.read(off, max)).unwrap() {
+                    None => assert_eq!(off, end),
+                    Some(slice) => {
+                        let want = m.holding(off).unwrap();
+                        assert_eq!(slice.first_offset, want.0);
+                        assert!(slice.len >= want.2.len() as u64);
+                        assert!(slice.len <= max.max(want.2.len() as u64));
+                    }
+                }
+            }
+            Op::Flush => {
+                let d = block_on(log.flush()).unwrap();
+                assert_eq!(d, m.end());
+            }
+            Op::Truncate { pick } => {
+                let end = log.log_end_offset();
+                let start = log.log_start_offset();
+                let off = start + (pick as u64) % (end - start + 1);
+                let new_end = block_on(log.truncate_to(off)).unwrap();
+                let expect = m.holding(off).map_or(off.min(m.end()), |b| b.0);
+                assert_eq!(new_end, expect);
+                m.cut(new_end);
+                if new_end <= start {
+                    m.start = new_end;
+                }
+            }
+            Op::Retention { advance } => {
+                s.advance_ms(advance);
+                block_on(log.enforce_retention()).unwrap();
+                m.start = log.log_start_offset();
+                m.batches.retain(|b| b.0 >= m.start);
+            }
+            Op::Reopen => {
+                block_on(log.close()).unwrap();
+                let (l, rep) = open(&s, c.clone());
+                assert_eq!(rep.truncated_bytes, 0, "clean close loses nothing");
+                log = l;
+            }
+            Op::Crash { seed } => {
+                let durable = log.durable_end_offset();
+                drop(log);
+                s.crash(seed);
+                let (l, _) = open(&s, c.clone());
+                log = l;
+                let end = log.log_end_offset();
+                assert!(
+                    end >= durable,
+                    "durable offset {durable} lost: log ends at {end}"
+                );
+                assert!(end <= m.end(), "recovered log invents data");
+                m.cut(end);
+                m.start = m.start.max(log.log_start_offset());
+            }
+        }
+        check_matches(&log, &m);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn log_matches_model_through_crashes(ops in proptest::collection::vec(op(), 1..80)) {
+        run_ops(ops);
+    }
+}
