@@ -310,10 +310,7 @@ impl<S: Storage> PartitionLog<S> {
             st.complete_flush(end, written, self.storage.now_ms());
         }
         self.wake_waiters();
-        self.write_index(old_base, INDEX_SUFFIX, sealed.index.encode())
-            .await?;
-        self.write_index(old_base, TIME_INDEX_SUFFIX, sealed.time_index.encode())
-            .await?;
+        write_indexes(&self.storage, &self.dir, &sealed).await?;
         let new_path = self.path(base, LOG_SUFFIX);
         let file = self
             .storage
@@ -331,20 +328,6 @@ impl<S: Storage> PartitionLog<S> {
             .push_segment(Segment::new(base, file, now));
         tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
         Ok(())
-    }
-
-    async fn write_index(&self, base: u64, suffix: &str, bytes: Vec<u8>) -> Result<(), LogError> {
-        let path = self.path(base, suffix);
-        let f = self
-            .storage
-            .open(&path, true)
-            .await
-            .map_err(io_err(&path))?;
-        f.set_len(0).await.map_err(io_err(&path))?;
-        f.write_all_at(0, Bytes::from(bytes))
-            .await
-            .map_err(io_err(&path))?;
-        f.sync_data().await.map_err(io_err(&path))
     }
 
     /// Flush if the policy says so (after an append, or on a timer tick).
@@ -732,6 +715,28 @@ async fn scan_headers<F: StorageFile>(
     Ok(None)
 }
 
+/// Write (replacing) a sealed segment's `.index` and `.timeindex`, synced.
+async fn write_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    seg: &Segment<S::File>,
+) -> Result<(), LogError> {
+    let files = [
+        (INDEX_SUFFIX, seg.index.encode()),
+        (TIME_INDEX_SUFFIX, seg.time_index.encode()),
+    ];
+    for (suffix, bytes) in files {
+        let path = dir.join(segment::file_name(seg.base_offset, suffix));
+        let f = storage.open(&path, true).await.map_err(io_err(&path))?;
+        f.set_len(0).await.map_err(io_err(&path))?;
+        f.write_all_at(0, Bytes::from(bytes))
+            .await
+            .map_err(io_err(&path))?;
+        f.sync_data().await.map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
 /// Open every segment in `dir`: trust sealed segments whose indexes load
 /// and agree with the data, scan the rest, cut a bad tail.
 async fn recover<S: Storage>(
@@ -793,6 +798,10 @@ async fn recover<S: Storage>(
         }
         if !is_last {
             seg.seal();
+            if !cut {
+                // Rebuilt indexes are kept, so the next open trusts them.
+                write_indexes(storage, dir, &seg).await?;
+            }
         }
         segments.push(seg);
     }
