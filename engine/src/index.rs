@@ -89,7 +89,7 @@ impl OffsetIndex {
     /// relative offsets below `rel_limit`. Entries must strictly increase in
     /// both fields, and the first must be `(0.., 0)`.
     pub fn decode(b: &[u8], segment_size: u64, rel_limit: u64) -> Result<Self, IndexError> {
-        if b.len() % OFFSET_ENTRY != 0 {
+        if !b.len().is_multiple_of(OFFSET_ENTRY) {
             return Err(IndexError::RaggedLength(b.len()));
         }
         let mut entries: Vec<(u32, u32)> = Vec::with_capacity(b.len() / OFFSET_ENTRY);
@@ -156,7 +156,7 @@ impl TimeIndex {
     /// Parse a time index for a segment holding relative offsets below
     /// `rel_limit`: timestamps and offsets strictly increase.
     pub fn decode(b: &[u8], rel_limit: u64) -> Result<Self, IndexError> {
-        if b.len() % TIME_ENTRY != 0 {
+        if !b.len().is_multiple_of(TIME_ENTRY) {
             return Err(IndexError::RaggedLength(b.len()));
         }
         let mut entries: Vec<(i64, u32)> = Vec::with_capacity(b.len() / TIME_ENTRY);

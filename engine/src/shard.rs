@@ -320,7 +320,7 @@ fn run_shard(
                     n += 1;
                     for (_, log) in shard.partitions() {
                         log.tick();
-                        if n % retention_every == 0 {
+                        if n.is_multiple_of(retention_every) {
                             compio::runtime::spawn(async move {
                                 if let Err(e) = log.enforce_retention().await {
                                     tracing::error!("retention failed: {e}");

@@ -20,7 +20,7 @@ use bytes::Bytes;
 ///
 /// Handles are cheap to clone and keep the file readable after it is deleted,
 /// so a reader that holds a [`crate::log::FileSlice`] can finish its send.
-#[allow(async_fn_in_trait)]
+#[allow(async_fn_in_trait, clippy::len_without_is_empty)]
 pub trait StorageFile: Clone + 'static {
     /// Read up to `len` bytes at `pos`; fewer only at end of file.
     fn read_at(&self, pos: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>>;
