@@ -23,7 +23,7 @@ use crate::batch::{self, BatchError, HEADER_LEN};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{Storage, StorageFile};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-pub use state::{AppendPlan, LogState};
+pub use state::{AppendPlan, FlushTicket, LogState};
 use state::{Locate, ReadPlan};
 
 /// When appended bytes are fdatasynced. Any that is set triggers a flush.
@@ -306,8 +306,9 @@ impl<S: Storage> PartitionLog<S> {
         old_file.sync_data().await.map_err(io_err(&log_path))?;
         {
             let mut st = self.state.borrow_mut();
-            let (_, _, written) = st.begin_flush();
-            st.complete_flush(end, written, self.storage.now_ms());
+            let ticket = st.begin_flush();
+            debug_assert_eq!(ticket.end_offset, end);
+            st.complete_flush(&ticket, self.storage.now_ms());
         }
         self.wake_waiters();
         write_indexes(&self.storage, &self.dir, &sealed).await?;
@@ -334,12 +335,11 @@ impl<S: Storage> PartitionLog<S> {
     fn maybe_flush(self: &Rc<Self>) {
         let now = self.storage.now_ms();
         let due = self.state.borrow().flush_due(now);
-        let waited = self
-            .waiters
-            .borrow()
-            .keys()
-            .next()
-            .is_some_and(|_| self.state.borrow().config.flush.every_append);
+        // Someone waits for durability: flush now, unless the policy's timer
+        // will (a byte threshold alone might never be reached).
+        let policy = self.state.borrow().config.flush;
+        let waited = !self.waiters.borrow().is_empty()
+            && (policy.every_append || policy.every_ms.is_none());
         if due || waited {
             self.start_flush();
         }
@@ -360,14 +360,14 @@ impl<S: Storage> PartitionLog<S> {
         self.storage.spawn(async move {
             loop {
                 this.flush_again.set(false);
-                let (file, end, written) = this.state.borrow().begin_flush();
-                if end > this.state.borrow().durable_end_offset() {
-                    if let Err(e) = file.sync_data().await {
+                let ticket = this.state.borrow().begin_flush();
+                if ticket.end_offset > this.state.borrow().durable_end_offset() {
+                    if let Err(e) = ticket.file.sync_data().await {
                         this.fail(format!("fdatasync failed: {e}"));
                         break;
                     }
                     let now = this.storage.now_ms();
-                    this.state.borrow_mut().complete_flush(end, written, now);
+                    this.state.borrow_mut().complete_flush(&ticket, now);
                     this.wake_waiters();
                 }
                 if !this.flush_again.get() {
@@ -403,8 +403,8 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Wait until `offset` is durable; returns the durable end offset.
-    /// Under [`FlushPolicy::every_append`] this starts a flush if none is
-    /// running; otherwise the policy's next flush wakes it.
+    /// Starts a flush (joining one in flight, group commit) unless the
+    /// policy has a timer, whose next flush then wakes it.
     pub async fn wait_durable(self: &Rc<Self>, offset: u64) -> Result<u64, LogError> {
         self.check_failed()?;
         let durable = self.durable_end_offset();

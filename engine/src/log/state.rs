@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::{FileSlice, LogConfig, LogError};
+#[cfg(test)]
+use super::FlushPolicy;
 use crate::batch::{self, BatchHeader, Strictness, HEADER_LEN};
 use crate::segment::Segment;
 
@@ -45,6 +47,15 @@ pub enum Locate<F> {
     Scan(ReadPlan<F>),
 }
 
+/// What a flush will make durable once its fdatasync returns.
+#[derive(Debug, Clone)]
+pub struct FlushTicket<F> {
+    pub file: F,
+    pub end_offset: u64,
+    written: u64,
+    generation: u64,
+}
+
 /// Log bookkeeping for one partition. `F` is the segment file handle.
 #[derive(Debug)]
 pub struct LogState<F> {
@@ -56,6 +67,8 @@ pub struct LogState<F> {
     written_bytes: u64,
     synced_bytes: u64,
     last_flush_ms: u64,
+    /// Bumped by every truncation, so a flush that straddles one is ignored.
+    generation: u64,
 }
 
 impl<F: Clone> LogState<F> {
@@ -72,6 +85,7 @@ impl<F: Clone> LogState<F> {
             written_bytes: 0,
             synced_bytes: 0,
             last_flush_ms: now_ms,
+            generation: 0,
         }
     }
 
@@ -186,18 +200,25 @@ impl<F: Clone> LogState<F> {
     }
 
     /// Start a flush: the file to fdatasync and what it will cover.
-    pub fn begin_flush(&self) -> (F, u64, u64) {
-        (
-            self.active().file.clone(),
-            self.log_end_offset(),
-            self.written_bytes,
-        )
+    pub fn begin_flush(&self) -> FlushTicket<F> {
+        FlushTicket {
+            file: self.active().file.clone(),
+            end_offset: self.log_end_offset(),
+            written: self.written_bytes,
+            generation: self.generation,
+        }
     }
 
-    /// A flush begun by [`Self::begin_flush`] finished.
-    pub fn complete_flush(&mut self, end_offset: u64, written: u64, now_ms: u64) {
-        self.durable_end = self.durable_end.max(end_offset.min(self.log_end_offset()));
-        self.synced_bytes = self.synced_bytes.max(written);
+    /// A flush begun by [`Self::begin_flush`] finished. If the log was
+    /// truncated meanwhile, the offsets it covered may since have been
+    /// rewritten, so it proves nothing about them and is ignored.
+    pub fn complete_flush(&mut self, ticket: &FlushTicket<F>, now_ms: u64) {
+        if ticket.generation != self.generation {
+            return;
+        }
+        let end = ticket.end_offset.min(self.log_end_offset());
+        self.durable_end = self.durable_end.max(end);
+        self.synced_bytes = self.synced_bytes.max(ticket.written);
         self.last_flush_ms = now_ms;
     }
 
@@ -359,6 +380,7 @@ impl<F: Clone> LogState<F> {
         seg.next_offset = next_offset;
         seg.max_timestamp = max_timestamp;
         self.durable_end = self.durable_end.min(next_offset);
+        self.generation += 1;
         gone
     }
 
@@ -368,6 +390,7 @@ impl<F: Clone> LogState<F> {
         let gone: Vec<_> = self.segments.drain(..).collect();
         self.log_start = segment.base_offset;
         self.durable_end = segment.base_offset;
+        self.generation += 1;
         self.segments.push_back(segment);
         gone
     }
@@ -382,4 +405,58 @@ fn partial_last(window: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '
         .filter(|h| h.batch_length >= batch::MIN_BATCH_LENGTH as i32)
         .map(|h| (consumed, h))
         .into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::sample_batch;
+
+    fn state() -> LogState<()> {
+        LogState::new(LogConfig::default(), vec![Segment::new(0, (), 0)], 0)
+    }
+
+    fn append(st: &mut LogState<()>, records: usize) -> AppendPlan {
+        let plan = st.prepare_append(sample_batch(records, 10, 0), 0, 0).unwrap();
+        st.commit_append(&plan);
+        plan
+    }
+
+    #[test]
+    fn a_flush_that_straddles_a_truncation_proves_nothing() {
+        let mut st = state();
+        append(&mut st, 5);
+        let ticket = st.begin_flush();
+        assert_eq!(ticket.end_offset, 5);
+        // Truncate to 0 and write new data at the same offsets while the
+        // fdatasync is in flight: it did not cover the new bytes.
+        let _ = st.truncate(0, 0, 0, -1);
+        append(&mut st, 5);
+        st.complete_flush(&ticket, 1);
+        assert_eq!(st.durable_end_offset(), 0);
+        let t2 = st.begin_flush();
+        st.complete_flush(&t2, 2);
+        assert_eq!(st.durable_end_offset(), 5);
+    }
+
+    #[test]
+    fn flush_policy_decides_from_bytes_and_time() {
+        let mut st = state();
+        st.config.flush = FlushPolicy {
+            every_append: false,
+            every_bytes: Some(1000),
+            every_ms: Some(50),
+        };
+        assert!(!st.flush_due(0), "nothing to flush");
+        append(&mut st, 1);
+        assert!(!st.flush_due(10));
+        assert!(st.flush_due(50), "old enough");
+        append(&mut st, 60);
+        assert!(st.unflushed_bytes() >= 1000);
+        assert!(st.flush_due(10), "big enough");
+        let t = st.begin_flush();
+        st.complete_flush(&t, 10);
+        assert_eq!(st.unflushed_bytes(), 0);
+        assert!(!st.flush_due(1000));
+    }
 }
