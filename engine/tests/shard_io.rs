@@ -146,3 +146,65 @@ fn slices_read_from_another_thread_match_the_log() {
     assert!(buf.len() <= 3000 && buf.len() >= h.size());
     pool.shutdown();
 }
+
+#[test]
+fn torn_tail_on_disk_is_cut_on_reopen_and_retention_and_delete_remove_files() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tp = TopicPartition::new("torn", 0);
+    let pool = ShardPool::start(config(dir.path(), 1)).unwrap();
+    let tp2 = tp.clone();
+    let end = pool
+        .call(0, move |shard| async move {
+            let (log, _) = shard
+                .open_partition(&tp2, log_config(FlushPolicy::EVERY_APPEND))
+                .await
+                .unwrap();
+            for i in 0..100 {
+                log.append(sample_batch(2, 4000, i), 0).await.unwrap();
+            }
+            log.flush().await.unwrap()
+        })
+        .unwrap();
+    pool.shutdown();
+    let pdir = dir.path().join("torn-0");
+    let mut logs: Vec<_> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() > 2);
+    // Half a batch of garbage after the last one, as a torn write leaves.
+    let active = logs.last().unwrap();
+    let clean_len = std::fs::metadata(active).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(active).unwrap();
+    std::io::Write::write_all(&mut f, &sample_batch(2, 4000, 0)[..3000]).unwrap();
+    drop(f);
+
+    let pool = ShardPool::start(config(dir.path(), 1)).unwrap();
+    let tp2 = tp.clone();
+    let (report, new_end, deleted, segs) = pool
+        .call(0, move |shard| async move {
+            let mut cfg = log_config(FlushPolicy::EVERY_APPEND);
+            cfg.retention_bytes = Some(300 * 1024);
+            let (log, report) = shard.open_partition(&tp2, cfg).await.unwrap();
+            let deleted = log.enforce_retention().await.unwrap();
+            (report.unwrap(), log.log_end_offset(), deleted, log.segment_count())
+        })
+        .unwrap();
+    assert_eq!(report.truncated_bytes, 3000);
+    assert_eq!(new_end, end);
+    assert_eq!(std::fs::metadata(active).unwrap().len(), clean_len);
+    assert!(deleted > 0);
+    let left = std::fs::read_dir(&pdir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == "log"))
+        .count();
+    assert_eq!(left, segs);
+    let tp2 = tp.clone();
+    assert!(pool
+        .call(0, move |shard| async move { shard.delete_partition(&tp2).await.unwrap() })
+        .unwrap());
+    assert!(!pdir.exists());
+    pool.shutdown();
+}
