@@ -216,11 +216,29 @@ pub fn validate_all(
     Ok(out)
 }
 
+/// Bytes of a batch header that hold what the log assigns: `baseOffset`,
+/// `batchLength` (unchanged) and `partitionLeaderEpoch`, none under the CRC.
+pub const ASSIGNED_PREFIX_LEN: usize = 16;
+
+/// The first [`ASSIGNED_PREFIX_LEN`] bytes of a batch once the log assigned
+/// its base offset and leader epoch.
+pub fn assigned_prefix(base_offset: i64, batch_length: i32, leader_epoch: i32) -> [u8; 16] {
+    let mut p = [0u8; ASSIGNED_PREFIX_LEN];
+    p[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    p[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    p[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    p
+}
+
 /// Rewrite `baseOffset` and `partitionLeaderEpoch` of the batch at the start
-/// of `b` (neither is covered by the CRC). `b` must hold a validated header.
+/// of `b` in place. `b` must hold a validated header.
 pub fn assign(b: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    let h = BatchHeader::parse(b).expect("assign needs a whole header");
+    b[..ASSIGNED_PREFIX_LEN].copy_from_slice(&assigned_prefix(
+        base_offset,
+        h.batch_length,
+        leader_epoch,
+    ));
 }
 
 /// Walk the batch headers in `b` (stored bytes, e.g. a segment) without

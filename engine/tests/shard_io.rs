@@ -77,7 +77,11 @@ fn concurrent_durable_appends_get_distinct_offsets_and_survive_restart() {
             let mut count = 0;
             while off < log.log_end_offset() {
                 let bytes = log.read_bytes(off, 64 * 1024).await.unwrap();
-                for (_, h) in odradek_engine::batch::headers(&bytes) {
+                // Whole batches, CRCs intact after the vectored writes.
+                let hs =
+                    odradek_engine::batch::validate_all(&bytes, usize::MAX, Strictness::Stored)
+                        .unwrap();
+                for h in hs {
                     assert_eq!(h.base_offset as u64, off);
                     off = h.last_offset() as u64 + 1;
                     count += 1;
@@ -133,13 +137,29 @@ fn slices_read_from_another_thread_match_the_log() {
             for i in 0..10 {
                 log.append(sample_batch(2, 500, i), 0).await.unwrap();
             }
+            // One record set of three batches: offsets run on across them.
+            let mut set = sample_batch(1, 10, 0);
+            set.extend_from_slice(&sample_batch(2, 10, 0));
+            set.extend_from_slice(&sample_batch(3, 10, 0));
+            let info = log.append(set, 4).await.unwrap();
+            assert_eq!((info.base_offset, info.last_offset), (20, 25));
+            let tail = log.read_bytes(20, 1 << 20).await.unwrap();
+            let hs =
+                odradek_engine::batch::validate_all(&tail, usize::MAX, Strictness::Stored).unwrap();
+            let bases: Vec<i64> = hs.iter().map(|h| h.base_offset).collect();
+            assert_eq!(bases, vec![20, 21, 23]);
+            assert!(hs.iter().all(|h| h.partition_leader_epoch == 4));
             log.read(5, 3000).await.unwrap().unwrap()
         })
         .unwrap();
     // The slice (a file handle + range) is Send: read it here with plain pread.
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; slice.len as usize];
-    slice.file.std().read_exact_at(&mut buf, slice.position).unwrap();
+    slice
+        .file
+        .std()
+        .read_exact_at(&mut buf, slice.position)
+        .unwrap();
     let h = validate(&buf, usize::MAX, Strictness::Stored).unwrap();
     assert_eq!(slice.first_offset, 4);
     assert_eq!(h.base_offset, 4);
@@ -177,7 +197,10 @@ fn torn_tail_on_disk_is_cut_on_reopen_and_retention_and_delete_remove_files() {
     // Half a batch of garbage after the last one, as a torn write leaves.
     let active = logs.last().unwrap();
     let clean_len = std::fs::metadata(active).unwrap().len();
-    let mut f = std::fs::OpenOptions::new().append(true).open(active).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(active)
+        .unwrap();
     std::io::Write::write_all(&mut f, &sample_batch(2, 4000, 0)[..3000]).unwrap();
     drop(f);
 
@@ -189,7 +212,12 @@ fn torn_tail_on_disk_is_cut_on_reopen_and_retention_and_delete_remove_files() {
             cfg.retention_bytes = Some(300 * 1024);
             let (log, report) = shard.open_partition(&tp2, cfg).await.unwrap();
             let deleted = log.enforce_retention().await.unwrap();
-            (report.unwrap(), log.log_end_offset(), deleted, log.segment_count())
+            (
+                report.unwrap(),
+                log.log_end_offset(),
+                deleted,
+                log.segment_count(),
+            )
         })
         .unwrap();
     assert_eq!(report.truncated_bytes, 3000);
@@ -198,12 +226,20 @@ fn torn_tail_on_disk_is_cut_on_reopen_and_retention_and_delete_remove_files() {
     assert!(deleted > 0);
     let left = std::fs::read_dir(&pdir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == "log"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "log")
+        })
         .count();
     assert_eq!(left, segs);
     let tp2 = tp.clone();
     assert!(pool
-        .call(0, move |shard| async move { shard.delete_partition(&tp2).await.unwrap() })
+        .call(0, move |shard| async move {
+            shard.delete_partition(&tp2).await.unwrap()
+        })
         .unwrap());
     assert!(!pdir.exists());
     pool.shutdown();

@@ -124,14 +124,17 @@ impl StorageFile for MemFile {
         Ok(f.data[start..end].to_vec())
     }
 
-    async fn write_all_at(&self, pos: u64, buf: Bytes) -> io::Result<()> {
+    async fn write_all_at(&self, pos: u64, bufs: Vec<Bytes>) -> io::Result<()> {
         let mut f = self.0.borrow_mut();
-        let pos = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
-        let end = pos + buf.len();
-        if f.data.len() < end {
-            f.data.resize(end, 0);
+        let mut pos = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
+        for buf in bufs {
+            let end = pos + buf.len();
+            if f.data.len() < end {
+                f.data.resize(end, 0);
+            }
+            f.data[pos..end].copy_from_slice(&buf);
+            pos = end;
         }
-        f.data[pos..end].copy_from_slice(&buf);
         Ok(())
     }
 

@@ -24,8 +24,10 @@ use bytes::Bytes;
 pub trait StorageFile: Clone + 'static {
     /// Read up to `len` bytes at `pos`; fewer only at end of file.
     fn read_at(&self, pos: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>>;
-    /// Write all of `buf` at `pos`.
-    fn write_all_at(&self, pos: u64, buf: Bytes) -> impl Future<Output = io::Result<()>>;
+    /// Write all of `bufs`, one after another, at `pos` (a vectored write:
+    /// an append is the producer's bytes plus small rewritten headers, and
+    /// none of it is copied into one buffer first).
+    fn write_all_at(&self, pos: u64, bufs: Vec<Bytes>) -> impl Future<Output = io::Result<()>>;
     /// fdatasync: make every byte written so far durable.
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
     /// Truncate (or extend with zeros) to `len` bytes.

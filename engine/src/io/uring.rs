@@ -6,6 +6,7 @@
 //! opcode; they run on compio's blocking pool, never on the shard thread.
 
 use compio::buf::IntoInner;
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -16,7 +17,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use compio::buf::BufResult;
-use compio::driver::op::{CurrentDir, Mode, OFlags, OpenFile, ReadAt, Sync, TruncateFile, WriteAt};
+use compio::buf::IoVectoredBuf;
+use compio::driver::op::{
+    CurrentDir, Mode, OFlags, OpenFile, ReadAt, Sync, TruncateFile, WriteVectoredAt,
+};
 
 use super::{Storage, StorageFile};
 
@@ -57,18 +61,33 @@ impl StorageFile for UringFile {
         Ok(out)
     }
 
-    async fn write_all_at(&self, pos: u64, mut buf: Bytes) -> io::Result<()> {
+    async fn write_all_at(&self, pos: u64, bufs: Vec<Bytes>) -> io::Result<()> {
+        let mut pending: VecDeque<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
         let mut pos = pos;
-        while !buf.is_empty() {
-            let op = WriteAt::new(self.0.clone(), pos, buf);
-            let BufResult(res, back) = compio::runtime::submit(op).await.into_inner();
-            buf = back;
-            let n = res?;
+        while !pending.is_empty() {
+            // At most IOV_MAX buffers per writev.
+            let take = pending.len().min(IOV_MAX);
+            let batch = Chunks(pending.drain(..take).collect());
+            let op = WriteVectoredAt::new(self.0.clone(), pos, batch);
+            let BufResult(res, Chunks(mut batch)) = compio::runtime::submit(op).await.into_inner();
+            let mut n = res?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
             }
-            let _ = buf.split_to(n);
             pos += n as u64;
+            // Put back what a short write left, in order.
+            let mut rest = VecDeque::new();
+            for mut b in batch.drain(..) {
+                if n >= b.len() {
+                    n -= b.len();
+                } else {
+                    let _ = b.split_to(n);
+                    n = 0;
+                    rest.push_back(b);
+                }
+            }
+            rest.extend(pending.drain(..));
+            pending = rest;
         }
         Ok(())
     }
@@ -86,6 +105,17 @@ impl StorageFile for UringFile {
     async fn len(&self) -> io::Result<u64> {
         // fstat of an open fd does not block on the disk.
         Ok(self.0.metadata()?.len())
+    }
+}
+
+const IOV_MAX: usize = 1024;
+
+/// Owned buffers for one vectored write.
+struct Chunks(Vec<Bytes>);
+
+impl IoVectoredBuf for Chunks {
+    fn iter_slice(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(|b| &b[..])
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::batch::{self, BatchError, HEADER_LEN};
 use crate::index::{OffsetIndex, TimeIndex};
@@ -264,13 +264,14 @@ impl<S: Storage> PartitionLog<S> {
     /// for acks that need durability.
     pub async fn append(
         self: &Rc<Self>,
-        records: BytesMut,
+        records: impl Into<Bytes>,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
+        let records = records.into();
         let guard = self.append_lock.lock().await;
         self.check_failed()?;
         let now = self.storage.now_ms();
-        let plan = self
+        let mut plan = self
             .state
             .borrow()
             .prepare_append(records, leader_epoch, now)?;
@@ -279,7 +280,10 @@ impl<S: Storage> PartitionLog<S> {
         }
         let file = self.state.borrow().active().file.clone();
         let base = self.state.borrow().active().base_offset;
-        if let Err(e) = file.write_all_at(plan.position, plan.bytes.clone()).await {
+        if let Err(e) = file
+            .write_all_at(plan.position, std::mem::take(&mut plan.chunks))
+            .await
+        {
             return Err(io_err(&self.path(base, LOG_SUFFIX))(e));
         }
         self.state.borrow_mut().commit_append(&plan);
@@ -338,8 +342,8 @@ impl<S: Storage> PartitionLog<S> {
         // Someone waits for durability: flush now, unless the policy's timer
         // will (a byte threshold alone might never be reached).
         let policy = self.state.borrow().config.flush;
-        let waited = !self.waiters.borrow().is_empty()
-            && (policy.every_append || policy.every_ms.is_none());
+        let waited =
+            !self.waiters.borrow().is_empty() && (policy.every_append || policy.every_ms.is_none());
         if due || waited {
             self.start_flush();
         }
@@ -729,7 +733,7 @@ async fn write_indexes<S: Storage>(
         let path = dir.join(segment::file_name(seg.base_offset, suffix));
         let f = storage.open(&path, true).await.map_err(io_err(&path))?;
         f.set_len(0).await.map_err(io_err(&path))?;
-        f.write_all_at(0, Bytes::from(bytes))
+        f.write_all_at(0, vec![Bytes::from(bytes)])
             .await
             .map_err(io_err(&path))?;
         f.sync_data().await.map_err(io_err(&path))?;

@@ -7,12 +7,12 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{FileSlice, LogConfig, LogError};
 #[cfg(test)]
 use super::FlushPolicy;
-use crate::batch::{self, BatchHeader, Strictness, HEADER_LEN};
+use super::{FileSlice, LogConfig, LogError};
+use crate::batch::{self, BatchHeader, Strictness, ASSIGNED_PREFIX_LEN, HEADER_LEN};
 use crate::segment::Segment;
 
 /// What an accepted append will do, decided before any byte is written.
@@ -24,7 +24,11 @@ pub struct AppendPlan {
     /// Roll to a new segment at `base_offset` before writing.
     pub roll: bool,
     pub position: u64,
-    pub bytes: Bytes,
+    /// What to write, in order: for each batch its assigned 16-byte prefix,
+    /// then the rest of the producer's bytes, untouched (no copy).
+    pub chunks: Vec<Bytes>,
+    /// Total bytes of `chunks`.
+    pub len: u64,
     headers: Vec<BatchHeader>,
 }
 
@@ -125,12 +129,12 @@ impl<F: Clone> LogState<F> {
         self.written_bytes - self.synced_bytes
     }
 
-    /// Validate a producer's record set, assign offsets and the leader epoch
-    /// in place, and decide where it goes. Nothing changes until
+    /// Validate a producer's record set, assign offsets and the leader epoch,
+    /// and decide where it goes. Nothing changes until
     /// [`Self::commit_append`].
     pub fn prepare_append(
         &self,
-        mut records: BytesMut,
+        records: Bytes,
         leader_epoch: i32,
         now_ms: u64,
     ) -> Result<AppendPlan, LogError> {
@@ -140,15 +144,27 @@ impl<F: Clone> LogState<F> {
         let active = self.active();
         let base_offset = active.next_offset;
         let mut next = base_offset;
-        let mut at = 0usize;
         let mut max_timestamp = -1;
+        let mut prefixes = BytesMut::with_capacity(headers.len() * ASSIGNED_PREFIX_LEN);
         for h in &mut headers {
-            batch::assign(&mut records[at..], next as i64, leader_epoch);
+            prefixes.put_slice(&batch::assigned_prefix(
+                next as i64,
+                h.batch_length,
+                leader_epoch,
+            ));
             h.base_offset = next as i64;
             h.partition_leader_epoch = leader_epoch;
             next += h.last_offset_delta as u64 + 1;
-            at += h.size();
             max_timestamp = max_timestamp.max(h.max_timestamp);
+        }
+        let prefixes = prefixes.freeze();
+        let mut chunks = Vec::with_capacity(headers.len() * 2);
+        let mut at = 0usize;
+        for (i, h) in headers.iter().enumerate() {
+            let p = i * ASSIGNED_PREFIX_LEN;
+            chunks.push(prefixes.slice(p..p + ASSIGNED_PREFIX_LEN));
+            chunks.push(records.slice(at + ASSIGNED_PREFIX_LEN..at + h.size()));
+            at += h.size();
         }
         let last_offset = next - 1;
         let full = active.size + len > self.config.segment_bytes;
@@ -164,7 +180,8 @@ impl<F: Clone> LogState<F> {
             max_timestamp,
             roll,
             position: if roll { 0 } else { active.size },
-            bytes: records.freeze(),
+            chunks,
+            len,
             headers,
         })
     }
@@ -185,7 +202,7 @@ impl<F: Clone> LogState<F> {
             seg.record_batch(pos, h, interval);
             pos += h.size() as u64;
         }
-        self.written_bytes += plan.bytes.len() as u64;
+        self.written_bytes += plan.len;
     }
 
     /// Whether the policy wants a flush now.
@@ -417,7 +434,9 @@ mod tests {
     }
 
     fn append(st: &mut LogState<()>, records: usize) -> AppendPlan {
-        let plan = st.prepare_append(sample_batch(records, 10, 0), 0, 0).unwrap();
+        let plan = st
+            .prepare_append(sample_batch(records, 10, 0).freeze(), 0, 0)
+            .unwrap();
         st.commit_append(&plan);
         plan
     }
