@@ -81,6 +81,8 @@ pub type Log = PartitionLog<UringStorage>;
 /// The state of one shard, reachable only from its own thread.
 pub struct Shard {
     pub id: usize,
+    /// The other shards (and this one), for work that crosses them.
+    pub peers: Shards,
     pub storage: UringStorage,
     data_dir: PathBuf,
     partitions: RefCell<HashMap<TopicPartition, Rc<Log>>>,
@@ -152,46 +154,14 @@ enum Msg {
 #[error("shard {0} is not running")]
 pub struct ShardGone(pub usize);
 
-/// A running set of shards.
-pub struct ShardPool {
-    senders: Vec<flume::Sender<Msg>>,
-    threads: Vec<JoinHandle<()>>,
+/// A cheap, cloneable, `Send` handle to the running shards: what any thread
+/// (or a task on another shard) uses to reach them.
+#[derive(Clone)]
+pub struct Shards {
+    senders: Arc<[flume::Sender<Msg>]>,
 }
 
-impl ShardPool {
-    /// Start the shard threads; each builds its ring before this returns.
-    pub fn start(config: ShardConfig) -> std::io::Result<Self> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let n = if config.shards == 0 {
-            cpus
-        } else {
-            config.shards
-        };
-        let mut senders = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
-        let (ready_tx, ready_rx) = flume::bounded::<std::io::Result<()>>(n);
-        for id in 0..n {
-            let (tx, rx) = flume::unbounded::<Msg>();
-            let cfg = config.clone();
-            let ready = ready_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("odradek-shard-{id}"))
-                .spawn(move || run_shard(id, id % cpus, cfg, rx, ready))?;
-            senders.push(tx);
-            threads.push(handle);
-        }
-        drop(ready_tx);
-        for _ in 0..n {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(std::io::Error::other("a shard thread died while starting")),
-            }
-        }
-        tracing::info!(shards = n, "shards started");
-        Ok(Self { senders, threads })
-    }
-
+impl Shards {
     pub fn len(&self) -> usize {
         self.senders.len()
     }
@@ -250,6 +220,63 @@ impl ShardPool {
             .recv()
             .map_err(|_| ShardGone(shard))
     }
+}
+
+/// A running set of shards; dropping it stops them.
+pub struct ShardPool {
+    shards: Shards,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for ShardPool {
+    type Target = Shards;
+    fn deref(&self) -> &Shards {
+        &self.shards
+    }
+}
+
+impl ShardPool {
+    /// Start the shard threads; each builds its ring before this returns.
+    pub fn start(config: ShardConfig) -> std::io::Result<Self> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = if config.shards == 0 {
+            cpus
+        } else {
+            config.shards
+        };
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| flume::unbounded::<Msg>()).unzip();
+        let shards = Shards {
+            senders: senders.into(),
+        };
+        let mut threads = Vec::with_capacity(n);
+        let (ready_tx, ready_rx) = flume::bounded::<std::io::Result<()>>(n);
+        for (id, rx) in receivers.into_iter().enumerate() {
+            let cfg = config.clone();
+            let ready = ready_tx.clone();
+            let peers = shards.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("odradek-shard-{id}"))
+                .spawn(move || run_shard(id, id % cpus, cfg, peers, rx, ready))?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let pool = Self { shards, threads };
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(std::io::Error::other("a shard thread died while starting")),
+            }
+        }
+        tracing::info!(shards = n, "shards started");
+        Ok(pool)
+    }
+
+    /// A handle to the shards for other threads.
+    pub fn handle(&self) -> Shards {
+        self.shards.clone()
+    }
 
     /// Flush and close every partition, then stop the threads.
     pub fn shutdown(mut self) {
@@ -257,7 +284,7 @@ impl ShardPool {
     }
 
     fn stop(&mut self) {
-        for s in &self.senders {
+        for s in self.shards.senders.iter() {
             let _ = s.send(Msg::Stop);
         }
         for t in self.threads.drain(..) {
@@ -286,6 +313,7 @@ fn run_shard(
     id: usize,
     cpu: usize,
     cfg: ShardConfig,
+    peers: Shards,
     rx: flume::Receiver<Msg>,
     ready: flume::Sender<std::io::Result<()>>,
 ) {
@@ -302,6 +330,7 @@ fn run_shard(
     };
     let shard = Rc::new(Shard {
         id,
+        peers,
         storage: UringStorage,
         data_dir: cfg.data_dir.clone(),
         partitions: RefCell::new(HashMap::new()),

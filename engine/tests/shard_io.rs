@@ -244,3 +244,46 @@ fn torn_tail_on_disk_is_cut_on_reopen_and_retention_and_delete_remove_files() {
     assert!(!pdir.exists());
     pool.shutdown();
 }
+
+#[test]
+fn a_waiting_reader_wakes_when_data_arrives() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let pool = ShardPool::start(config(dir.path(), 2)).unwrap();
+    let tp = TopicPartition::new("w", 0);
+    let owner = pool.owner_of(&tp);
+    let other = (owner + 1) % 2;
+    let tp2 = tp.clone();
+    pool.call(owner, move |shard| async move {
+        shard
+            .open_partition(&tp2, log_config(FlushPolicy::every_ms(1000)))
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    // A task on the other shard long-polls the owner; a third party appends.
+    let peers = pool.handle();
+    let tp2 = tp.clone();
+    let waiter = std::thread::spawn(move || {
+        let p2 = peers.clone();
+        peers
+            .call(other, move |_shard| async move {
+                p2.run_on(owner, move |shard| async move {
+                    let log = shard.partition(&tp2).unwrap();
+                    log.wait_for_data(0).await;
+                    log.log_end_offset()
+                })
+                .await
+                .unwrap()
+            })
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let tp2 = tp.clone();
+    pool.call(owner, move |shard| async move {
+        let log = shard.partition(&tp2).unwrap();
+        log.append(sample_batch(3, 10, 0), 0).await.unwrap();
+    })
+    .unwrap();
+    assert_eq!(waiter.join().unwrap(), 3);
+    pool.shutdown();
+}

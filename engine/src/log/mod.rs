@@ -168,6 +168,8 @@ pub struct PartitionLog<S: Storage> {
     state: RefCell<LogState<S::File>>,
     append_lock: async_lock::Mutex<()>,
     waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
+    /// Readers waiting for the log end to move (fetch long polls).
+    data_waiters: RefCell<Vec<flume::Sender<()>>>,
     flushing: Cell<bool>,
     flush_again: Cell<bool>,
     failed: RefCell<Option<String>>,
@@ -196,6 +198,7 @@ impl<S: Storage> PartitionLog<S> {
             dir,
             append_lock: async_lock::Mutex::new(()),
             waiters: RefCell::new(BTreeMap::new()),
+            data_waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
             flush_again: Cell::new(false),
             failed: RefCell::new(None),
@@ -288,6 +291,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.state.borrow_mut().commit_append(&plan);
         drop(guard);
+        self.wake_readers();
         self.maybe_flush();
         Ok(AppendInfo {
             base_offset: plan.base_offset,
@@ -382,6 +386,24 @@ impl<S: Storage> PartitionLog<S> {
         });
     }
 
+    fn wake_readers(&self) {
+        for w in self.data_waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Resolve once the log end passes `offset` (new data to read), or the
+    /// log changes in a way a reader must look at (truncation, deletion).
+    /// Callers put their own deadline on it.
+    pub async fn wait_for_data(&self, offset: u64) {
+        if self.log_end_offset() > offset || self.failed.borrow().is_some() {
+            return;
+        }
+        let (tx, rx) = flume::bounded(1);
+        self.data_waiters.borrow_mut().push(tx);
+        let _ = rx.recv_async().await;
+    }
+
     /// After an fsync failure the page cache may have dropped our data: the
     /// log takes no more writes and every waiter learns it (no silent loss).
     fn fail(&self, why: String) {
@@ -391,6 +413,7 @@ impl<S: Storage> PartitionLog<S> {
             let _ = w.send(Err(why.clone()));
         }
         *self.failed.borrow_mut() = Some(why);
+        self.wake_readers();
     }
 
     fn wake_waiters(&self) {
@@ -589,6 +612,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.delete_segment_files(gone.iter().map(|s| s.base_offset))
             .await?;
+        self.wake_readers();
         tracing::info!(dir = %self.dir.display(), offset, new_end = next_offset, "log truncated");
         Ok(next_offset)
     }
