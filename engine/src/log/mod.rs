@@ -400,7 +400,12 @@ impl<S: Storage> PartitionLog<S> {
             return;
         }
         let (tx, rx) = flume::bounded(1);
-        self.data_waiters.borrow_mut().push(tx);
+        {
+            let mut w = self.data_waiters.borrow_mut();
+            // Readers that gave up (their deadline passed) left dead senders.
+            w.retain(|s| !s.is_disconnected());
+            w.push(tx);
+        }
         let _ = rx.recv_async().await;
     }
 
