@@ -547,6 +547,21 @@ impl<S: Storage> PartitionLog<S> {
         Ok(None)
     }
 
+    /// The batch holding the largest timestamp in the log: its base offset
+    /// and that timestamp (ListOffsets' MAX_TIMESTAMP).
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(u64, i64)>, LogError> {
+        let max = self
+            .state
+            .borrow()
+            .segments()
+            .map(|s| s.max_timestamp)
+            .max();
+        match max {
+            Some(t) if t >= 0 => self.offset_for_timestamp(t).await,
+            _ => Ok(None),
+        }
+    }
+
     /// Remove every record at or after `offset` (Raft log truncation). Cuts
     /// at the start of the batch that holds `offset`; returns the new log end.
     pub async fn truncate_to(self: &Rc<Self>, offset: u64) -> Result<u64, LogError> {

@@ -116,6 +116,10 @@ fn timestamp_lookup_finds_first_batch_at_or_after() {
         Some((29, 1290))
     );
     assert_eq!(block_on(log.offset_for_timestamp(1291)).unwrap(), None);
+    assert_eq!(
+        block_on(log.max_timestamp_offset()).unwrap(),
+        Some((29, 1290))
+    );
 }
 
 #[test]

@@ -1,0 +1,326 @@
+//! Broker settings, with Kafka's names.
+//!
+//! Sources, later ones winning: embedded defaults, a TOML file
+//! (`--config`; keys may be written dotted or quoted, `log.retention.ms = 1`
+//! and `"log.retention.ms" = 1` are the same key), environment variables
+//! (`ODRADEK_LOG_RETENTION_MS=1` sets `log.retention.ms`), then flags
+//! (`--listeners`, ..., or any key with `--set key=value`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use odradek_engine::log::{FlushPolicy, LogConfig};
+
+/// A bad setting: which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown setting `{0}`")]
+    Unknown(String),
+    #[error("setting `{key}`: {why}")]
+    Invalid { key: String, why: String },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+/// Everything the broker needs to start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id` (`broker.id`).
+    pub node_id: i32,
+    /// `listeners`: where to accept connections.
+    pub listener: SocketAddr,
+    /// `advertised.listeners`: what Metadata tells clients.
+    pub advertised: (String, u16),
+    /// `log.dirs`: where partition directories live.
+    pub log_dir: PathBuf,
+    /// `num.io.threads`-like: shards (0 = one per CPU).
+    pub shards: usize,
+    /// `num.partitions`: default partition count of new topics.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `socket.request.max.bytes`: largest request accepted.
+    pub socket_request_max_bytes: usize,
+    /// `message.max.bytes`: largest record batch accepted.
+    pub message_max_bytes: usize,
+    /// Topic defaults: `log.retention.ms`, `log.retention.bytes`,
+    /// `log.segment.bytes`, `log.roll.ms`, `log.index.interval.bytes`,
+    /// `log.flush.interval.messages`/`log.flush.interval.ms`.
+    pub log_retention_ms: Option<u64>,
+    pub log_retention_bytes: Option<u64>,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: u64,
+    pub log_index_interval_bytes: u32,
+    pub flush: FlushPolicy,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            node_id: 0,
+            listener: "127.0.0.1:9092".parse().expect("valid default"),
+            advertised: ("127.0.0.1".into(), 9092),
+            log_dir: PathBuf::from("./data"),
+            shards: 0,
+            num_partitions: 1,
+            auto_create_topics: true,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            message_max_bytes: log.max_batch_bytes,
+            log_retention_ms: log.retention_ms,
+            log_retention_bytes: log.retention_bytes,
+            log_segment_bytes: log.segment_bytes,
+            log_roll_ms: log.segment_ms,
+            log_index_interval_bytes: log.index_interval_bytes,
+            flush: log.flush,
+            retention_check: Duration::from_secs(300),
+        }
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError::Invalid {
+        key: key.into(),
+        why: format!("`{v}` is not a valid number"),
+    })
+}
+
+/// `-1` (Kafka's "unlimited") or a non-negative number.
+fn parse_limit(key: &str, v: &str) -> Result<Option<u64>, ConfigError> {
+    let n: i64 = parse_num(key, v)?;
+    match n {
+        -1 => Ok(None),
+        n if n >= 0 => Ok(Some(n as u64)),
+        _ => Err(ConfigError::Invalid {
+            key: key.into(),
+            why: "must be -1 or >= 0".into(),
+        }),
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key: key.into(),
+            why: format!("`{v}` is not true or false"),
+        }),
+    }
+}
+
+/// `HOST:PORT`, optionally with a Kafka listener name (`PLAINTEXT://`);
+/// the first of a comma-separated list.
+pub fn parse_listener(key: &str, v: &str) -> Result<(String, u16), ConfigError> {
+    let first = v.split(',').next().unwrap_or("").trim();
+    let addr = first.rsplit("://").next().unwrap_or(first);
+    let bad = |why: &str| ConfigError::Invalid {
+        key: key.into(),
+        why: format!("`{v}`: {why}"),
+    };
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected HOST:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.to_string(), port))
+}
+
+impl BrokerConfig {
+    /// Apply one `key = value` setting (Kafka's name).
+    pub fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        let invalid = |why: String| ConfigError::Invalid {
+            key: key.into(),
+            why,
+        };
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse_num(key, v)?,
+            "listeners" => {
+                let (h, p) = parse_listener(key, v)?;
+                self.listener =
+                    format!("{}:{p}", if h.contains(':') { format!("[{h}]") } else { h })
+                        .parse()
+                        .map_err(|_| invalid(format!("`{v}` is not an IP address and port")))?;
+            }
+            "advertised.listeners" => self.advertised = parse_listener(key, v)?,
+            "log.dirs" | "log.dir" => {
+                let first = v.split(',').next().unwrap_or("").trim();
+                if first.is_empty() {
+                    return Err(invalid("empty path".into()));
+                }
+                self.log_dir = PathBuf::from(first);
+            }
+            "num.shards" | "shards" => self.shards = parse_num(key, v)?,
+            "num.partitions" => {
+                self.num_partitions = parse_num(key, v)?;
+                if self.num_partitions < 1 {
+                    return Err(invalid("must be >= 1".into()));
+                }
+            }
+            "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, v)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse_num(key, v)?,
+            "message.max.bytes" => self.message_max_bytes = parse_num(key, v)?,
+            "log.retention.ms" => self.log_retention_ms = parse_limit(key, v)?,
+            "log.retention.minutes" => {
+                self.log_retention_ms = parse_limit(key, v)?.map(|m| m * 60_000)
+            }
+            "log.retention.hours" => {
+                self.log_retention_ms = parse_limit(key, v)?.map(|h| h * 3_600_000)
+            }
+            "log.retention.bytes" => self.log_retention_bytes = parse_limit(key, v)?,
+            "log.segment.bytes" => {
+                self.log_segment_bytes = parse_num(key, v)?;
+                if self.log_segment_bytes < 1024 || self.log_segment_bytes > i32::MAX as u64 {
+                    return Err(invalid("must be between 1024 and 2147483647".into()));
+                }
+            }
+            "log.roll.ms" => self.log_roll_ms = parse_num(key, v)?,
+            "log.roll.hours" => self.log_roll_ms = parse_num::<u64>(key, v)? * 3_600_000,
+            "log.index.interval.bytes" => self.log_index_interval_bytes = parse_num(key, v)?,
+            "log.flush.interval.messages" => {
+                // 1 = every append; larger values are read as a byte
+                // threshold of that many 1 KiB records.
+                let n: u64 = parse_num(key, v)?;
+                self.flush.every_append = n <= 1;
+                self.flush.every_bytes = (n > 1).then(|| n.saturating_mul(1024));
+            }
+            "log.flush.interval.bytes" => {
+                self.flush.every_append = false;
+                self.flush.every_bytes = Some(parse_num(key, v)?);
+            }
+            "log.flush.interval.ms" => {
+                self.flush.every_append = false;
+                self.flush.every_ms = Some(parse_num(key, v)?);
+            }
+            "log.retention.check.interval.ms" => {
+                self.retention_check = Duration::from_millis(parse_num(key, v)?)
+            }
+            _ => return Err(ConfigError::Unknown(key.into())),
+        }
+        Ok(())
+    }
+
+    /// Apply every setting of a TOML document.
+    pub fn apply_toml(&mut self, text: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+        let value: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(value), &mut flat);
+        for (k, v) in flat {
+            self.set(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Apply `ODRADEK_*` environment variables.
+    pub fn apply_env(
+        &mut self,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (k, v) in vars {
+            if let Some(rest) = k.strip_prefix("ODRADEK_") {
+                if rest == "LOG" || rest == "LOG_FORMAT" {
+                    continue; // logging, read by main
+                }
+                let key = rest.to_ascii_lowercase().replace('_', ".");
+                self.set(&key, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The log settings a new topic starts with.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_roll_ms,
+            retention_ms: self.log_retention_ms,
+            retention_bytes: self.log_retention_bytes,
+            index_interval_bytes: self.log_index_interval_bytes,
+            max_batch_bytes: self.message_max_bytes,
+            flush: self.flush,
+        }
+    }
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|x| match x {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.insert(prefix.to_string(), items.join(","));
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_env_and_flags_layer_with_kafka_names() {
+        let mut c = BrokerConfig::default();
+        let text = r#"
+            listeners = "PLAINTEXT://127.0.0.1:19092"
+            "advertised.listeners" = "localhost:19092"
+            log.retention.ms = 1000
+            log.dirs = "/tmp/x"
+            num.partitions = 3
+            auto.create.topics.enable = false
+        "#;
+        c.apply_toml(text, std::path::Path::new("t.toml")).unwrap();
+        assert_eq!(c.listener, "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(c.advertised, ("localhost".to_string(), 19092));
+        assert_eq!(c.log_retention_ms, Some(1000));
+        assert_eq!(c.num_partitions, 3);
+        assert!(!c.auto_create_topics);
+        c.apply_env([("ODRADEK_LOG_RETENTION_MS".to_string(), "-1".to_string())].into_iter())
+            .unwrap();
+        assert_eq!(c.log_retention_ms, None);
+        c.set("message.max.bytes", "2000").unwrap();
+        assert_eq!(c.log_config().max_batch_bytes, 2000);
+        assert!(matches!(
+            c.set("no.such", "1"),
+            Err(ConfigError::Unknown(_))
+        ));
+        assert!(c.set("num.partitions", "zero").is_err());
+        assert!(c.set("num.partitions", "0").is_err());
+        assert!(c.set("listeners", "nohost").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! Request handlers, one module per API, and the dispatch between them.
+
+pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+use crate::broker::Ctx;
+use crate::connection::Pending;
+use crate::protocol::{self, FrameError};
+
+/// Parse a frame and run the request's first phase; the returned future
+/// produces the reply. An error closes the connection.
+pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
+    let req = protocol::parse_request(frame)?;
+    tracing::trace!(key = ?req.key, version = req.version, "request");
+    match req.key {
+        ApiKey::ApiVersions => api_versions::handle(&req),
+        ApiKey::Metadata => metadata::handle(ctx, &req).await,
+        ApiKey::Produce => produce::handle(ctx, &req).await,
+        ApiKey::Fetch => fetch::handle(ctx, &req).await,
+        ApiKey::ListOffsets => list_offsets::handle(ctx, &req).await,
+        key => Err(FrameError::UnsupportedVersion {
+            key,
+            version: req.version,
+        }),
+    }
+}
+
+/// The partitions of a request, grouped by topic, in request order.
+pub fn topic_name(name: &kafka_protocol::messages::TopicName) -> &str {
+    name.0.as_str()
+}

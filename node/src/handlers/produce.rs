@@ -1,0 +1,194 @@
+//! Produce (v3+, RecordBatch v2). acks=0: no response; acks=1: answer after
+//! the owner shard appended; acks=-1: answer once the append is durable
+//! under the partition's flush policy (group commit).
+//!
+//! Record bytes are not decoded: the engine validates each batch (length,
+//! magic, CRC, count, `max.message.bytes`) and writes it as sent.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use odradek_engine::batch::BatchError;
+use odradek_engine::log::LogError;
+use odradek_engine::shard::TopicPartition;
+
+use crate::broker::Ctx;
+use crate::connection::{Pending, Reply};
+use crate::handlers::topic_name;
+use crate::protocol::{decode_body, encode_response, FrameError, Request};
+
+/// Outcome of one partition's append.
+#[derive(Debug, Clone)]
+struct Appended {
+    tp: TopicPartition,
+    error: Option<ResponseError>,
+    base_offset: i64,
+    last_offset: i64,
+    log_start: i64,
+}
+
+fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage,
+        LogError::InvalidBatch(_) | LogError::TooManyRecords => ResponseError::InvalidRecord,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io { .. } | LogError::Failed(_) | LogError::Raced { .. } => {
+            ResponseError::KafkaStorageError
+        }
+    }
+}
+
+pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
+    let body: ProduceRequest = decode_body(req, "Produce request")?;
+    let acks = body.acks;
+    let snap = ctx.broker.registry.snapshot();
+    let mut tasks = Vec::new();
+    let mut done: Vec<Appended> = Vec::new();
+    for topic in body.topic_data {
+        let name = topic_name(&topic.name).to_string();
+        let meta = snap.get(&name).cloned();
+        for p in topic.partition_data {
+            let tp = TopicPartition::new(&name, p.index);
+            let fail = |error| Appended {
+                tp: tp.clone(),
+                error: Some(error),
+                base_offset: -1,
+                last_offset: -1,
+                log_start: -1,
+            };
+            if !matches!(acks, -1..=1) {
+                done.push(fail(ResponseError::InvalidRequiredAcks));
+                continue;
+            }
+            if !meta
+                .as_ref()
+                .is_some_and(|m| (0..m.partitions).contains(&p.index))
+            {
+                done.push(fail(ResponseError::UnknownTopicOrPartition));
+                continue;
+            }
+            let Some(records) = p.records else {
+                done.push(fail(ResponseError::InvalidRecord));
+                continue;
+            };
+            let ctx2 = ctx.clone();
+            tasks.push(compio::runtime::spawn(async move {
+                let res = ctx2
+                    .with_log(&tp, move |log| async move {
+                        let r = log.append(records, 0).await;
+                        (
+                            r.map_err(|e| (log_error_code(&e), e.to_string())),
+                            log.log_start_offset(),
+                        )
+                    })
+                    .await;
+                match res {
+                    Ok(Some((Ok(info), start))) => Appended {
+                        tp,
+                        error: None,
+                        base_offset: info.base_offset as i64,
+                        last_offset: info.last_offset as i64,
+                        log_start: start as i64,
+                    },
+                    Ok(Some((Err((code, why)), _))) => {
+                        tracing::debug!(partition = %tp, "produce refused: {why}");
+                        Appended {
+                            tp,
+                            error: Some(code),
+                            base_offset: -1,
+                            last_offset: -1,
+                            log_start: -1,
+                        }
+                    }
+                    Ok(None) => Appended {
+                        tp,
+                        error: Some(ResponseError::UnknownTopicOrPartition),
+                        base_offset: -1,
+                        last_offset: -1,
+                        log_start: -1,
+                    },
+                    Err(_) => Appended {
+                        tp,
+                        error: Some(ResponseError::KafkaStorageError),
+                        base_offset: -1,
+                        last_offset: -1,
+                        log_start: -1,
+                    },
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        match t.await {
+            Ok(a) => done.push(a),
+            Err(_) => {
+                return Err(FrameError::Malformed {
+                    what: "produce",
+                    why: "append task panicked".into(),
+                })
+            }
+        }
+    }
+    if acks == 0 {
+        // No response; a failure closes the connection so the client notices.
+        return Ok(Box::pin(std::future::ready(
+            match done.iter().find(|a| a.error.is_some()) {
+                Some(a) => {
+                    Reply::Close(format!("acks=0 produce to {} failed: {:?}", a.tp, a.error))
+                }
+                None => Reply::None,
+            },
+        )));
+    }
+    let ctx = ctx.clone();
+    let (version, correlation) = (req.version, req.header.correlation_id);
+    Ok(Box::pin(async move {
+        if acks == -1 {
+            for a in done.iter_mut().filter(|a| a.error.is_none()) {
+                let last = a.last_offset as u64;
+                let durable = ctx
+                    .with_log(&a.tp, move |log| async move {
+                        log.wait_durable(last).await.is_ok()
+                    })
+                    .await;
+                if !matches!(durable, Ok(Some(true))) {
+                    a.error = Some(ResponseError::KafkaStorageError);
+                }
+            }
+        }
+        match encode_response(ApiKey::Produce, version, correlation, &response(done)) {
+            Ok(b) => Reply::Frame(b),
+            Err(e) => Reply::Close(format!("encoding produce response: {e}")),
+        }
+    }))
+}
+
+fn response(done: Vec<Appended>) -> ProduceResponse {
+    let mut resp = ProduceResponse::default();
+    for a in done {
+        let mut pr = PartitionProduceResponse::default();
+        pr.index = a.tp.partition;
+        pr.error_code = a.error.map_or(0, |e| e.code());
+        pr.base_offset = a.base_offset;
+        pr.log_append_time_ms = -1;
+        pr.log_start_offset = a.log_start;
+        let name = &*a.tp.topic;
+        match resp
+            .responses
+            .iter_mut()
+            .find(|t| t.name.0.as_str() == name)
+        {
+            Some(t) => t.partition_responses.push(pr),
+            None => {
+                let mut t = TopicProduceResponse::default();
+                t.name = kafka_protocol::messages::TopicName(
+                    kafka_protocol::protocol::StrBytes::from_string(name.to_string()),
+                );
+                t.partition_responses.push(pr);
+                resp.responses.push(t);
+            }
+        }
+    }
+    resp
+}

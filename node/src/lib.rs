@@ -1,0 +1,19 @@
+//! The Odradek broker node: a thin Kafka-protocol layer over the storage
+//! engine's shards.
+//!
+//! - [`config`]: settings with Kafka's names.
+//! - [`metadata`]: the topic registry.
+//! - [`protocol`]: framing, headers, served versions.
+//! - [`broker`]: shared broker state and routing of partition work to the
+//!   owner shard.
+//! - [`server`]: listeners on every shard, start and shutdown.
+//! - [`connection`]: one client connection: read, dispatch, write in order.
+//! - [`handlers`]: one module per API.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod metadata;
+pub mod protocol;
+pub mod server;

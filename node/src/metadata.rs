@@ -1,0 +1,426 @@
+//! The topic registry: which topics exist, their ids, partition counts and
+//! config overrides.
+//!
+//! Readers on every shard take a lock-free snapshot (`ArcSwap`); admin
+//! changes are serialized by a mutex, persisted to `topics.json` in the log
+//! directory (write, fsync, rename, fsync the directory) and then published.
+//! Replication will move this into a controller Raft group.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use kafka_protocol::ResponseError;
+use odradek_engine::log::{FlushPolicy, LogConfig};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Topic-level overrides, Kafka names (`retention.ms`, ...).
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// An immutable view of all topics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Topics {
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+}
+
+impl Topics {
+    pub fn get(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn by_id(&self, id: Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topics.values().find(|t| t.id == id)
+    }
+}
+
+/// Why an admin change was refused, as a Kafka error code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Topic configs this broker understands, with what they control.
+pub const TOPIC_CONFIGS: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "max.message.bytes",
+    "index.interval.bytes",
+    "flush.messages",
+    "flush.ms",
+    "cleanup.policy",
+];
+
+/// Kafka's legal topic names.
+pub fn validate_topic_name(name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::new(
+            ResponseError::InvalidTopicException,
+            format!("invalid topic name `{name}`: use 1-249 of [a-zA-Z0-9._-]"),
+        ))
+    }
+}
+
+fn bad_config(key: &str, value: &str) -> AdminError {
+    AdminError::new(
+        ResponseError::InvalidConfig,
+        format!("invalid value `{value}` for `{key}`"),
+    )
+}
+
+/// The effective log settings of a topic: broker defaults, then overrides.
+pub fn topic_log_config(
+    broker: &BrokerConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, AdminError> {
+    let mut c = broker.log_config();
+    for (k, v) in configs {
+        let num = || v.trim().parse::<i64>().map_err(|_| bad_config(k, v));
+        let limit = || match num()? {
+            -1 => Ok(None),
+            n if n >= 0 => Ok(Some(n as u64)),
+            _ => Err(bad_config(k, v)),
+        };
+        let positive = || match num()? {
+            n if n > 0 => Ok(n as u64),
+            _ => Err(bad_config(k, v)),
+        };
+        match k.as_str() {
+            "retention.ms" => c.retention_ms = limit()?,
+            "retention.bytes" => c.retention_bytes = limit()?,
+            "segment.bytes" => {
+                let n = positive()?;
+                if !(1024..=i32::MAX as u64).contains(&n) {
+                    return Err(bad_config(k, v));
+                }
+                c.segment_bytes = n;
+            }
+            "segment.ms" => c.segment_ms = positive()?,
+            "max.message.bytes" => c.max_batch_bytes = positive()? as usize,
+            "index.interval.bytes" => {
+                c.index_interval_bytes = u32::try_from(positive()?).map_err(|_| bad_config(k, v))?
+            }
+            "flush.messages" => {
+                let n = positive()?;
+                c.flush = if n <= 1 {
+                    FlushPolicy::EVERY_APPEND
+                } else {
+                    FlushPolicy {
+                        every_append: false,
+                        every_bytes: Some(n.saturating_mul(1024)),
+                        every_ms: c.flush.every_ms,
+                    }
+                };
+            }
+            "flush.ms" => {
+                c.flush.every_append = false;
+                c.flush.every_ms = Some(positive()?);
+            }
+            "cleanup.policy" => {
+                if !matches!(
+                    v.as_str(),
+                    "delete" | "compact" | "compact,delete" | "delete,compact"
+                ) {
+                    return Err(bad_config(k, v));
+                }
+            }
+            _ => {
+                return Err(AdminError::new(
+                    ResponseError::InvalidConfig,
+                    format!("unknown topic config `{k}`"),
+                ))
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// The registry, shared by every shard.
+pub struct Registry {
+    current: ArcSwap<Topics>,
+    write: Mutex<()>,
+    path: PathBuf,
+}
+
+const FILE: &str = "topics.json";
+
+impl Registry {
+    /// Load `topics.json` from the log directory (or start empty).
+    pub fn load(log_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(log_dir)?;
+        let path = log_dir.join(FILE);
+        let topics = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Topics::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            current: ArcSwap::from_pointee(topics),
+            write: Mutex::new(()),
+            path,
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Topics> {
+        self.current.load_full()
+    }
+
+    fn persist(&self, topics: &Topics) -> Result<(), AdminError> {
+        let io = |e: std::io::Error| {
+            AdminError::new(
+                ResponseError::KafkaStorageError,
+                format!("writing {}: {e}", self.path.display()),
+            )
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(topics).map_err(|e| io(std::io::Error::other(e)))?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_data().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Apply `change` to a copy of the topics, persist, publish.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Topics) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let _g = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (*self.current.load_full()).clone();
+        let out = change(&mut next)?;
+        self.persist(&next)?;
+        self.current.store(Arc::new(next));
+        Ok(out)
+    }
+
+    /// Check a new topic without creating it.
+    pub fn validate_new(
+        &self,
+        broker: &BrokerConfig,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        validate_topic_name(name)?;
+        if self.snapshot().get(name).is_some() {
+            return Err(AdminError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic `{name}` already exists"),
+            ));
+        }
+        if !(1..=100_000).contains(&partitions) {
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
+                format!("partition count {partitions} must be between 1 and 100000"),
+            ));
+        }
+        topic_log_config(broker, configs).map(|_| ())
+    }
+
+    pub fn create(
+        &self,
+        broker: &BrokerConfig,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<TopicMeta>, AdminError> {
+        self.validate_new(broker, name, partitions, &configs)?;
+        self.update(|t| {
+            if t.topics.contains_key(name) {
+                return Err(AdminError::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("topic `{name}` already exists"),
+                ));
+            }
+            let meta = Arc::new(TopicMeta {
+                name: name.to_string(),
+                id: Uuid::new_v4(),
+                partitions,
+                configs,
+            });
+            t.topics.insert(name.to_string(), meta.clone());
+            Ok(meta)
+        })
+    }
+
+    pub fn delete(&self, name: &str) -> Result<Arc<TopicMeta>, AdminError> {
+        self.update(|t| {
+            t.topics.remove(name).ok_or_else(|| {
+                AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("no topic `{name}`"),
+                )
+            })
+        })
+    }
+
+    /// Grow a topic to `total` partitions (never shrink).
+    pub fn set_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(Arc<TopicMeta>, i32), AdminError> {
+        let check = |t: &Topics| {
+            let meta = t.get(name).ok_or_else(|| {
+                AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("no topic `{name}`"),
+                )
+            })?;
+            if total <= meta.partitions || total > 100_000 {
+                return Err(AdminError::new(
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "topic `{name}` has {} partitions; the new count {total} must be larger",
+                        meta.partitions
+                    ),
+                ));
+            }
+            Ok(meta.clone())
+        };
+        if validate_only {
+            let meta = check(&self.snapshot())?;
+            let old = meta.partitions;
+            return Ok((meta, old));
+        }
+        self.update(|t| {
+            let meta = check(t)?;
+            let old = meta.partitions;
+            let grown = Arc::new(TopicMeta {
+                partitions: total,
+                ..(*meta).clone()
+            });
+            t.topics.insert(name.to_string(), grown.clone());
+            Ok((grown, old))
+        })
+    }
+
+    /// Replace a topic's config overrides.
+    pub fn set_configs(
+        &self,
+        broker: &BrokerConfig,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<TopicMeta>, AdminError> {
+        topic_log_config(broker, &configs)?;
+        let apply = |t: &Topics| {
+            let meta = t.get(name).ok_or_else(|| {
+                AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("no topic `{name}`"),
+                )
+            })?;
+            Ok(Arc::new(TopicMeta {
+                configs: configs.clone(),
+                ..(**meta).clone()
+            }))
+        };
+        if validate_only {
+            return apply(&self.snapshot());
+        }
+        self.update(|t| {
+            let meta = apply(t)?;
+            t.topics.insert(name.to_string(), meta.clone());
+            Ok(meta)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_persist_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = BrokerConfig::default();
+        let r = Registry::load(dir.path()).unwrap();
+        let t = r.create(&broker, "a.b-c_1", 3, BTreeMap::new()).unwrap();
+        assert_eq!(t.partitions, 3);
+        assert_eq!(
+            r.create(&broker, "a.b-c_1", 3, BTreeMap::new())
+                .unwrap_err()
+                .code,
+            ResponseError::TopicAlreadyExists
+        );
+        assert_eq!(
+            r.create(&broker, "bad name", 1, BTreeMap::new())
+                .unwrap_err()
+                .code,
+            ResponseError::InvalidTopicException
+        );
+        assert_eq!(
+            r.create(&broker, "z", 0, BTreeMap::new()).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
+        let mut bad = BTreeMap::new();
+        bad.insert("retention.ms".to_string(), "soon".to_string());
+        assert_eq!(
+            r.create(&broker, "z", 1, bad).unwrap_err().code,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            r.set_partitions("a.b-c_1", 2, false).unwrap_err().code,
+            ResponseError::InvalidPartitions
+        );
+        r.set_partitions("a.b-c_1", 5, false).unwrap();
+        let again = Registry::load(dir.path()).unwrap();
+        let t2 = again.snapshot().get("a.b-c_1").cloned().unwrap();
+        assert_eq!(t2.partitions, 5);
+        assert_eq!(t2.id, t.id);
+        again.delete("a.b-c_1").unwrap();
+        assert!(Registry::load(dir.path())
+            .unwrap()
+            .snapshot()
+            .topics
+            .is_empty());
+    }
+}

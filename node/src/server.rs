@@ -1,0 +1,139 @@
+//! Starting and stopping a broker: shards, recovery of every partition,
+//! one SO_REUSEPORT listener per shard, clean shutdown.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use odradek_engine::shard::{ShardConfig, ShardPool};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::broker::{Broker, Ctx};
+use crate::config::BrokerConfig;
+use crate::connection;
+use crate::metadata::Registry;
+
+/// A running broker.
+pub struct Server {
+    pub broker: Arc<Broker>,
+    pub local_addr: SocketAddr,
+    pool: ShardPool,
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+impl Server {
+    /// Start: recover every partition, then listen on every shard.
+    pub fn start(mut config: BrokerConfig, advertised_explicit: bool) -> Result<Self, String> {
+        let registry = Registry::load(&config.log_dir)
+            .map_err(|e| format!("loading topics from {}: {e}", config.log_dir.display()))?;
+        let mut shard_cfg = ShardConfig::new(&config.log_dir);
+        shard_cfg.shards = config.shards;
+        shard_cfg.retention_check = config.retention_check;
+        let pool = ShardPool::start(shard_cfg).map_err(|e| format!("starting shards: {e}"))?;
+        // Bind the first listener to learn the port (0 = any free port),
+        // then one more per shard on the same port.
+        let first = reuseport_listener(config.listener)
+            .map_err(|e| format!("listening on {}: {e}", config.listener))?;
+        let local_addr = first.local_addr().map_err(|e| e.to_string())?;
+        if !advertised_explicit {
+            config.advertised = (local_addr.ip().to_string(), local_addr.port());
+        }
+        let mut listeners = vec![first];
+        for _ in 1..pool.len() {
+            listeners.push(
+                reuseport_listener(local_addr)
+                    .map_err(|e| format!("listening on {local_addr}: {e}"))?,
+            );
+        }
+        let broker = Arc::new(Broker {
+            cluster_id: cluster_id(&config),
+            config,
+            registry,
+            shards: pool.handle(),
+            stopping: Default::default(),
+        });
+        // Recover every partition on its owner before serving.
+        let b = broker.clone();
+        pool.call(0, move |shard| async move {
+            let ctx = Ctx {
+                broker: b.clone(),
+                shard,
+            };
+            for meta in b.registry.snapshot().topics.values() {
+                ctx.open_partitions(meta, 0, meta.partitions).await?;
+            }
+            Ok::<(), String>(())
+        })
+        .map_err(|e| e.to_string())??;
+        for (i, l) in listeners.into_iter().enumerate() {
+            let b = broker.clone();
+            // The accept loop lives as long as the shard.
+            let _ = pool.run_on(i, move |shard| async move {
+                compio::runtime::spawn(accept_loop(Ctx { broker: b, shard }, l)).detach();
+            });
+        }
+        tracing::info!(address = %local_addr, advertised = %format!("{}:{}", broker.config.advertised.0, broker.config.advertised.1), shards = pool.len(), log_dir = %broker.config.log_dir.display(), "odradek broker listening on {local_addr}");
+        Ok(Self {
+            broker,
+            local_addr,
+            pool,
+        })
+    }
+
+    /// Stop taking requests, give in-flight ones a moment, flush and close
+    /// every partition, stop the shards.
+    pub fn shutdown(self) {
+        self.broker.stopping.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(200));
+        self.pool.shutdown();
+        tracing::info!("odradek broker stopped");
+    }
+}
+
+fn cluster_id(config: &BrokerConfig) -> String {
+    // Stable per data directory.
+    let path = config.log_dir.join("cluster.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return id;
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let _ = std::fs::write(&path, &id);
+    id
+}
+
+async fn accept_loop(ctx: Ctx, listener: TcpListener) {
+    let listener = match compio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = ctx.shard.id, "listener: {e}");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if ctx.broker.is_stopping() {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                compio::runtime::spawn(connection::serve(ctx.clone(), stream, peer)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = ctx.shard.id, "accept failed: {e}");
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
