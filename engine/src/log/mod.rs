@@ -23,7 +23,7 @@ use crate::batch::{self, BatchError, HEADER_LEN};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{Storage, StorageFile};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-pub use state::{AppendPlan, FlushTicket, LogState};
+pub use state::{AppendPlan, FlushTicket, LogState, ValidRecords};
 use state::{Locate, ReadPlan};
 
 /// When appended bytes are fdatasynced. Any that is set triggers a flush.
@@ -124,6 +124,31 @@ pub enum LogError {
     Raced { path: PathBuf },
 }
 
+impl LogError {
+    /// The same error for another waiter (I/O errors are not `Clone`).
+    fn duplicate(&self) -> LogError {
+        match self {
+            LogError::InvalidBatch(e) => LogError::InvalidBatch(e.clone()),
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => LogError::OffsetOutOfRange {
+                offset: *offset,
+                log_start: *log_start,
+                log_end: *log_end,
+            },
+            LogError::TooManyRecords => LogError::TooManyRecords,
+            LogError::Io { path, source } => LogError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            LogError::Failed(p) => LogError::Failed(p.clone()),
+            LogError::Raced { path } => LogError::Raced { path: path.clone() },
+        }
+    }
+}
+
 /// A byte range of one segment file holding whole batches: what a fetch
 /// sends (by splice) without reading it into memory.
 #[derive(Debug, Clone)]
@@ -161,12 +186,27 @@ pub struct RecoveryReport {
 
 type Waiter = flume::Sender<Result<u64, String>>;
 
+/// An append waiting for the writer.
+struct Queued {
+    set: ValidRecords,
+    leader_epoch: i32,
+    reply: flume::Sender<Result<AppendInfo, LogError>>,
+}
+
+/// Bounds of one combined write.
+const MAX_ROUND_BYTES: usize = 8 << 20;
+const MAX_ROUND_SETS: usize = 256;
+
 /// One partition's log on storage `S`.
 pub struct PartitionLog<S: Storage> {
     storage: S,
     dir: PathBuf,
     state: RefCell<LogState<S::File>>,
     append_lock: async_lock::Mutex<()>,
+    /// Appends validated and waiting for the writer task.
+    queue: RefCell<std::collections::VecDeque<Queued>>,
+    /// The writer task is running.
+    writing: Cell<bool>,
     waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
     /// Readers waiting for the log end to move (fetch long polls).
     data_waiters: RefCell<Vec<flume::Sender<()>>>,
@@ -197,6 +237,8 @@ impl<S: Storage> PartitionLog<S> {
             storage,
             dir,
             append_lock: async_lock::Mutex::new(()),
+            queue: RefCell::new(Default::default()),
+            writing: Cell::new(false),
             waiters: RefCell::new(BTreeMap::new()),
             data_waiters: RefCell::new(Vec::new()),
             flushing: Cell::new(false),
@@ -262,42 +304,120 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Append a producer's record set (one or more RecordBatch v2). Offsets
-    /// and the leader epoch are written into the batches; the bytes are in
-    /// the page cache when this returns. Pair with [`Self::wait_durable`]
-    /// for acks that need durability.
+    /// and the leader epoch are assigned on the way to disk (the producer's
+    /// bytes are written untouched beside small rewritten headers); the
+    /// bytes are in the page cache when this returns. Pair with
+    /// [`Self::wait_durable`] for acks that need durability.
+    ///
+    /// Validation (CRC included) runs here, in the caller's task; then the
+    /// set joins the log's queue. One writer task drains the queue: every
+    /// set waiting while a write is in flight goes out in the next single
+    /// vectored write (write combining), in arrival order.
     pub async fn append(
         self: &Rc<Self>,
         records: impl Into<Bytes>,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
-        let records = records.into();
-        let guard = self.append_lock.lock().await;
+        self.check_failed()?;
+        let max = self.state.borrow().config.max_batch_bytes;
+        let set = ValidRecords::new(records.into(), max)?;
+        let (tx, rx) = flume::bounded(1);
+        self.queue.borrow_mut().push_back(Queued {
+            set,
+            leader_epoch,
+            reply: tx,
+        });
+        if !self.writing.replace(true) {
+            let this = self.clone();
+            self.storage.spawn(async move { this.write_queued().await });
+        }
+        match rx.recv_async().await {
+            Ok(r) => r,
+            Err(_) => Err(LogError::Failed(self.dir.clone())),
+        }
+    }
+
+    /// The writer: drain the queue in rounds until it is empty.
+    async fn write_queued(self: Rc<Self>) {
+        loop {
+            let round = self.next_round();
+            if round.is_empty() {
+                self.writing.set(false);
+                return;
+            }
+            let sets: Vec<ValidRecords> = round.iter().map(|q| q.set.clone()).collect();
+            match self.write_round(&sets, round[0].leader_epoch).await {
+                Ok(plan) => {
+                    for (q, &(first, last, max_ts)) in round.into_iter().zip(&plan.ranges) {
+                        let _ = q.reply.send(Ok(AppendInfo {
+                            base_offset: first,
+                            last_offset: last,
+                            max_timestamp: max_ts,
+                        }));
+                    }
+                    self.wake_readers();
+                    self.maybe_flush();
+                }
+                Err(e) => {
+                    for q in round {
+                        let _ = q.reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queued sets for one write: consecutive, same leader epoch, bounded,
+    /// and not past the active segment's end (so rolls fall where they would
+    /// without combining).
+    fn next_round(&self) -> Vec<Queued> {
+        let room = {
+            let st = self.state.borrow();
+            st.config.segment_bytes.saturating_sub(st.active().size)
+        };
+        let limit = (MAX_ROUND_BYTES as u64).min(room) as usize;
+        let mut q = self.queue.borrow_mut();
+        let mut round: Vec<Queued> = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(next) = q.front() {
+            let same_epoch = round
+                .first()
+                .is_none_or(|f| f.leader_epoch == next.leader_epoch);
+            let fits = round.is_empty()
+                || (bytes + next.set.len() <= limit && round.len() < MAX_ROUND_SETS);
+            if !same_epoch || !fits {
+                break;
+            }
+            bytes += next.set.len();
+            round.extend(q.pop_front());
+        }
+        round
+    }
+
+    async fn write_round(
+        self: &Rc<Self>,
+        sets: &[ValidRecords],
+        leader_epoch: i32,
+    ) -> Result<AppendPlan, LogError> {
+        let _guard = self.append_lock.lock().await;
         self.check_failed()?;
         let now = self.storage.now_ms();
         let mut plan = self
             .state
             .borrow()
-            .prepare_append(records, leader_epoch, now)?;
+            .prepare_append(sets, leader_epoch, now)?;
         if plan.roll {
             self.roll(plan.base_offset).await?;
         }
-        let file = self.state.borrow().active().file.clone();
-        let base = self.state.borrow().active().base_offset;
-        if let Err(e) = file
-            .write_all_at(plan.position, std::mem::take(&mut plan.chunks))
+        let (file, base) = {
+            let st = self.state.borrow();
+            (st.active().file.clone(), st.active().base_offset)
+        };
+        file.write_all_at(plan.position, std::mem::take(&mut plan.chunks))
             .await
-        {
-            return Err(io_err(&self.path(base, LOG_SUFFIX))(e));
-        }
+            .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
         self.state.borrow_mut().commit_append(&plan);
-        drop(guard);
-        self.wake_readers();
-        self.maybe_flush();
-        Ok(AppendInfo {
-            base_offset: plan.base_offset,
-            last_offset: plan.last_offset,
-            max_timestamp: plan.max_timestamp,
-        })
+        Ok(plan)
     }
 
     /// Seal the active segment (sync it, write its indexes) and start a new
@@ -418,6 +538,9 @@ impl<S: Storage> PartitionLog<S> {
             let _ = w.send(Err(why.clone()));
         }
         *self.failed.borrow_mut() = Some(why);
+        for q in self.queue.borrow_mut().drain(..) {
+            let _ = q.reply.send(Err(LogError::Failed(self.dir.clone())));
+        }
         self.wake_readers();
     }
 

@@ -15,6 +15,31 @@ use super::{FileSlice, LogConfig, LogError};
 use crate::batch::{self, BatchHeader, Strictness, ASSIGNED_PREFIX_LEN, HEADER_LEN};
 use crate::segment::Segment;
 
+/// A producer's record set whose batches passed validation (length, magic,
+/// CRC, count, size limit): safe to hand to [`LogState::prepare_append`].
+#[derive(Debug, Clone)]
+pub struct ValidRecords {
+    bytes: Bytes,
+    headers: Vec<BatchHeader>,
+}
+
+impl ValidRecords {
+    /// Validate every batch of `bytes`; pure, so callers run it before
+    /// queueing for the log's single writer.
+    pub fn new(bytes: Bytes, max_batch_bytes: usize) -> Result<Self, LogError> {
+        let headers = batch::validate_all(&bytes, max_batch_bytes, Strictness::Produce)?;
+        Ok(Self { bytes, headers })
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// What an accepted append will do, decided before any byte is written.
 #[derive(Debug, Clone)]
 pub struct AppendPlan {
@@ -29,6 +54,8 @@ pub struct AppendPlan {
     pub chunks: Vec<Bytes>,
     /// Total bytes of `chunks`.
     pub len: u64,
+    /// Per record set: first offset, last offset, max timestamp.
+    pub ranges: Vec<(u64, u64, i64)>,
     headers: Vec<BatchHeader>,
 }
 
@@ -129,49 +156,62 @@ impl<F: Clone> LogState<F> {
         self.written_bytes - self.synced_bytes
     }
 
-    /// Validate a producer's record set, assign offsets and the leader epoch,
-    /// and decide where it goes. Nothing changes until
+    /// Assign offsets and the leader epoch to validated record sets (in
+    /// order, as one write) and decide where they go. Nothing changes until
     /// [`Self::commit_append`].
     pub fn prepare_append(
         &self,
-        records: Bytes,
+        sets: &[ValidRecords],
         leader_epoch: i32,
         now_ms: u64,
     ) -> Result<AppendPlan, LogError> {
-        let mut headers =
-            batch::validate_all(&records, self.config.max_batch_bytes, Strictness::Produce)?;
-        let len = records.len() as u64;
         let active = self.active();
         let base_offset = active.next_offset;
+        let batches: usize = sets.iter().map(|s| s.headers.len()).sum();
+        let len: u64 = sets.iter().map(|s| s.bytes.len() as u64).sum();
         let mut next = base_offset;
         let mut max_timestamp = -1;
-        let mut prefixes = BytesMut::with_capacity(headers.len() * ASSIGNED_PREFIX_LEN);
-        for h in &mut headers {
-            prefixes.put_slice(&batch::assigned_prefix(
-                next as i64,
-                h.batch_length,
-                leader_epoch,
-            ));
-            h.base_offset = next as i64;
-            h.partition_leader_epoch = leader_epoch;
-            next += h.last_offset_delta as u64 + 1;
-            max_timestamp = max_timestamp.max(h.max_timestamp);
+        let mut headers = Vec::with_capacity(batches);
+        let mut ranges = Vec::with_capacity(sets.len());
+        let mut prefixes = BytesMut::with_capacity(batches * ASSIGNED_PREFIX_LEN);
+        for set in sets {
+            let first = next;
+            let mut set_max = -1;
+            for h in &set.headers {
+                let mut h = *h;
+                prefixes.put_slice(&batch::assigned_prefix(
+                    next as i64,
+                    h.batch_length,
+                    leader_epoch,
+                ));
+                h.base_offset = next as i64;
+                h.partition_leader_epoch = leader_epoch;
+                next += h.last_offset_delta as u64 + 1;
+                set_max = set_max.max(h.max_timestamp);
+                headers.push(h);
+            }
+            max_timestamp = max_timestamp.max(set_max);
+            ranges.push((first, next - 1, set_max));
         }
         let prefixes = prefixes.freeze();
-        let mut chunks = Vec::with_capacity(headers.len() * 2);
-        let mut at = 0usize;
-        for (i, h) in headers.iter().enumerate() {
-            let p = i * ASSIGNED_PREFIX_LEN;
-            chunks.push(prefixes.slice(p..p + ASSIGNED_PREFIX_LEN));
-            chunks.push(records.slice(at + ASSIGNED_PREFIX_LEN..at + h.size()));
-            at += h.size();
+        let mut chunks = Vec::with_capacity(batches * 2);
+        let mut i = 0;
+        for set in sets {
+            let mut at = 0usize;
+            for h in &set.headers {
+                let p = i * ASSIGNED_PREFIX_LEN;
+                chunks.push(prefixes.slice(p..p + ASSIGNED_PREFIX_LEN));
+                chunks.push(set.bytes.slice(at + ASSIGNED_PREFIX_LEN..at + h.size()));
+                at += h.size();
+                i += 1;
+            }
         }
-        let last_offset = next - 1;
+        let last_offset = next.saturating_sub(1);
         let full = active.size + len > self.config.segment_bytes;
         let old = now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms;
         let rel_overflow = active.relative(last_offset).is_none();
         let roll = !active.is_empty() && (full || old || rel_overflow);
-        if roll && last_offset - base_offset > u32::MAX as u64 {
+        if last_offset - base_offset > u32::MAX as u64 {
             return Err(LogError::TooManyRecords);
         }
         Ok(AppendPlan {
@@ -182,6 +222,7 @@ impl<F: Clone> LogState<F> {
             position: if roll { 0 } else { active.size },
             chunks,
             len,
+            ranges,
             headers,
         })
     }
@@ -434,9 +475,8 @@ mod tests {
     }
 
     fn append(st: &mut LogState<()>, records: usize) -> AppendPlan {
-        let plan = st
-            .prepare_append(sample_batch(records, 10, 0).freeze(), 0, 0)
-            .unwrap();
+        let set = ValidRecords::new(sample_batch(records, 10, 0).freeze(), 1 << 20).unwrap();
+        let plan = st.prepare_append(&[set], 0, 0).unwrap();
         st.commit_append(&plan);
         plan
     }
