@@ -62,6 +62,12 @@ impl OffsetIndex {
         i.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The first entry after `rel_offset`: where a scan for it can stop.
+    pub fn next_after(&self, rel_offset: u32) -> Option<(u32, u32)> {
+        let i = self.entries.partition_point(|&(r, _)| r <= rel_offset);
+        self.entries.get(i).copied()
+    }
+
     /// The greatest indexed position `<= position` and `> after`: a batch
     /// boundary usable to end a read.
     pub fn floor_position(&self, position: u64, after: u64) -> Option<u64> {

@@ -603,7 +603,7 @@ impl<S: Storage> PartitionLog<S> {
         max_bytes: u64,
     ) -> Result<Option<FileSlice<S::File>>, LogError> {
         for _ in 0..3 {
-            let plan = match self.state.borrow().locate(offset)? {
+            let mut plan = match self.state.borrow().locate(offset)? {
                 Locate::AtEnd => return Ok(None),
                 Locate::Scan(p) => p,
             };
@@ -614,6 +614,27 @@ impl<S: Storage> PartitionLog<S> {
                 .slice_from_scan(&plan, &window, max_bytes)
             {
                 return Ok(Some(slice));
+            }
+            if plan.scan_pos + (plan.scan_len as u64) < plan.scan_end {
+                // The batch lies past the first window (a sparse index, or
+                // an offset in a hole): walk headers to it, then read there.
+                let path = self.path(plan.segment_base, LOG_SUFFIX);
+                let found = scan_headers(&plan.file, plan.scan_pos, plan.scan_end, |h| {
+                    h.last_offset() as u64 >= offset
+                })
+                .await
+                .map_err(io_err(&path))?;
+                if let Some(h) = found {
+                    plan.scan_pos = h.position;
+                    let window = self.read_window(&plan).await?;
+                    if let Some(slice) = self
+                        .state
+                        .borrow()
+                        .slice_from_scan(&plan, &window, max_bytes)
+                    {
+                        return Ok(Some(slice));
+                    }
+                }
             }
         }
         Err(LogError::Raced {
@@ -976,6 +997,22 @@ async fn recover<S: Storage>(
         }
         segments.push(seg);
     }
+    // An empty segment before the last holds nothing and would leave an
+    // offset range with no data: drop it (the log starts later).
+    let last_base = segments.last().map(|s| s.base_offset);
+    let mut kept = Vec::with_capacity(segments.len());
+    for seg in segments {
+        if seg.is_empty() && Some(seg.base_offset) != last_base {
+            report.dropped_segments += 1;
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let p = dir.join(segment::file_name(seg.base_offset, suffix));
+                storage.remove(&p).await.map_err(io_err(&p))?;
+            }
+        } else {
+            kept.push(seg);
+        }
+    }
+    let mut segments = kept;
     // Remove index files that have no segment.
     for n in &names {
         let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|sfx| {
@@ -1060,12 +1097,16 @@ async fn load_indexes<S: Storage>(
     {
         return false;
     }
-    // The segment may end after the last indexed batch; its end offset is
-    // bounded by the next segment's base.
+    // The segment may end after the last indexed batch. If its batches run
+    // into the next segment's offsets, the pair is inconsistent: refuse, so
+    // the scan drops the overlapping segment.
     let next_offset = last_offset_from(seg, pos as u64, len)
         .await
         .unwrap_or(next_base);
-    seg.restore(len, next_offset.min(next_base), index, time_index);
+    if next_offset > next_base {
+        return false;
+    }
+    seg.restore(len, next_offset, index, time_index);
     true
 }
 

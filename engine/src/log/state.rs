@@ -68,6 +68,9 @@ pub struct ReadPlan<F> {
     pub file: F,
     pub scan_pos: u64,
     pub scan_len: usize,
+    /// The batch holding `offset` starts before this (the next index entry,
+    /// or the segment end): where a longer scan must stop.
+    pub scan_end: u64,
 }
 
 /// Outcome of looking up an offset.
@@ -295,8 +298,9 @@ impl<F: Clone> LogState<F> {
         }
         let i = self.segments.partition_point(|s| s.base_offset <= offset);
         let mut i = i.saturating_sub(1);
-        // An offset past a segment's last batch (a gap) reads from the next one.
-        while offset >= self.segments[i].next_offset {
+        // An offset past a segment's last batch (a gap, or an empty
+        // segment) reads from the next one.
+        while offset >= self.segments[i].next_offset || self.segments[i].is_empty() {
             i += 1;
             if i == self.segments.len() {
                 return Ok(Locate::AtEnd);
@@ -305,14 +309,20 @@ impl<F: Clone> LogState<F> {
         let seg = &self.segments[i];
         let rel = seg.relative(offset).unwrap_or(0);
         let scan_pos = seg.index.floor(rel).map_or(0, |(_, p)| p as u64);
+        // The batch holding the offset starts before the next index entry's
+        // batch ends; whatever interval the index was built with.
+        let scan_end = seg.index.next_after(rel).map_or(seg.size, |(_, p)| {
+            (p as u64 + HEADER_LEN as u64).min(seg.size)
+        });
         let window = self.config.index_interval_bytes as u64 + HEADER_LEN as u64;
-        let scan_len = window.min(seg.size - scan_pos) as usize;
+        let scan_len = window.min(scan_end - scan_pos) as usize;
         Ok(Locate::Scan(ReadPlan {
             offset: offset.max(seg.base_offset),
             segment_base: seg.base_offset,
             file: seg.file.clone(),
             scan_pos,
             scan_len,
+            scan_end,
         }))
     }
 
