@@ -10,6 +10,7 @@
 //! - [`connection`]: one client connection: read, dispatch, write in order.
 //! - [`handlers`]: one module per API.
 
+pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod connection;

@@ -186,6 +186,18 @@ mod tests {
     }
 
     #[test]
+    fn absurd_array_counts_fail_cleanly() {
+        // Metadata v1 whose topic array claims 2^31-1 elements (the decoder
+        // reserves that many before reading any): an error, not an abort.
+        let mut frame = vec![0, 3, 0, 1, 0, 0, 0, 9, 0, 1, b'x'];
+        frame.extend_from_slice(&i32::MAX.to_be_bytes());
+        let req = parse_request(Bytes::from(frame)).unwrap();
+        let r: Result<kafka_protocol::messages::MetadataRequest, _> =
+            decode_body(&req, "Metadata request");
+        assert!(matches!(r, Err(FrameError::Malformed { .. })));
+    }
+
+    #[test]
     fn headers_are_checked_before_bodies() {
         assert!(matches!(
             parse_request(Bytes::from_static(&[0, 1])),
