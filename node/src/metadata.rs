@@ -167,6 +167,9 @@ pub fn topic_log_config(
     Ok(c)
 }
 
+type ConfigChange<'a> =
+    Box<dyn FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError> + 'a>;
+
 /// The registry, shared by every shard.
 pub struct Registry {
     current: ArcSwap<Topics>,
@@ -342,32 +345,35 @@ impl Registry {
         })
     }
 
-    /// Replace a topic's config overrides.
-    pub fn set_configs(
+    /// Change a topic's config overrides: `change` maps the current ones to
+    /// the new ones under the write lock, so concurrent changes compose.
+    pub fn update_configs(
         &self,
         broker: &BrokerConfig,
         name: &str,
-        configs: BTreeMap<String, String>,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
         validate_only: bool,
     ) -> Result<Arc<TopicMeta>, AdminError> {
-        topic_log_config(broker, &configs)?;
-        let apply = |t: &Topics| {
+        let apply = |t: &Topics, change: ConfigChange| {
             let meta = t.get(name).ok_or_else(|| {
                 AdminError::new(
                     ResponseError::UnknownTopicOrPartition,
                     format!("no topic `{name}`"),
                 )
             })?;
+            let configs = change(&meta.configs)?;
+            topic_log_config(broker, &configs)?;
             Ok(Arc::new(TopicMeta {
-                configs: configs.clone(),
+                configs,
                 ..(**meta).clone()
             }))
         };
+        let change: ConfigChange = Box::new(change);
         if validate_only {
-            return apply(&self.snapshot());
+            return apply(&self.snapshot(), change);
         }
         self.update(|t| {
-            let meta = apply(t)?;
+            let meta = apply(t, change)?;
             t.topics.insert(name.to_string(), meta.clone());
             Ok(meta)
         })

@@ -115,7 +115,7 @@ pub fn parse_request(frame: Bytes) -> Result<Request, FrameError> {
     })
 }
 
-/// Decode a request body of type `T`; trailing bytes are an error.
+/// Decode a request body of type `T` (trailing bytes are ignored, as Kafka does).
 pub fn decode_body<T: Decodable>(req: &Request, what: &'static str) -> Result<T, FrameError> {
     let mut buf = req.body.clone();
     let msg = T::decode(&mut buf, req.version).map_err(|e| FrameError::Malformed {
@@ -123,10 +123,13 @@ pub fn decode_body<T: Decodable>(req: &Request, what: &'static str) -> Result<T,
         why: e.to_string(),
     })?;
     if !buf.is_empty() {
-        return Err(FrameError::Malformed {
+        // Kafka ignores trailing bytes, and librdkafka relies on it (it
+        // writes a null topic array of Metadata v9+ as a 4-byte int).
+        tracing::debug!(
             what,
-            why: format!("{} trailing bytes", buf.len()),
-        });
+            trailing = buf.len(),
+            "ignoring trailing request bytes"
+        );
     }
     Ok(msg)
 }

@@ -77,9 +77,10 @@ impl Server {
         for (i, l) in listeners.into_iter().enumerate() {
             let b = broker.clone();
             // The accept loop lives as long as the shard.
-            let _ = pool.run_on(i, move |shard| async move {
+            pool.call(i, move |shard| async move {
                 compio::runtime::spawn(accept_loop(Ctx { broker: b, shard }, l)).detach();
-            });
+            })
+            .map_err(|e| e.to_string())?;
         }
         tracing::info!(address = %local_addr, advertised = %format!("{}:{}", broker.config.advertised.0, broker.config.advertised.1), shards = pool.len(), log_dir = %broker.config.log_dir.display(), "odradek broker listening on {local_addr}");
         Ok(Self {

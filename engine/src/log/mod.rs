@@ -533,6 +533,11 @@ impl<S: Storage> PartitionLog<S> {
     /// log takes no more writes and every waiter learns it (no silent loss).
     fn fail(&self, why: String) {
         tracing::error!(dir = %self.dir.display(), "{why}; partition log is now failed");
+        self.refuse_writes(why);
+    }
+
+    /// Take no more writes; fail everything waiting.
+    fn refuse_writes(&self, why: String) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for w in waiters.into_values().flatten() {
             let _ = w.send(Err(why.clone()));
@@ -845,7 +850,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Delete the partition: its directory and every file in it.
     pub async fn delete(self: &Rc<Self>) -> Result<(), LogError> {
         let _guard = self.append_lock.lock().await;
-        self.fail("partition deleted".into());
+        self.refuse_writes("partition deleted".into());
         self.storage
             .remove_dir_all(&self.dir)
             .await

@@ -1,1 +1,86 @@
-//! Being written.
+//! CreatePartitions (v0–v3): grow a topic to a larger partition count and
+//! open the new partitions on their owner shards. Partitions are never
+//! removed; replica assignments must be left null (one broker, no
+//! replication yet).
+
+use std::collections::{HashMap, HashSet};
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::broker::Ctx;
+use crate::connection::{frame, Pending};
+use crate::handlers::topic_name;
+use crate::metadata::AdminError;
+use crate::protocol::{decode_body, encode_response, FrameError, Request};
+
+pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
+    let body: CreatePartitionsRequest = decode_body(req, "CreatePartitions request")?;
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for t in &body.topics {
+        *count.entry(topic_name(&t.name)).or_default() += 1;
+    }
+    let mut answered = HashSet::new();
+    let mut resp = CreatePartitionsResponse::default();
+    for t in &body.topics {
+        let name = topic_name(&t.name);
+        let outcome = if count[name] > 1 {
+            if !answered.insert(name) {
+                continue;
+            }
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
+                format!("topic `{name}` is listed more than once in the request"),
+            ))
+        } else {
+            grow(ctx, t, body.validate_only).await
+        };
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        if let Err(e) = outcome {
+            r.error_code = e.code.code();
+            r.error_message = Some(StrBytes::from_string(e.message));
+        }
+        resp.results.push(r);
+    }
+    frame(encode_response(
+        ApiKey::CreatePartitions,
+        req.version,
+        req.header.correlation_id,
+        &resp,
+    ))
+}
+
+async fn grow(ctx: &Ctx, t: &CreatePartitionsTopic, validate_only: bool) -> Result<(), AdminError> {
+    let name = topic_name(&t.name).to_string();
+    // Null (or, leniently, empty): the broker places the new partitions.
+    if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(AdminError::new(
+            ResponseError::InvalidReplicaAssignment,
+            "manual replica assignment is not supported yet: leave assignments null",
+        ));
+    }
+    let broker = ctx.broker.clone();
+    let (count, name2) = (t.count, name.clone());
+    let (meta, old) = compio::runtime::spawn_blocking(move || {
+        broker.registry.set_partitions(&name2, count, validate_only)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(AdminError::new(
+            ResponseError::UnknownServerError,
+            "registry task panicked",
+        ))
+    })?;
+    if validate_only {
+        return Ok(());
+    }
+    ctx.open_partitions(&meta, old, meta.partitions)
+        .await
+        .map_err(|e| AdminError::new(ResponseError::KafkaStorageError, e))?;
+    tracing::info!(topic = %name, from = old, to = meta.partitions, "partitions added");
+    Ok(())
+}

@@ -28,6 +28,11 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
         ApiKey::Produce => produce::handle(ctx, &req).await,
         ApiKey::Fetch => fetch::handle(ctx, &req).await,
         ApiKey::ListOffsets => list_offsets::handle(ctx, &req).await,
+        ApiKey::CreateTopics => create_topics::handle(ctx, &req).await,
+        ApiKey::DeleteTopics => delete_topics::handle(ctx, &req).await,
+        ApiKey::CreatePartitions => create_partitions::handle(ctx, &req).await,
+        ApiKey::DescribeConfigs => configs::handle_describe(ctx, &req).await,
+        ApiKey::IncrementalAlterConfigs => configs::handle_incremental_alter(ctx, &req).await,
         key => Err(FrameError::UnsupportedVersion {
             key,
             version: req.version,
@@ -35,7 +40,7 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
     }
 }
 
-/// The partitions of a request, grouped by topic, in request order.
+/// A topic name as a `&str`.
 pub fn topic_name(name: &kafka_protocol::messages::TopicName) -> &str {
     name.0.as_str()
 }
