@@ -228,20 +228,27 @@ impl BrokerConfig {
     }
 
     /// Apply `ODRADEK_*` environment variables.
+    /// An `ODRADEK_*` variable that names no setting is not an error (other
+    /// tools share the prefix); its name is returned so it can be logged. A
+    /// known setting with a bad value is an error.
     pub fn apply_env(
         &mut self,
         vars: impl Iterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut ignored = Vec::new();
         for (k, v) in vars {
             if let Some(rest) = k.strip_prefix("ODRADEK_") {
                 if rest == "LOG" || rest == "LOG_FORMAT" {
                     continue; // logging, read by main
                 }
                 let key = rest.to_ascii_lowercase().replace('_', ".");
-                self.set(&key, &v)?;
+                match self.set(&key, &v) {
+                    Err(ConfigError::Unknown(_)) => ignored.push(k),
+                    other => other?,
+                }
             }
         }
-        Ok(())
+        Ok(ignored)
     }
 
     /// The log settings a new topic starts with.
@@ -310,8 +317,16 @@ mod tests {
         assert_eq!(c.log_retention_ms, Some(1000));
         assert_eq!(c.num_partitions, 3);
         assert!(!c.auto_create_topics);
-        c.apply_env([("ODRADEK_LOG_RETENTION_MS".to_string(), "-1".to_string())].into_iter())
-            .unwrap();
+        let env = [
+            ("ODRADEK_LOG_RETENTION_MS".to_string(), "-1".to_string()),
+            ("ODRADEK_BIN".to_string(), "x".to_string()),
+        ];
+        assert_eq!(
+            c.apply_env(env.into_iter()).unwrap(),
+            vec!["ODRADEK_BIN".to_string()]
+        );
+        let bad = [("ODRADEK_NUM_PARTITIONS".to_string(), "many".to_string())];
+        assert!(c.apply_env(bad.into_iter()).is_err());
         assert_eq!(c.log_retention_ms, None);
         c.set("message.max.bytes", "2000").unwrap();
         assert_eq!(c.log_config().max_batch_bytes, 2000);

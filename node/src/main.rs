@@ -81,7 +81,9 @@ fn build_config(args: &ServeArgs) -> Result<(BrokerConfig, bool), String> {
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
     advertised |= env.iter().any(|(k, _)| k == "ODRADEK_ADVERTISED_LISTENERS");
-    c.apply_env(env.into_iter()).map_err(|e| e.to_string())?;
+    for name in c.apply_env(env.into_iter()).map_err(|e| e.to_string())? {
+        tracing::warn!(variable = %name, "environment variable names no setting; ignored");
+    }
     let mut set = |k: &str, v: &str| c.set(k, v).map_err(|e| e.to_string());
     if let Some(v) = &args.listeners {
         set("listeners", v)?;

@@ -12,10 +12,11 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 /// Served API versions: (key, min, max). ApiVersions advertises exactly this.
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
-    (ApiKey::Fetch, 4, 16),
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 0, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -211,8 +212,8 @@ mod tests {
             parse_request(unknown),
             Err(FrameError::UnknownApi(0x7f00))
         ));
-        // Produce v1 is not served.
-        let old = Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff]);
+        // Metadata v13 is not served.
+        let old = Bytes::from_static(&[0, 3, 0, 13, 0, 0, 0, 1, 0xff, 0xff]);
         assert!(matches!(
             parse_request(old),
             Err(FrameError::UnsupportedVersion { .. })

@@ -6,6 +6,7 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -28,6 +29,7 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
         ApiKey::Produce => produce::handle(ctx, &req).await,
         ApiKey::Fetch => fetch::handle(ctx, &req).await,
         ApiKey::ListOffsets => list_offsets::handle(ctx, &req).await,
+        ApiKey::FindCoordinator => find_coordinator::handle(&req),
         ApiKey::CreateTopics => create_topics::handle(ctx, &req).await,
         ApiKey::DeleteTopics => delete_topics::handle(ctx, &req).await,
         ApiKey::CreatePartitions => create_partitions::handle(ctx, &req).await,
