@@ -9,7 +9,7 @@ use odradek_engine::log::LogError;
 use odradek_engine::shard::{Log, Shard, ShardGone, Shards, TopicPartition};
 
 use crate::config::BrokerConfig;
-use crate::metadata::{topic_log_config, Registry, TopicMeta};
+use crate::metadata::{topic_log_config, AdminError, Registry, TopicMeta};
 
 /// What every shard shares: settings, topics, the shard handles.
 pub struct Broker {
@@ -70,6 +70,23 @@ impl Ctx {
             }
         })
         .await
+    }
+
+    /// Run a registry change off the shard thread (the registry writes and
+    /// fsyncs its file).
+    pub async fn registry<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Broker) -> Result<T, AdminError> + Send + 'static,
+    ) -> Result<T, AdminError> {
+        let broker = self.broker.clone();
+        compio::runtime::spawn_blocking(move || f(&broker))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AdminError::new(
+                    kafka_protocol::ResponseError::UnknownServerError,
+                    "registry task panicked",
+                ))
+            })
     }
 
     /// Open (create or recover) partitions `from..to` of a topic, each on

@@ -440,17 +440,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.wake_waiters();
         write_indexes(&self.storage, &self.dir, &sealed).await?;
-        let new_path = self.path(base, LOG_SUFFIX);
-        let file = self
-            .storage
-            .open(&new_path, true)
-            .await
-            .map_err(io_err(&new_path))?;
-        file.set_len(0).await.map_err(io_err(&new_path))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(io_err(&self.dir))?;
+        let file = self.create_segment_file(base).await?;
         let now = self.storage.now_ms();
         self.state
             .borrow_mut()
@@ -786,12 +776,9 @@ impl<S: Storage> PartitionLog<S> {
         Ok(next_offset)
     }
 
-    /// Drop every segment and start empty at `offset`.
-    async fn reset_to(self: &Rc<Self>, offset: u64) -> Result<(), LogError> {
-        let path = self.path(offset, LOG_SUFFIX);
-        let old: Vec<u64> = self.segment_bases();
-        // The new segment may reuse the name of the first old one.
-        self.delete_segment_files(old.iter().copied()).await?;
+    /// A new, empty `.log` for a segment at `base`, its name made durable.
+    async fn create_segment_file(&self, base: u64) -> Result<S::File, LogError> {
+        let path = self.path(base, LOG_SUFFIX);
         let file = self
             .storage
             .open(&path, true)
@@ -802,6 +789,15 @@ impl<S: Storage> PartitionLog<S> {
             .sync_dir(&self.dir)
             .await
             .map_err(io_err(&self.dir))?;
+        Ok(file)
+    }
+
+    /// Drop every segment and start empty at `offset`.
+    async fn reset_to(self: &Rc<Self>, offset: u64) -> Result<(), LogError> {
+        let old: Vec<u64> = self.segment_bases();
+        // The new segment may reuse the name of the first old one.
+        self.delete_segment_files(old.iter().copied()).await?;
+        let file = self.create_segment_file(offset).await?;
         let now = self.storage.now_ms();
         self.state
             .borrow_mut()

@@ -675,24 +675,18 @@ async fn alter_one(
     // without touching the registry), then apply it to whatever the configs
     // are under the registry's lock, so concurrent changes compose.
     apply_ops(&broker.config, &meta.configs, r)?;
-    let b = broker.clone();
     let name2 = name.clone();
     let r2 = r.clone();
-    let meta = compio::runtime::spawn_blocking(move || {
-        b.registry.update_configs(
-            &b.config,
-            &name2,
-            |current| apply_ops(&b.config, current, &r2),
-            validate_only,
-        )
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(AdminError::new(
-            ResponseError::UnknownServerError,
-            "registry task panicked",
-        ))
-    })?;
+    let meta = ctx
+        .registry(move |b| {
+            b.registry.update_configs(
+                &b.config,
+                &name2,
+                |current| apply_ops(&b.config, current, &r2),
+                validate_only,
+            )
+        })
+        .await?;
     if validate_only {
         return Ok(());
     }

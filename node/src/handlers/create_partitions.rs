@@ -3,7 +3,7 @@
 //! removed; replica assignments must be left null (one broker, no
 //! replication yet).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -13,28 +13,22 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Ctx;
 use crate::connection::{frame, Pending};
-use crate::handlers::topic_name;
+use crate::handlers::{listed_twice, repeated, topic_name};
 use crate::metadata::AdminError;
 use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
 pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let body: CreatePartitionsRequest = decode_body(req, "CreatePartitions request")?;
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for t in &body.topics {
-        *count.entry(topic_name(&t.name)).or_default() += 1;
-    }
+    let repeated = repeated(body.topics.iter().map(|t| topic_name(&t.name)));
     let mut answered = HashSet::new();
     let mut resp = CreatePartitionsResponse::default();
     for t in &body.topics {
         let name = topic_name(&t.name);
-        let outcome = if count[name] > 1 {
+        let outcome = if repeated.contains(name) {
             if !answered.insert(name) {
                 continue;
             }
-            Err(AdminError::new(
-                ResponseError::InvalidRequest,
-                format!("topic `{name}` is listed more than once in the request"),
-            ))
+            Err(listed_twice(name))
         } else {
             grow(ctx, t, body.validate_only).await
         };
@@ -63,18 +57,10 @@ async fn grow(ctx: &Ctx, t: &CreatePartitionsTopic, validate_only: bool) -> Resu
             "manual replica assignment is not supported yet: leave assignments null",
         ));
     }
-    let broker = ctx.broker.clone();
     let (count, name2) = (t.count, name.clone());
-    let (meta, old) = compio::runtime::spawn_blocking(move || {
-        broker.registry.set_partitions(&name2, count, validate_only)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(AdminError::new(
-            ResponseError::UnknownServerError,
-            "registry task panicked",
-        ))
-    })?;
+    let (meta, old) = ctx
+        .registry(move |b| b.registry.set_partitions(&name2, count, validate_only))
+        .await?;
     if validate_only {
         return Ok(());
     }

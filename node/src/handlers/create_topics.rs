@@ -7,7 +7,7 @@
 //! carries the topic's partition count, replication factor and configs as
 //! DescribeConfigs shows them; from v7 its id.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
@@ -22,7 +22,7 @@ use crate::broker::Ctx;
 use crate::connection::{frame, Pending};
 use crate::handlers::configs::topic_config_entries;
 use crate::handlers::metadata::create_topic;
-use crate::handlers::topic_name;
+use crate::handlers::{listed_twice, repeated, topic_name};
 use crate::metadata::AdminError;
 use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
@@ -35,23 +35,16 @@ struct Created {
 
 pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let body: CreateTopicsRequest = decode_body(req, "CreateTopics request")?;
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for t in &body.topics {
-        *count.entry(topic_name(&t.name)).or_default() += 1;
-    }
+    let repeated = repeated(body.topics.iter().map(|t| topic_name(&t.name)));
     let mut answered = HashSet::new();
     let mut resp = CreateTopicsResponse::default();
     for t in &body.topics {
         let name = topic_name(&t.name);
-        let outcome = if count[name] > 1 {
-            // One answer per duplicated name, as Kafka does.
+        let outcome = if repeated.contains(name) {
             if !answered.insert(name) {
                 continue;
             }
-            Err(AdminError::new(
-                ResponseError::InvalidRequest,
-                format!("topic `{name}` is listed more than once in the request"),
-            ))
+            Err(listed_twice(name))
         } else {
             create_one(ctx, t, body.validate_only).await
         };

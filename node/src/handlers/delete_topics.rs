@@ -160,16 +160,9 @@ pub async fn delete_topic(ctx: &Ctx, meta: &TopicMeta) -> Result<(), AdminError>
             )
         })?;
     }
-    let broker = ctx.broker.clone();
     let name = meta.name.clone();
-    compio::runtime::spawn_blocking(move || broker.registry.delete(&name).map(|_| ()))
+    ctx.registry(move |b| b.registry.delete(&name).map(|_| ()))
         .await
-        .unwrap_or_else(|_| {
-            Err(AdminError::new(
-                ResponseError::UnknownServerError,
-                "registry task panicked",
-            ))
-        })
 }
 
 /// Close and remove one partition's log on its owner; a directory of a

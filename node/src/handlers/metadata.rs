@@ -125,21 +125,10 @@ pub async fn create_topic(
     partitions: i32,
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<TopicMeta>, AdminError> {
-    let broker = ctx.broker.clone();
     let name2 = name.to_string();
-    // The registry writes and fsyncs a file: off the shard thread.
-    let meta = compio::runtime::spawn_blocking(move || {
-        broker
-            .registry
-            .create(&broker.config, &name2, partitions, configs)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(AdminError::new(
-            ResponseError::UnknownServerError,
-            "registry task panicked",
-        ))
-    })?;
+    let meta = ctx
+        .registry(move |b| b.registry.create(&b.config, &name2, partitions, configs))
+        .await?;
     ctx.open_partitions(&meta, 0, meta.partitions)
         .await
         .map_err(|e| AdminError::new(ResponseError::KafkaStorageError, e))?;

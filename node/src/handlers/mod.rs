@@ -42,6 +42,21 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
     }
 }
 
+/// Names that occur more than once in a request: Kafka answers each such
+/// topic once, with INVALID_REQUEST, and acts on none of them.
+pub fn repeated<'a>(names: impl Iterator<Item = &'a str>) -> std::collections::HashSet<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.filter(|n| !seen.insert(*n)).collect()
+}
+
+/// The error for a name listed more than once.
+pub fn listed_twice(name: &str) -> crate::metadata::AdminError {
+    crate::metadata::AdminError::new(
+        kafka_protocol::ResponseError::InvalidRequest,
+        format!("topic `{name}` is listed more than once in the request"),
+    )
+}
+
 /// A topic name as a `&str`.
 pub fn topic_name(name: &kafka_protocol::messages::TopicName) -> &str {
     name.0.as_str()
