@@ -23,7 +23,7 @@ use odradek_engine::batch::{assign, validate_all, BatchHeader, Strictness};
 use odradek_engine::io::mem::{block_on, MemStorage};
 use odradek_engine::io::Storage;
 use odradek_engine::log::{FlushPolicy, LogConfig, PartitionLog};
-use odradek_fuzz::{tolerate_known_bugs, BatchSpec};
+use odradek_fuzz::BatchSpec;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -330,13 +330,6 @@ fuzz_target!(|input: Input| {
             }
             Op::SetIndexInterval { which } => {
                 let interval = INTERVALS[*which as usize % 4];
-                // KNOWN BUG (docs/fuzzing.md, fuzz/regressions/log_ops/): reads
-                // assume batches start within index.interval.bytes of an index
-                // entry, so lowering the interval makes sealed segments (and
-                // the active one's older part) unreadable. Only raise it then.
-                if interval < max_interval && tolerate_known_bugs("sparse-index") {
-                    continue;
-                }
                 max_interval = max_interval.max(interval);
                 cfg.index_interval_bytes = interval;
                 log.set_config(cfg.clone());

@@ -27,9 +27,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use odradek_engine::batch::{assign, sample_batch, validate_all, BatchHeader, Strictness};
 use odradek_engine::io::mem::{block_on, MemStorage};
-use odradek_engine::log::{FlushPolicy, LogConfig, LogError, PartitionLog};
+use odradek_engine::log::{FlushPolicy, LogConfig, PartitionLog};
 use odradek_engine::segment::{file_name, scan_bytes, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-use odradek_fuzz::{tolerate_known_bugs, BatchSpec};
+use odradek_fuzz::BatchSpec;
 
 #[derive(Debug, Arbitrary)]
 enum IndexFiles {
@@ -143,54 +143,18 @@ fn read_all(log: &PartitionLog<MemStorage>, max_bytes: u64) -> (Vec<(BatchHeader
     while offset < end {
         let got = match block_on(log.read_bytes(offset, max_bytes)) {
             Ok(got) => got,
-            Err(LogError::Raced { .. }) if tolerate_known_bugs("hole-read") => {
-                // KNOWN BUG (docs/fuzzing.md, fuzz/regressions/segment_recovery/):
-                // an offset in a hole between batches (or before an empty
-                // active segment) fails with `Raced` when the next batch is
-                // outside the scan window. Step over the hole and check
-                // that it was one.
-                let mut next = offset + 1;
-                let found = loop {
-                    if next >= end {
-                        break None;
-                    }
-                    match block_on(log.read_bytes(next, max_bytes)) {
-                        Ok(got) => break Some(got),
-                        // A flipped (CRC-free) baseOffset can open a huge hole;
-                        // batches after a flip are not required to survive.
-                        Err(LogError::Raced { .. }) if next - offset >= 4096 => {
-                            return (out, false)
-                        }
-                        Err(LogError::Raced { .. }) => next += 1,
-                        Err(e) => panic!("read({offset}) and read({next}) failed: {e}"),
-                    }
-                };
-                match found {
-                    None => {
-                        assert_eq!(
-                            log.segment_bases().last(),
-                            Some(&end),
-                            "read({offset}) raced, no data after it"
-                        );
-                        break;
-                    }
-                    Some(got) => {
-                        let h = BatchHeader::parse(&got).expect("read returned less than a header");
-                        assert!(
-                            h.base_offset as u64 > offset,
-                            "read({offset}) raced but is not in a hole"
-                        );
-                        offset = h.base_offset as u64;
-                        got
-                    }
-                }
-            }
             Err(e) => panic!("read({offset}) in [{start}, {end}) failed: {e}"),
         };
-        assert!(
-            !got.is_empty(),
-            "read({offset}) in [{start}, {end}) returned nothing"
-        );
+        if got.is_empty() {
+            // Only a hole that runs to the log end (nothing but an empty
+            // active segment after it) may read as nothing.
+            assert_eq!(
+                log.segment_bases().last(),
+                Some(&end),
+                "read({offset}) in [{start}, {end}) returned nothing"
+            );
+            break;
+        }
         let hs = validate_all(&got, usize::MAX, Strictness::Stored)
             .unwrap_or_else(|e| panic!("read({offset}) returned a bad batch: {e}"));
         assert!(
@@ -241,33 +205,12 @@ fuzz_target!(|input: Input| {
                 put(&storage, base1, INDEX_SUFFIX, ix);
                 put(&storage, base1, TIME_INDEX_SUFFIX, seg.time_index.encode());
                 trusting = first_corrupt;
-                // KNOWN BUG (docs/fuzzing.md, fuzz/regressions/segment_recovery/):
-                // reads assume every batch starts within index.interval.bytes
-                // of an index entry; a loaded index that is sparser (torn, or
-                // written under a larger interval) makes later offsets unreadable.
-                if *keep > 0 && tolerate_known_bugs("sparse-index") {
-                    trusting = true;
-                }
             }
             IndexFiles::Raw { index, time_index } => {
                 put(&storage, base1, INDEX_SUFFIX, index.clone());
                 put(&storage, base1, TIME_INDEX_SUFFIX, time_index.clone());
                 trusting = true;
             }
-        }
-    }
-
-    if let Some((base2, _)) = &second {
-        // KNOWN BUG (docs/fuzzing.md, fuzz/regressions/segment_recovery/):
-        // when the first segment's indexes load, recovery clamps its end to
-        // the next segment's base instead of noticing that they overlap, so
-        // a batch can reach past the log end and offsets get reused.
-        let overlap = *base2 < first.end_offset;
-        if overlap
-            && !matches!(input.first.index, IndexFiles::None)
-            && tolerate_known_bugs("index-clamp")
-        {
-            trusting = true;
         }
     }
 

@@ -36,22 +36,3 @@ impl BatchSpec {
     }
 }
 
-/// Whether the targets step around the engine bug `id` that fuzzing
-/// already found (each is described in docs/fuzzing.md with a reproducer
-/// under fuzz/regressions/), so a run can keep looking for new ones.
-/// `ODRADEK_FUZZ_STRICT=1` (or `all`) makes every known bug crash again, to
-/// replay the reproducers or check a fix; a comma-separated list of ids
-/// (`hole-read`, `index-clamp`, `sparse-index`) does so for just those.
-pub fn tolerate_known_bugs(id: &str) -> bool {
-    static STRICT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let strict = STRICT.get_or_init(|| {
-        std::env::var("ODRADEK_FUZZ_STRICT")
-            .ok()
-            .filter(|v| !v.is_empty() && v != "0")
-    });
-    match strict.as_deref() {
-        None => true,
-        Some("1") | Some("all") => false,
-        Some(list) => !list.split(',').any(|x| x.trim() == id),
-    }
-}

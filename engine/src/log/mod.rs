@@ -1101,9 +1101,9 @@ async fn load_indexes<S: Storage>(
     // The segment may end after the last indexed batch. If its batches run
     // into the next segment's offsets, the pair is inconsistent: refuse, so
     // the scan drops the overlapping segment.
-    let next_offset = last_offset_from(seg, pos as u64, len)
-        .await
-        .unwrap_or(next_base);
+    let Some(next_offset) = last_offset_from(seg, pos as u64, len).await else {
+        return false;
+    };
     if next_offset > next_base {
         return false;
     }
@@ -1111,16 +1111,26 @@ async fn load_indexes<S: Storage>(
     true
 }
 
-/// Offset after the last batch, walking headers from `pos` to `len`.
+/// Offset after the last batch, walking headers from `pos` to `len`;
+/// `None` if the headers' offsets are not increasing within the segment
+/// (then the segment is scanned and checked batch by batch instead).
 async fn last_offset_from<F: StorageFile>(seg: &Segment<F>, pos: u64, len: u64) -> Option<u64> {
-    let mut last = None;
+    let mut next = seg.base_offset;
+    let mut ok = true;
+    let mut seen = false;
     scan_headers(&seg.file, pos, len, |h| {
-        last = Some(h.last_offset() as u64 + 1);
+        let fits = h.base_offset >= 0 && h.base_offset as u64 >= next && h.last_offset() < i64::MAX;
+        if !fits {
+            ok = false;
+            return true; // stop
+        }
+        next = h.last_offset() as u64 + 1;
+        seen = true;
         false
     })
     .await
     .ok()?;
-    last
+    (ok && seen).then_some(next)
 }
 
 /// Validate every batch of a segment file (CRC included) in chunks,
