@@ -19,6 +19,8 @@ pub struct Broker {
     /// Set when shutdown begins: connections stop taking requests.
     pub stopping: AtomicBool,
     pub cluster_id: String,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::groups::Coordinator,
 }
 
 impl Broker {
@@ -32,6 +34,8 @@ impl Broker {
 pub struct Ctx {
     pub broker: Arc<Broker>,
     pub shard: Rc<Shard>,
+    /// The client's address, on a connection's context.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Ctx {

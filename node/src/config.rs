@@ -64,6 +64,17 @@ pub struct BrokerConfig {
     pub flush: FlushPolicy,
     /// `log.retention.check.interval.ms`.
     pub retention_check: Duration,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: u64,
+    /// `offsets.commit.metadata.max.bytes` (Kafka: `offset.metadata.max.bytes`).
+    pub offset_metadata_max_bytes: usize,
+    /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -86,6 +97,12 @@ impl Default for BrokerConfig {
             log_index_interval_bytes: log.index_interval_bytes,
             flush: log.flush,
             retention_check: Duration::from_secs(300),
+            offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offset_metadata_max_bytes: 4096,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -208,6 +225,28 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check = Duration::from_millis(parse_num(key, v)?)
             }
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = parse_num(key, v)?;
+                if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
+                    return Err(invalid("must be between 1 and 1000".into()));
+                }
+            }
+            "offsets.topic.segment.bytes" => {
+                self.offsets_topic_segment_bytes = parse_num(key, v)?;
+                if !(1024..=i32::MAX as u64).contains(&self.offsets_topic_segment_bytes) {
+                    return Err(invalid("must be between 1024 and 2147483647".into()));
+                }
+            }
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v)?,
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse_num(key, v)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse_num(key, v)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = parse_num(key, v)?
+            }
             _ => return Err(ConfigError::Unknown(key.into())),
         }
         Ok(())
@@ -249,6 +288,15 @@ impl BrokerConfig {
             }
         }
         Ok(ignored)
+    }
+
+    /// Bounds the group coordinator enforces.
+    pub fn group_limits(&self) -> crate::groups::state::Limits {
+        crate::groups::state::Limits {
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+        }
     }
 
     /// The log settings a new topic starts with.

@@ -8,12 +8,14 @@
 //!   owner shard.
 //! - [`server`]: listeners on every shard, start and shutdown.
 //! - [`connection`]: one client connection: read, dispatch, write in order.
+//! - [`groups`]: the group coordinator and committed offsets.
 //! - [`handlers`]: one module per API.
 
 pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod protocol;

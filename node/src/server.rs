@@ -54,12 +54,14 @@ impl Server {
                     .map_err(|e| format!("listening on {local_addr}: {e}"))?,
             );
         }
+        let config_limits = config.group_limits();
         let broker = Arc::new(Broker {
             cluster_id: cluster_id(&config),
             config,
             registry,
             shards: pool.handle(),
             stopping: Default::default(),
+            groups: crate::groups::Coordinator::new(config_limits.clone()),
         });
         // Recover every partition on its owner before serving.
         let b = broker.clone();
@@ -67,10 +69,24 @@ impl Server {
             let ctx = Ctx {
                 broker: b.clone(),
                 shard,
+                peer: None,
             };
             for meta in b.registry.snapshot().topics.values() {
                 ctx.open_partitions(meta, 0, meta.partitions).await?;
             }
+            // Groups and offsets of an existing offsets topic come back
+            // before the first client does.
+            if b.registry
+                .snapshot()
+                .get(crate::groups::OFFSETS_TOPIC)
+                .is_some()
+            {
+                b.groups
+                    .ensure(&ctx)
+                    .await
+                    .map_err(|e| format!("loading consumer groups: {e:?}"))?;
+            }
+            compio::runtime::spawn(crate::groups::Coordinator::run_ticks(ctx.clone())).detach();
             Ok::<(), String>(())
         })
         .map_err(|e| e.to_string())??;
@@ -78,7 +94,15 @@ impl Server {
             let b = broker.clone();
             // The accept loop lives as long as the shard.
             pool.call(i, move |shard| async move {
-                compio::runtime::spawn(accept_loop(Ctx { broker: b, shard }, l)).detach();
+                compio::runtime::spawn(accept_loop(
+                    Ctx {
+                        broker: b,
+                        shard,
+                        peer: None,
+                    },
+                    l,
+                ))
+                .detach();
             })
             .map_err(|e| e.to_string())?;
         }
@@ -129,7 +153,11 @@ async fn accept_loop(ctx: Ctx, listener: TcpListener) {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                compio::runtime::spawn(connection::serve(ctx.clone(), stream, peer)).detach();
+                let ctx = Ctx {
+                    peer: Some(peer),
+                    ..ctx.clone()
+                };
+                compio::runtime::spawn(connection::serve(ctx, stream, peer)).detach();
             }
             Err(e) => {
                 tracing::warn!(shard = ctx.shard.id, "accept failed: {e}");

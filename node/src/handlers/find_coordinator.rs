@@ -1,22 +1,47 @@
-//! FindCoordinator (v0–v4), before the group coordinator exists: every key
-//! gets COORDINATOR_NOT_AVAILABLE (retriable), so group clients wait rather
-//! than fail. Served anyway because librdkafka reads its presence as a sign
-//! of a modern broker: without it, kcat (librdkafka 2.0.2) silently drops
-//! gzip, snappy and lz4 compression and newer librdkafka drops lz4.
+//! FindCoordinator (v0–v5): this broker coordinates every group (the
+//! offsets topic is created on first use, as Kafka does). Transaction
+//! coordinators are not offered: transactions are not implemented.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::broker::Ctx;
 use crate::connection::{frame, Pending};
 use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
-const WHY: &str = "the group coordinator is not available on this broker yet";
+const GROUP: i8 = 0;
 
-pub fn handle(req: &Request) -> Result<Pending, FrameError> {
+pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let body: FindCoordinatorRequest = decode_body(req, "FindCoordinator request")?;
-    let code = ResponseError::CoordinatorNotAvailable.code();
+    let answer = if body.key_type == GROUP {
+        ctx.broker.groups.ensure(ctx).await.err()
+    } else {
+        Some(ResponseError::CoordinatorNotAvailable)
+    };
+    let why = answer.map(|e| match e {
+        ResponseError::CoordinatorNotAvailable if body.key_type != GROUP => {
+            "transactions are not supported by this broker"
+        }
+        ResponseError::CoordinatorLoadInProgress => "the group coordinator is loading",
+        _ => "the group coordinator is not available",
+    });
+    let (host, port) = &ctx.broker.config.advertised;
+    let node = ctx.broker.config.node_id;
+    let fill = |c: &mut Coordinator| match answer {
+        None => {
+            c.node_id = BrokerId(node);
+            c.host = StrBytes::from_string(host.clone());
+            c.port = *port as i32;
+        }
+        Some(e) => {
+            c.node_id = BrokerId(-1);
+            c.port = -1;
+            c.error_code = e.code();
+            c.error_message = why.map(StrBytes::from_static_str);
+        }
+    };
     let mut resp = FindCoordinatorResponse::default();
     if req.version >= 4 {
         resp.coordinators = body
@@ -25,19 +50,19 @@ pub fn handle(req: &Request) -> Result<Pending, FrameError> {
             .map(|key| {
                 let mut c = Coordinator::default();
                 c.key = key;
-                c.node_id = BrokerId(-1);
-                c.port = -1;
-                c.error_code = code;
-                c.error_message = Some(StrBytes::from_static_str(WHY));
+                fill(&mut c);
                 c
             })
             .collect();
     } else {
-        resp.error_code = code;
-        resp.node_id = BrokerId(-1);
-        resp.port = -1;
+        let mut c = Coordinator::default();
+        fill(&mut c);
+        resp.error_code = c.error_code;
+        resp.node_id = c.node_id;
+        resp.host = c.host;
+        resp.port = c.port;
         if req.version >= 1 {
-            resp.error_message = Some(StrBytes::from_static_str(WHY));
+            resp.error_message = c.error_message;
         }
     }
     frame(encode_response(

@@ -7,8 +7,11 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod group_admin;
+pub mod group_membership;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 
 use bytes::Bytes;
@@ -29,7 +32,17 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
         ApiKey::Produce => produce::handle(ctx, &req).await,
         ApiKey::Fetch => fetch::handle(ctx, &req).await,
         ApiKey::ListOffsets => list_offsets::handle(ctx, &req).await,
-        ApiKey::FindCoordinator => find_coordinator::handle(&req),
+        ApiKey::FindCoordinator => find_coordinator::handle(ctx, &req).await,
+        ApiKey::JoinGroup => group_membership::handle_join(ctx, &req),
+        ApiKey::SyncGroup => group_membership::handle_sync(ctx, &req),
+        ApiKey::Heartbeat => group_membership::handle_heartbeat(ctx, &req),
+        ApiKey::LeaveGroup => group_membership::handle_leave(ctx, &req),
+        ApiKey::OffsetCommit => offsets::handle_commit(ctx, &req),
+        ApiKey::OffsetFetch => offsets::handle_fetch(ctx, &req),
+        ApiKey::OffsetDelete => offsets::handle_delete(ctx, &req),
+        ApiKey::ListGroups => group_admin::handle_list(ctx, &req),
+        ApiKey::DescribeGroups => group_admin::handle_describe(ctx, &req),
+        ApiKey::DeleteGroups => group_admin::handle_delete(ctx, &req),
         ApiKey::CreateTopics => create_topics::handle(ctx, &req).await,
         ApiKey::DeleteTopics => delete_topics::handle(ctx, &req).await,
         ApiKey::CreatePartitions => create_partitions::handle(ctx, &req).await,
