@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchError, HEADER_LEN};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{Storage, StorageFile};
+use crate::producer::{ProducerError, ProducerStates};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 pub use state::{AppendPlan, FlushTicket, LogState, ValidRecords};
 use state::{Locate, ReadPlan};
@@ -122,6 +123,9 @@ pub enum LogError {
     Failed(PathBuf),
     #[error("segment file {path} changed under a read")]
     Raced { path: PathBuf },
+    /// An idempotent producer's batch failed its epoch or sequence check.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
 impl LogError {
@@ -145,6 +149,7 @@ impl LogError {
             },
             LogError::Failed(p) => LogError::Failed(p.clone()),
             LogError::Raced { path } => LogError::Raced { path: path.clone() },
+            LogError::Producer(e) => LogError::Producer(e.clone()),
         }
     }
 }
@@ -166,6 +171,10 @@ pub struct AppendInfo {
     pub base_offset: u64,
     pub last_offset: u64,
     pub max_timestamp: i64,
+    /// Every batch was an idempotent producer's retry of a batch already in
+    /// the log: nothing was written, and the offsets are the original ones
+    /// (Kafka answers such a retry with success and those offsets).
+    pub duplicate: bool,
 }
 
 /// What recovery found and cut when the log was opened.
@@ -230,10 +239,10 @@ impl<S: Storage> PartitionLog<S> {
         config: LogConfig,
     ) -> Result<(Rc<Self>, RecoveryReport), LogError> {
         let dir = dir.into();
-        let (segments, report) = recover(&storage, &dir, &config).await?;
+        let (segments, producers, report) = recover(&storage, &dir, &config).await?;
         let now = storage.now_ms();
         let log = Rc::new(Self {
-            state: RefCell::new(LogState::new(config, segments, now)),
+            state: RefCell::new(LogState::new(config, segments, now).with_producers(producers)),
             storage,
             dir,
             append_lock: async_lock::Mutex::new(()),
@@ -348,12 +357,8 @@ impl<S: Storage> PartitionLog<S> {
             let sets: Vec<ValidRecords> = round.iter().map(|q| q.set.clone()).collect();
             match self.write_round(&sets, round[0].leader_epoch).await {
                 Ok(plan) => {
-                    for (q, &(first, last, max_ts)) in round.into_iter().zip(&plan.ranges) {
-                        let _ = q.reply.send(Ok(AppendInfo {
-                            base_offset: first,
-                            last_offset: last,
-                            max_timestamp: max_ts,
-                        }));
+                    for (q, outcome) in round.into_iter().zip(plan.outcomes) {
+                        let _ = q.reply.send(outcome.map_err(LogError::Producer));
                     }
                     self.wake_readers();
                     self.maybe_flush();
@@ -409,13 +414,15 @@ impl<S: Storage> PartitionLog<S> {
         if plan.roll {
             self.roll(plan.base_offset).await?;
         }
-        let (file, base) = {
-            let st = self.state.borrow();
-            (st.active().file.clone(), st.active().base_offset)
-        };
-        file.write_all_at(plan.position, std::mem::take(&mut plan.chunks))
-            .await
-            .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        if plan.len > 0 {
+            let (file, base) = {
+                let st = self.state.borrow();
+                (st.active().file.clone(), st.active().base_offset)
+            };
+            file.write_all_at(plan.position, std::mem::take(&mut plan.chunks))
+                .await
+                .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        }
         self.state.borrow_mut().commit_append(&plan);
         Ok(plan)
     }
@@ -763,6 +770,11 @@ impl<S: Storage> PartitionLog<S> {
             .truncate(i, cut_pos, next_offset, max_timestamp);
         file.set_len(cut_pos).await.map_err(io_err(&path))?;
         file.sync_data().await.map_err(io_err(&path))?;
+        // The in-memory trim above forgot the cut batches but also every
+        // producer whose whole window was cut; the remaining log knows
+        // their earlier batches.
+        let producers = self.rebuild_producers().await?;
+        self.state.borrow_mut().set_producers(producers);
         for b in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             self.storage
                 .remove(&self.path(base, b))
@@ -774,6 +786,32 @@ impl<S: Storage> PartitionLog<S> {
         self.wake_readers();
         tracing::info!(dir = %self.dir.display(), offset, new_end = next_offset, "log truncated");
         Ok(next_offset)
+    }
+
+    /// Producer state rebuilt from the batch headers of the whole log (after
+    /// a truncation): reads every segment once, sequentially.
+    async fn rebuild_producers(&self) -> Result<ProducerStates, LogError> {
+        let segments: Vec<(S::File, u64, u64)> = self
+            .state
+            .borrow()
+            .segments()
+            .map(|s| (s.file.clone(), s.base_offset, s.size))
+            .collect();
+        let mut producers = ProducerStates::new();
+        for (file, base, size) in segments {
+            scan_headers(&file, 0, size, |h| {
+                producers.replay(h);
+                false
+            })
+            .await
+            .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        }
+        Ok(producers)
+    }
+
+    /// A copy of the idempotent producers' state (tests, diagnostics).
+    pub fn producer_states(&self) -> ProducerStates {
+        self.state.borrow().producers().clone()
     }
 
     /// A new, empty `.log` for a segment at `base`, its name made durable.
@@ -932,11 +970,19 @@ async fn write_indexes<S: Storage>(
 
 /// Open every segment in `dir`: trust sealed segments whose indexes load
 /// and agree with the data, scan the rest, cut a bad tail.
+///
+/// Producer state is rebuilt on the way from the batch headers, in log
+/// order (no record is decoded): scanned segments feed the scan that
+/// validates them; trusted sealed segments get a header walk. That walk
+/// reads every sealed segment once at open (sequential reads of the whole
+/// log: about a second per GB on this disk), the price of having no
+/// producer-state snapshot file yet.
 async fn recover<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &LogConfig,
-) -> Result<(Vec<Segment<S::File>>, RecoveryReport), LogError> {
+) -> Result<(Vec<Segment<S::File>>, ProducerStates, RecoveryReport), LogError> {
+    let mut producers = ProducerStates::new();
     storage.create_dir_all(dir).await.map_err(io_err(dir))?;
     let names = storage.list(dir).await.map_err(io_err(dir))?;
     let mut bases: Vec<u64> = names
@@ -971,6 +1017,12 @@ async fn recover<S: Storage>(
         if !is_last {
             if let Some(next_base) = next_base {
                 if load_indexes(storage, dir, &mut seg, len, next_base).await {
+                    scan_headers(&file, 0, seg.size, |h| {
+                        producers.replay(h);
+                        false
+                    })
+                    .await
+                    .map_err(io_err(&path))?;
                     segments.push(seg);
                     continue;
                 }
@@ -978,9 +1030,15 @@ async fn recover<S: Storage>(
             }
         }
         report.scanned_segments += 1;
-        let stop = scan_file(&file, &mut seg, len, config.index_interval_bytes)
-            .await
-            .map_err(io_err(&path))?;
+        let stop = scan_file(
+            &file,
+            &mut seg,
+            len,
+            config.index_interval_bytes,
+            &mut producers,
+        )
+        .await
+        .map_err(io_err(&path))?;
         if let Some(why) = stop {
             report.truncated_bytes += len - seg.size;
             report.reason = Some(why);
@@ -1045,7 +1103,7 @@ async fn recover<S: Storage>(
         segments.push(Segment::new(0, file, now));
     }
     report.segments = segments.len();
-    Ok((segments, report))
+    Ok((segments, producers, report))
 }
 
 /// Load a sealed segment's indexes; true if they are consistent with the
@@ -1134,12 +1192,14 @@ async fn last_offset_from<F: StorageFile>(seg: &Segment<F>, pos: u64, len: u64) 
 }
 
 /// Validate every batch of a segment file (CRC included) in chunks,
-/// building its indexes. Returns why it stopped early, if it did.
+/// building its indexes and replaying producer state. Returns why it
+/// stopped early, if it did.
 async fn scan_file<F: StorageFile>(
     file: &F,
     seg: &mut Segment<F>,
     len: u64,
     index_interval: u32,
+    producers: &mut ProducerStates,
 ) -> std::io::Result<Option<String>> {
     while seg.size < len {
         let pos = seg.size;
@@ -1167,7 +1227,12 @@ async fn scan_file<F: StorageFile>(
         let mut at = 0usize;
         while at < chunk.len() {
             match seg.scan_next(&chunk[at..], index_interval) {
-                Ok(n) => at += n,
+                Ok(n) => {
+                    if let Ok(h) = batch::BatchHeader::parse(&chunk[at..]) {
+                        producers.replay(&h);
+                    }
+                    at += n;
+                }
                 Err(_) if at > 0 => break, // maybe cut by the chunk: reread from here
                 Err(e) => return Ok(Some(format!("{e} at position {pos}"))),
             }

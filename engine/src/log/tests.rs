@@ -11,6 +11,7 @@ use super::*;
 use crate::batch::{sample_batch, validate, Strictness};
 use crate::io::mem::{block_on, MemStorage};
 use crate::io::Storage;
+use crate::producer::ProducerError;
 
 const DIR: &str = "/data/t-0";
 
@@ -483,4 +484,156 @@ fn offsets_in_holes_read_from_the_next_batch_and_empty_segments_are_dropped() {
     // Past the last batch, in the gap before the active segment: nothing yet.
     assert!(block_on(log.read(45, 100)).unwrap().is_none());
     assert_eq!(log.log_end_offset(), 50);
+}
+
+/// An idempotent producer's batch of `records` records from `seq`.
+fn idem(pid: i64, epoch: i16, seq: i32, records: usize) -> BytesMut {
+    let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, epoch, seq);
+    for i in 0..records {
+        bb.value(format!("p{pid}-s{}", seq as usize + i).as_bytes());
+    }
+    bb.build()
+}
+
+#[test]
+fn idempotent_retries_are_answered_with_the_original_offsets_and_not_written() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    let a = block_on(log.append(idem(3, 0, 0, 2), 0)).unwrap();
+    let b = block_on(log.append(idem(3, 0, 2, 3), 0)).unwrap();
+    assert_eq!((a.base_offset, a.duplicate), (0, false));
+    assert_eq!((b.base_offset, b.last_offset), (2, 4));
+    let size = log.size_bytes();
+    let again = block_on(log.append(idem(3, 0, 0, 2), 0)).unwrap();
+    assert_eq!(
+        (again.base_offset, again.last_offset, again.duplicate),
+        (0, 1, true)
+    );
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.size_bytes(), size, "a duplicate never reaches the disk");
+    assert!(matches!(
+        block_on(log.append(idem(3, 0, 9, 1), 0)),
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            expected: 5,
+            got: 9,
+            ..
+        }))
+    ));
+    // Epoch bump (a KIP-360 restart of the sequence), then the old epoch is fenced.
+    assert_eq!(
+        block_on(log.append(idem(3, 1, 0, 1), 0))
+            .unwrap()
+            .base_offset,
+        5
+    );
+    assert!(matches!(
+        block_on(log.append(idem(3, 0, 5, 1), 0)),
+        Err(LogError::Producer(ProducerError::InvalidProducerEpoch {
+            epoch: 0,
+            current: 1,
+            ..
+        }))
+    ));
+    // Non-idempotent batches are not checked.
+    assert_eq!(
+        block_on(log.append(batch(1, 10, 0), 0))
+            .unwrap()
+            .base_offset,
+        6
+    );
+    assert_eq!(log.log_end_offset(), 7);
+}
+
+/// Append `n` one-record batches of producer `pid` from sequence 0, rolling
+/// segments on the way.
+fn fill_idempotent(log: &Rc<PartitionLog<MemStorage>>, pid: i64, n: i32) {
+    for seq in 0..n {
+        let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, 0, seq);
+        bb.value(&[b'x'; 300]);
+        block_on(log.append(bb.build(), 0)).unwrap();
+    }
+}
+
+fn retry_is_duplicate(log: &Rc<PartitionLog<MemStorage>>, pid: i64, seq: i32, offset: u64) {
+    let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, 0, seq);
+    bb.value(&[b'x'; 300]);
+    let end = log.log_end_offset();
+    let info = block_on(log.append(bb.build(), 0)).unwrap();
+    assert!(info.duplicate, "retry of seq {seq} was written again");
+    assert_eq!(info.base_offset, offset);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn producer_state_survives_reopen_and_crash() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 11, 30);
+    fill_idempotent(&log, 12, 3);
+    assert!(
+        log.segment_count() > 2,
+        "state must come from sealed segments too"
+    );
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (mut log, _) = open(&s, small_config());
+    // Producer 11's last batch is in a sealed segment, behind producer 12's.
+    retry_is_duplicate(&log, 11, 29, 29);
+    retry_is_duplicate(&log, 11, 25, 25);
+    retry_is_duplicate(&log, 12, 2, 32);
+    assert!(matches!(
+        block_on(log.append(idem(11, 0, 31, 1), 0)),
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            expected: 30,
+            ..
+        }))
+    ));
+    let next = block_on(log.append(idem(11, 0, 30, 1), 0)).unwrap();
+    assert_eq!((next.base_offset, next.duplicate), (33, false));
+    block_on(log.flush()).unwrap();
+    // Unflushed appends after the flush, then a power cut: whatever
+    // survives, the state matches the log that survived.
+    for seed in 0..8 {
+        let end = log.log_end_offset();
+        let _ = block_on(log.append(idem(12, 0, 3 + seed as i32, 1), 0)).unwrap();
+        drop(log);
+        s.crash(seed);
+        let (l, _) = open(&s, small_config());
+        let kept = l.log_end_offset();
+        assert!(
+            kept == end || kept == end + 1,
+            "crash recovery ended at {kept}"
+        );
+        if kept == end + 1 {
+            retry_is_duplicate(&l, 12, 3 + seed as i32, end);
+        } else {
+            // Lost: the retry is new, at the same offset.
+            let info = block_on(l.append(idem(12, 0, 3 + seed as i32, 1), 0)).unwrap();
+            assert_eq!((info.base_offset, info.duplicate), (end, false));
+        }
+        retry_is_duplicate(&l, 11, 30, 33);
+        block_on(l.flush()).unwrap();
+        log = l;
+    }
+}
+
+#[test]
+fn truncation_forgets_producer_batches_it_removes() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 5, 20);
+    assert_eq!(block_on(log.truncate_to(15)).unwrap(), 15);
+    // Sequence 15 was cut: it is new again, at offset 15, not a duplicate.
+    let info = block_on(log.append(idem(5, 0, 15, 1), 0)).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (15, false));
+    retry_is_duplicate(&log, 5, 14, 14);
+    // And the same after a reopen.
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (log, _) = open(&s, small_config());
+    let end = log.log_end_offset();
+    assert_eq!(end, 16);
+    assert!(log.producer_states().get(5).is_some());
+    assert_eq!(block_on(log.truncate_to(0)).unwrap(), 0);
+    assert!(log.producer_states().is_empty());
 }
