@@ -569,7 +569,7 @@ fn producer_state_survives_reopen_and_crash() {
     let s = MemStorage::new(0);
     let (log, _) = open(&s, small_config());
     fill_idempotent(&log, 11, 30);
-    fill_idempotent(&log, 12, 3);
+    fill_idempotent(&log, 12, 15);
     assert!(
         log.segment_count() > 2,
         "state must come from sealed segments too"
@@ -577,10 +577,11 @@ fn producer_state_survives_reopen_and_crash() {
     block_on(log.close()).unwrap();
     drop(log);
     let (mut log, _) = open(&s, small_config());
-    // Producer 11's last batch is in a sealed segment, behind producer 12's.
+    // Producer 11's batches are all in sealed segments, behind producer 12's.
+    assert!(*log.segment_bases().last().unwrap() > 29);
     retry_is_duplicate(&log, 11, 29, 29);
     retry_is_duplicate(&log, 11, 25, 25);
-    retry_is_duplicate(&log, 12, 2, 32);
+    retry_is_duplicate(&log, 12, 14, 44);
     assert!(matches!(
         block_on(log.append(idem(11, 0, 31, 1), 0)),
         Err(LogError::Producer(ProducerError::OutOfOrderSequence {
@@ -589,13 +590,13 @@ fn producer_state_survives_reopen_and_crash() {
         }))
     ));
     let next = block_on(log.append(idem(11, 0, 30, 1), 0)).unwrap();
-    assert_eq!((next.base_offset, next.duplicate), (33, false));
+    assert_eq!((next.base_offset, next.duplicate), (45, false));
     block_on(log.flush()).unwrap();
     // Unflushed appends after the flush, then a power cut: whatever
     // survives, the state matches the log that survived.
     for seed in 0..8 {
         let end = log.log_end_offset();
-        let _ = block_on(log.append(idem(12, 0, 3 + seed as i32, 1), 0)).unwrap();
+        let _ = block_on(log.append(idem(12, 0, 15 + seed as i32, 1), 0)).unwrap();
         drop(log);
         s.crash(seed);
         let (l, _) = open(&s, small_config());
@@ -605,13 +606,13 @@ fn producer_state_survives_reopen_and_crash() {
             "crash recovery ended at {kept}"
         );
         if kept == end + 1 {
-            retry_is_duplicate(&l, 12, 3 + seed as i32, end);
+            retry_is_duplicate(&l, 12, 15 + seed as i32, end);
         } else {
             // Lost: the retry is new, at the same offset.
-            let info = block_on(l.append(idem(12, 0, 3 + seed as i32, 1), 0)).unwrap();
+            let info = block_on(l.append(idem(12, 0, 15 + seed as i32, 1), 0)).unwrap();
             assert_eq!((info.base_offset, info.duplicate), (end, false));
         }
-        retry_is_duplicate(&l, 11, 30, 33);
+        retry_is_duplicate(&l, 11, 30, 45);
         block_on(l.flush()).unwrap();
         log = l;
     }
