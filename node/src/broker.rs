@@ -19,6 +19,8 @@ pub struct Broker {
     /// Set when shutdown begins: connections stop taking requests.
     pub stopping: AtomicBool,
     pub cluster_id: String,
+    /// InitProducerId's allocator.
+    pub producer_ids: crate::producer_ids::ProducerIds,
 }
 
 impl Broker {

@@ -7,6 +7,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -30,6 +31,7 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
         ApiKey::Fetch => fetch::handle(ctx, &req).await,
         ApiKey::ListOffsets => list_offsets::handle(ctx, &req).await,
         ApiKey::FindCoordinator => find_coordinator::handle(&req),
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, &req).await,
         ApiKey::CreateTopics => create_topics::handle(ctx, &req).await,
         ApiKey::DeleteTopics => delete_topics::handle(ctx, &req).await,
         ApiKey::CreatePartitions => create_partitions::handle(ctx, &req).await,
