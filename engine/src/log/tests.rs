@@ -12,6 +12,7 @@ use crate::batch::{sample_batch, validate, Strictness};
 use crate::io::mem::{block_on, MemStorage};
 use crate::io::Storage;
 use crate::producer::ProducerError;
+use crate::segment::PRODUCER_SNAPSHOT_SUFFIX;
 
 const DIR: &str = "/data/t-0";
 
@@ -576,7 +577,12 @@ fn producer_state_survives_reopen_and_crash() {
     );
     block_on(log.close()).unwrap();
     drop(log);
-    let (mut log, _) = open(&s, small_config());
+    let (mut log, rep) = open(&s, small_config());
+    assert_eq!(
+        rep.producer_snapshot,
+        log.segment_bases().last().copied(),
+        "the roll's snapshot covers the sealed segments"
+    );
     // Producer 11's batches are all in sealed segments, behind producer 12's.
     assert!(*log.segment_bases().last().unwrap() > 29);
     retry_is_duplicate(&log, 11, 29, 29);
@@ -637,4 +643,75 @@ fn truncation_forgets_producer_batches_it_removes() {
     assert!(log.producer_states().get(5).is_some());
     assert_eq!(block_on(log.truncate_to(0)).unwrap(), 0);
     assert!(log.producer_states().is_empty());
+}
+
+fn snapshot_files(s: &MemStorage) -> Vec<u64> {
+    let mut v: Vec<u64> = block_on(s.list(Path::new(DIR)))
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n, PRODUCER_SNAPSHOT_SUFFIX))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn without_a_usable_snapshot_recovery_walks_the_log() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 11, 30);
+    fill_idempotent(&log, 12, 15);
+    block_on(log.close()).unwrap();
+    let expected = log.producer_states();
+    drop(log);
+    let snaps = snapshot_files(&s);
+    assert_eq!(
+        snaps.len(),
+        2,
+        "the two newest snapshots are kept: {snaps:?}"
+    );
+    // Damage the newest: the older one is used, then the segments after it.
+    let newest = Path::new(DIR).join(segment::file_name(snaps[1], PRODUCER_SNAPSHOT_SUFFIX));
+    let mut b = s.file_bytes(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    s.put_file(&newest, b);
+    let (log, rep) = open(&s, small_config());
+    assert_eq!(rep.producer_snapshot, Some(snaps[0]));
+    assert_eq!(log.producer_states(), expected);
+    drop(log);
+    // No snapshot at all (a log written before snapshots existed).
+    for o in snapshot_files(&s) {
+        block_on(s.remove(&Path::new(DIR).join(segment::file_name(o, PRODUCER_SNAPSHOT_SUFFIX))))
+            .unwrap();
+    }
+    let (log, rep) = open(&s, small_config());
+    assert_eq!(rep.producer_snapshot, None);
+    assert_eq!(log.producer_states(), expected);
+    retry_is_duplicate(&log, 11, 29, 29);
+}
+
+#[test]
+fn truncation_below_a_snapshot_removes_it_and_rebuilds() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 7, 40);
+    let snaps = snapshot_files(&s);
+    assert!(!snaps.is_empty());
+    let cut = snaps[0] - 3;
+    assert_eq!(block_on(log.truncate_to(cut)).unwrap(), cut);
+    assert!(
+        snapshot_files(&s).iter().all(|&o| o <= cut),
+        "{:?}",
+        snapshot_files(&s)
+    );
+    // Sequences after the cut are new again; the ones before are duplicates.
+    retry_is_duplicate(&log, 7, cut as i32 - 1, cut - 1);
+    let info = block_on(log.append(idem(7, 0, cut as i32, 1), 0)).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (cut, false));
+    let expected = log.producer_states();
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (log, _) = open(&s, small_config());
+    assert_eq!(log.producer_states(), expected);
 }
