@@ -35,6 +35,13 @@ use crate::batch::BatchHeader;
 /// idempotence).
 pub const DEDUP_WINDOW: usize = 5;
 
+/// How long a producer's state outlives its last batch (Kafka's
+/// `producer.id.expiration.ms` default, one day). Measured like Kafka, from
+/// the batch's max timestamp: a producer idle that long has no retry left
+/// in flight, and without expiry every producer id ever seen would stay in
+/// memory and in every snapshot.
+pub const PRODUCER_EXPIRATION_MS: u64 = 24 * 3600 * 1000;
+
 /// What is remembered of one appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -277,6 +284,17 @@ impl ProducerStates {
 
     pub fn clear(&mut self) {
         self.producers.clear();
+    }
+
+    /// Forget producers whose newest batch is more than `max_idle_ms` older
+    /// than `now_ms`; returns how many. A forgotten producer that comes back
+    /// is an unknown producer (accepted at any sequence).
+    pub fn expire(&mut self, now_ms: u64, max_idle_ms: u64) -> usize {
+        let before = self.producers.len();
+        let cutoff = (now_ms as i64).saturating_sub(max_idle_ms.min(i64::MAX as u64) as i64);
+        self.producers
+            .retain(|_, e| e.last().is_some_and(|b| b.max_timestamp >= cutoff));
+        before - self.producers.len()
     }
 }
 
@@ -628,6 +646,23 @@ mod tests {
         assert_eq!(append(&mut st, &header(5, 0, 4, 2), 4), Ok(Verdict::Append));
         st.truncate(0);
         assert!(st.is_empty());
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut st = ProducerStates::new();
+        append(&mut st, &header(1, 0, 0, 1), 0).unwrap(); // timestamp 1000
+        let mut bb = BatchBuilder::new(50_000).producer(2, 0, 0);
+        bb.value(b"v");
+        append(&mut st, &BatchHeader::parse(&bb.build()).unwrap(), 1).unwrap();
+        assert_eq!(
+            st.expire(1_000 + 10_000, 10_000),
+            0,
+            "exactly at the limit: kept"
+        );
+        assert_eq!(st.expire(1_001 + 10_000, 10_000), 1);
+        assert!(st.get(1).is_none() && st.get(2).is_some());
+        assert_eq!(st.expire(u64::MAX, u64::MAX), 0);
     }
 
     #[test]

@@ -943,10 +943,15 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Apply `retention.ms` / `retention.bytes`: delete whole old segments,
-    /// never the active one. Returns how many were deleted.
+    /// never the active one. Returns how many were deleted. Idle
+    /// idempotent producers expire on the same pass.
     pub async fn enforce_retention(self: &Rc<Self>) -> Result<usize, LogError> {
         let _guard = self.append_lock.lock().await;
         let now = self.storage.now_ms();
+        let expired = self.state.borrow_mut().expire_producers(now);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "idle producers expired");
+        }
         let n = self.state.borrow().retention_victims(now);
         if n == 0 {
             return Ok(0);

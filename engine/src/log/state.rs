@@ -151,6 +151,12 @@ impl<F: Clone> LogState<F> {
         self.producers = producers;
     }
 
+    /// Forget idle producers (see [`producer::PRODUCER_EXPIRATION_MS`]).
+    pub fn expire_producers(&mut self, now_ms: u64) -> usize {
+        self.producers
+            .expire(now_ms, producer::PRODUCER_EXPIRATION_MS)
+    }
+
     pub fn log_start_offset(&self) -> u64 {
         self.log_start
     }

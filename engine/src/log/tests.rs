@@ -715,3 +715,22 @@ fn truncation_below_a_snapshot_removes_it_and_rebuilds() {
     let (log, _) = open(&s, small_config());
     assert_eq!(log.producer_states(), expected);
 }
+
+#[test]
+fn idle_producers_expire_on_the_retention_pass() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    block_on(log.append(idem(8, 0, 0, 1), 0)).unwrap(); // timestamp 1000
+    s.advance_ms(crate::producer::PRODUCER_EXPIRATION_MS);
+    block_on(log.enforce_retention()).unwrap();
+    assert!(
+        log.producer_states().get(8).is_some(),
+        "not idle long enough"
+    );
+    s.advance_ms(1_001);
+    block_on(log.enforce_retention()).unwrap();
+    assert!(log.producer_states().get(8).is_none());
+    // Back as an unknown producer: accepted at any sequence.
+    let info = block_on(log.append(idem(8, 0, 40, 1), 0)).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (1, false));
+}
