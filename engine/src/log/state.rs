@@ -320,7 +320,9 @@ impl<F: Clone> LogState<F> {
         staged: &mut Staged,
         verdicts: &mut Vec<Option<producer::BatchMeta>>,
     ) -> Result<(), ProducerError> {
-        let checkpoint = staged.clone();
+        // A set of one batch fails before staging anything: only sets of
+        // several batches need a copy to roll back to.
+        let checkpoint = (set.headers.len() > 1).then(|| staged.clone());
         for h in &set.headers {
             let delta = h.last_offset_delta as u64;
             if !producer::is_idempotent(h) {
@@ -336,7 +338,9 @@ impl<F: Clone> LogState<F> {
                     next += delta + 1;
                 }
                 Err(e) => {
-                    *staged = checkpoint;
+                    if let Some(c) = checkpoint {
+                        *staged = c;
+                    }
                     return Err(e);
                 }
             }
