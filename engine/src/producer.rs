@@ -704,7 +704,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn snapshot_decoding_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+        fn snapshot_decoding_never_panics(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)
+        ) {
             let _ = ProducerStates::decode_snapshot(&bytes);
             // With a valid checksum and header, the body is still untrusted.
             let mut b = b"ODPS\x01".to_vec();

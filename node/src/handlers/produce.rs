@@ -100,14 +100,18 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 match res {
                     Ok(Some((Ok(info), start))) => {
                         if info.duplicate {
-                            tracing::debug!(partition = %tp, base_offset = info.base_offset, "idempotent retry answered with its original offsets");
+                            tracing::debug!(
+                                partition = %tp,
+                                base_offset = info.base_offset,
+                                "idempotent retry answered with its original offsets"
+                            );
                         }
                         Appended {
-                        tp,
-                        error: None,
-                        base_offset: info.base_offset as i64,
-                        last_offset: info.last_offset as i64,
-                        log_start: start as i64,
+                            tp,
+                            error: None,
+                            base_offset: info.base_offset as i64,
+                            last_offset: info.last_offset as i64,
+                            log_start: start as i64,
                         }
                     }
                     Ok(Some((Err((code, why)), _))) => {
