@@ -5,6 +5,7 @@
 //! - [`batch`]: validate untrusted batches, assign offsets.
 //! - [`segment`], [`index`]: a segment's files and sparse indexes.
 //! - [`log`]: the partition log (pure [`log::LogState`] + async driver).
+//! - [`producer`]: idempotent producers' sequence and epoch checks.
 //! - [`io`]: the storage seam (io_uring, in-memory with crash simulation),
 //!   and zero-copy splice of file slices to sockets.
 //! - [`shard`]: thread-per-core shards and message passing to them.
@@ -13,5 +14,6 @@ pub mod batch;
 pub mod index;
 pub mod io;
 pub mod log;
+pub mod producer;
 pub mod segment;
 pub mod shard;

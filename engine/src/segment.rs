@@ -8,6 +8,9 @@ use crate::index::{OffsetIndex, TimeIndex};
 pub const LOG_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Producer-state snapshot: idempotent producers' state for every batch
+/// below the offset in its name (written when a segment rolls).
+pub const PRODUCER_SNAPSHOT_SUFFIX: &str = ".producers";
 
 /// `00000000000000000042.log` and friends: 20-digit base offset + suffix.
 pub fn file_name(base_offset: u64, suffix: &str) -> String {

@@ -21,6 +21,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// Consumer groups and committed offsets.
     pub groups: crate::groups::Coordinator,
+    /// InitProducerId's allocator.
+    pub producer_ids: crate::producer_ids::ProducerIds,
 }
 
 impl Broker {

@@ -35,6 +35,8 @@ impl Server {
     pub fn start(mut config: BrokerConfig, advertised_explicit: bool) -> Result<Self, String> {
         let registry = Registry::load(&config.log_dir)
             .map_err(|e| format!("loading topics from {}: {e}", config.log_dir.display()))?;
+        let producer_ids = crate::producer_ids::ProducerIds::load(&config.log_dir)
+            .map_err(|e| format!("loading producer ids: {e}"))?;
         let mut shard_cfg = ShardConfig::new(&config.log_dir);
         shard_cfg.shards = config.shards;
         shard_cfg.retention_check = config.retention_check;
@@ -61,7 +63,8 @@ impl Server {
             registry,
             shards: pool.handle(),
             stopping: Default::default(),
-            groups: crate::groups::Coordinator::new(config_limits.clone()),
+            groups: crate::groups::Coordinator::new(config_limits),
+            producer_ids,
         });
         // Recover every partition on its owner before serving.
         let b = broker.clone();

@@ -22,10 +22,8 @@ def producer(bootstrap: str, **kw) -> KafkaProducer:
         max_block_ms=MS,
         retries=3,
     )
-    # kafka-python 3 turns idempotence on by default; the broker does not
-    # serve InitProducerId yet.
-    if int(kafka.__version__.split(".")[0]) >= 3:
-        conf["enable_idempotence"] = False
+    # kafka-python 3 turns idempotence on by default: left on (the broker
+    # serves InitProducerId and checks sequences).
     conf.update(kw)
     return KafkaProducer(**conf)
 

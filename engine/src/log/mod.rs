@@ -22,7 +22,10 @@ use bytes::Bytes;
 use crate::batch::{self, BatchError, HEADER_LEN};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{Storage, StorageFile};
-use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::producer::{ProducerError, ProducerStates};
+use crate::segment::{
+    self, Segment, INDEX_SUFFIX, LOG_SUFFIX, PRODUCER_SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
+};
 pub use state::{AppendPlan, FlushTicket, LogState, ValidRecords};
 use state::{Locate, ReadPlan};
 
@@ -122,6 +125,9 @@ pub enum LogError {
     Failed(PathBuf),
     #[error("segment file {path} changed under a read")]
     Raced { path: PathBuf },
+    /// An idempotent producer's batch failed its epoch or sequence check.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
 impl LogError {
@@ -145,6 +151,7 @@ impl LogError {
             },
             LogError::Failed(p) => LogError::Failed(p.clone()),
             LogError::Raced { path } => LogError::Raced { path: path.clone() },
+            LogError::Producer(e) => LogError::Producer(e.clone()),
         }
     }
 }
@@ -166,6 +173,10 @@ pub struct AppendInfo {
     pub base_offset: u64,
     pub last_offset: u64,
     pub max_timestamp: i64,
+    /// Every batch was an idempotent producer's retry of a batch already in
+    /// the log: nothing was written, and the offsets are the original ones
+    /// (Kafka answers such a retry with success and those offsets).
+    pub duplicate: bool,
 }
 
 /// What recovery found and cut when the log was opened.
@@ -182,6 +193,9 @@ pub struct RecoveryReport {
     pub dropped_segments: usize,
     /// Why the tail was cut, if it was.
     pub reason: Option<String>,
+    /// The producer-state snapshot recovery started from (its offset);
+    /// `None`: producer state came from walking every segment.
+    pub producer_snapshot: Option<u64>,
 }
 
 type Waiter = flume::Sender<Result<u64, String>>;
@@ -230,10 +244,10 @@ impl<S: Storage> PartitionLog<S> {
         config: LogConfig,
     ) -> Result<(Rc<Self>, RecoveryReport), LogError> {
         let dir = dir.into();
-        let (segments, report) = recover(&storage, &dir, &config).await?;
+        let (segments, producers, report) = recover(&storage, &dir, &config).await?;
         let now = storage.now_ms();
         let log = Rc::new(Self {
-            state: RefCell::new(LogState::new(config, segments, now)),
+            state: RefCell::new(LogState::new(config, segments, now).with_producers(producers)),
             storage,
             dir,
             append_lock: async_lock::Mutex::new(()),
@@ -348,12 +362,8 @@ impl<S: Storage> PartitionLog<S> {
             let sets: Vec<ValidRecords> = round.iter().map(|q| q.set.clone()).collect();
             match self.write_round(&sets, round[0].leader_epoch).await {
                 Ok(plan) => {
-                    for (q, &(first, last, max_ts)) in round.into_iter().zip(&plan.ranges) {
-                        let _ = q.reply.send(Ok(AppendInfo {
-                            base_offset: first,
-                            last_offset: last,
-                            max_timestamp: max_ts,
-                        }));
+                    for (q, outcome) in round.into_iter().zip(plan.outcomes) {
+                        let _ = q.reply.send(outcome.map_err(LogError::Producer));
                     }
                     self.wake_readers();
                     self.maybe_flush();
@@ -409,13 +419,15 @@ impl<S: Storage> PartitionLog<S> {
         if plan.roll {
             self.roll(plan.base_offset).await?;
         }
-        let (file, base) = {
-            let st = self.state.borrow();
-            (st.active().file.clone(), st.active().base_offset)
-        };
-        file.write_all_at(plan.position, std::mem::take(&mut plan.chunks))
-            .await
-            .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        if plan.len > 0 {
+            let (file, base) = {
+                let st = self.state.borrow();
+                (st.active().file.clone(), st.active().base_offset)
+            };
+            file.write_all_at(plan.position, std::mem::take(&mut plan.chunks))
+                .await
+                .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        }
         self.state.borrow_mut().commit_append(&plan);
         Ok(plan)
     }
@@ -440,6 +452,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.wake_waiters();
         write_indexes(&self.storage, &self.dir, &sealed).await?;
+        // The state now covers exactly the offsets below `base`. The new
+        // segment's creation syncs the directory, making the name durable.
+        self.write_producer_snapshot(base).await;
         let file = self.create_segment_file(base).await?;
         let now = self.storage.now_ms();
         self.state
@@ -757,12 +772,20 @@ impl<S: Storage> PartitionLog<S> {
         })
         .await
         .map_err(io_err(&path))?;
+        // Snapshots past the cut describe batches about to go: remove them
+        // first, so a crash in between cannot leave one behind.
+        self.remove_producer_snapshots(|o| o > next_offset).await?;
         let gone = self
             .state
             .borrow_mut()
             .truncate(i, cut_pos, next_offset, max_timestamp);
         file.set_len(cut_pos).await.map_err(io_err(&path))?;
         file.sync_data().await.map_err(io_err(&path))?;
+        // The in-memory trim above forgot the cut batches but also every
+        // producer whose whole window was cut; the remaining log knows
+        // their earlier batches.
+        let producers = self.rebuild_producers().await?;
+        self.state.borrow_mut().set_producers(producers);
         for b in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             self.storage
                 .remove(&self.path(base, b))
@@ -774,6 +797,106 @@ impl<S: Storage> PartitionLog<S> {
         self.wake_readers();
         tracing::info!(dir = %self.dir.display(), offset, new_end = next_offset, "log truncated");
         Ok(next_offset)
+    }
+
+    /// Producer state rebuilt after a truncation: from the latest snapshot
+    /// that still applies, then the batch headers of the segments after it
+    /// (without a snapshot: of the whole log, read once, sequentially).
+    async fn rebuild_producers(&self) -> Result<ProducerStates, LogError> {
+        let segments: Vec<(S::File, u64, u64)> = self
+            .state
+            .borrow()
+            .segments()
+            .map(|s| (s.file.clone(), s.base_offset, s.size))
+            .collect();
+        let names = self
+            .storage
+            .list(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))?;
+        let bases: Vec<u64> = segments.iter().map(|s| s.1).collect();
+        let (from, mut producers) =
+            match load_latest_snapshot(&self.storage, &self.dir, &names, &bases).await {
+                Some((at, p)) => (at, p),
+                None => (0, ProducerStates::new()),
+            };
+        for (file, base, size) in segments.into_iter().filter(|s| s.1 >= from) {
+            replay_headers(&file, size, &mut producers)
+                .await
+                .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        }
+        Ok(producers)
+    }
+
+    /// Write the producer state as the snapshot for offset `at` and keep
+    /// only the two newest snapshots. Failure is logged, not returned: a
+    /// missing or torn snapshot only makes the next open walk more of the
+    /// log (a torn one fails its checksum).
+    async fn write_producer_snapshot(&self, at: u64) {
+        let bytes = self.state.borrow().producers().encode_snapshot(at);
+        let path = self.path(at, PRODUCER_SNAPSHOT_SUFFIX);
+        let written = async {
+            let f = self.storage.open(&path, true).await?;
+            f.set_len(0).await?;
+            f.write_all_at(0, vec![Bytes::from(bytes)]).await?;
+            f.sync_data().await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "writing producer snapshot: {e}");
+            let _ = self.storage.remove(&path).await;
+            return;
+        }
+        let mut older: Vec<u64> = match self.storage.list(&self.dir).await {
+            Ok(names) => names
+                .iter()
+                .filter_map(|n| segment::parse_file_name(n, PRODUCER_SNAPSHOT_SUFFIX))
+                .filter(|&o| o < at)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        older.sort_unstable();
+        older.pop(); // keep the one before, too
+        for o in older {
+            let _ = self
+                .storage
+                .remove(&self.path(o, PRODUCER_SNAPSHOT_SUFFIX))
+                .await;
+        }
+    }
+
+    /// Remove the producer snapshots whose offset `doomed` selects.
+    async fn remove_producer_snapshots(
+        &self,
+        doomed: impl Fn(u64) -> bool,
+    ) -> Result<(), LogError> {
+        let names = self
+            .storage
+            .list(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))?;
+        let mut removed = false;
+        for o in names
+            .iter()
+            .filter_map(|n| segment::parse_file_name(n, PRODUCER_SNAPSHOT_SUFFIX))
+            .filter(|&o| doomed(o))
+        {
+            let p = self.path(o, PRODUCER_SNAPSHOT_SUFFIX);
+            self.storage.remove(&p).await.map_err(io_err(&p))?;
+            removed = true;
+        }
+        if removed {
+            self.storage
+                .sync_dir(&self.dir)
+                .await
+                .map_err(io_err(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// A copy of the idempotent producers' state (tests, diagnostics).
+    pub fn producer_states(&self) -> ProducerStates {
+        self.state.borrow().producers().clone()
     }
 
     /// A new, empty `.log` for a segment at `base`, its name made durable.
@@ -794,6 +917,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Drop every segment and start empty at `offset`.
     async fn reset_to(self: &Rc<Self>, offset: u64) -> Result<(), LogError> {
+        self.remove_producer_snapshots(|_| true).await?;
         let old: Vec<u64> = self.segment_bases();
         // The new segment may reuse the name of the first old one.
         self.delete_segment_files(old.iter().copied()).await?;
@@ -819,10 +943,15 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Apply `retention.ms` / `retention.bytes`: delete whole old segments,
-    /// never the active one. Returns how many were deleted.
+    /// never the active one. Returns how many were deleted. Idle
+    /// idempotent producers expire on the same pass.
     pub async fn enforce_retention(self: &Rc<Self>) -> Result<usize, LogError> {
         let _guard = self.append_lock.lock().await;
         let now = self.storage.now_ms();
+        let expired = self.state.borrow_mut().expire_producers(now);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "idle producers expired");
+        }
         let n = self.state.borrow().retention_victims(now);
         if n == 0 {
             return Ok(0);
@@ -932,11 +1061,18 @@ async fn write_indexes<S: Storage>(
 
 /// Open every segment in `dir`: trust sealed segments whose indexes load
 /// and agree with the data, scan the rest, cut a bad tail.
+///
+/// Producer state is rebuilt on the way, from the newest producer snapshot
+/// (written at each roll, so it covers every sealed segment) plus the batch
+/// headers after it, in log order (no record is decoded): the active
+/// segment's recovery scan feeds it. Only without a usable snapshot (logs
+/// from before snapshots, a torn or damaged one, or data cut below it) are
+/// all sealed segments walked: one sequential read of the whole log.
 async fn recover<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &LogConfig,
-) -> Result<(Vec<Segment<S::File>>, RecoveryReport), LogError> {
+) -> Result<(Vec<Segment<S::File>>, ProducerStates, RecoveryReport), LogError> {
     storage.create_dir_all(dir).await.map_err(io_err(dir))?;
     let names = storage.list(dir).await.map_err(io_err(dir))?;
     let mut bases: Vec<u64> = names
@@ -944,6 +1080,15 @@ async fn recover<S: Storage>(
         .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))
         .collect();
     bases.sort_unstable();
+    // State below `snap_at` comes from the snapshot; batches below it that a
+    // scan meets go to `scratch`. Any cut or drop below it voids it.
+    let (snap_at, mut producers) = match load_latest_snapshot(storage, dir, &names, &bases).await {
+        Some((at, p)) => (Some(at), p),
+        None => (None, ProducerStates::new()),
+    };
+    let mut scratch = ProducerStates::new();
+    let mut snapshot_ok = true;
+    let below_snapshot = |base: u64| snap_at.is_some_and(|at| base < at);
     let now = storage.now_ms();
     let mut report = RecoveryReport::default();
     let mut segments: Vec<Segment<S::File>> = Vec::new();
@@ -957,6 +1102,7 @@ async fn recover<S: Storage>(
         {
             // Follows a corrupt segment, or overlaps the one before: drop it.
             report.dropped_segments += 1;
+            snapshot_ok &= !below_snapshot(base);
             for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 let p = dir.join(segment::file_name(base, suffix));
                 storage.remove(&p).await.map_err(io_err(&p))?;
@@ -971,6 +1117,11 @@ async fn recover<S: Storage>(
         if !is_last {
             if let Some(next_base) = next_base {
                 if load_indexes(storage, dir, &mut seg, len, next_base).await {
+                    if !below_snapshot(base) {
+                        replay_headers(&file, seg.size, &mut producers)
+                            .await
+                            .map_err(io_err(&path))?;
+                    }
                     segments.push(seg);
                     continue;
                 }
@@ -978,10 +1129,16 @@ async fn recover<S: Storage>(
             }
         }
         report.scanned_segments += 1;
-        let stop = scan_file(&file, &mut seg, len, config.index_interval_bytes)
+        let feed = if below_snapshot(base) {
+            &mut scratch
+        } else {
+            &mut producers
+        };
+        let stop = scan_file(&file, &mut seg, len, config.index_interval_bytes, feed)
             .await
             .map_err(io_err(&path))?;
         if let Some(why) = stop {
+            snapshot_ok &= !below_snapshot(base);
             report.truncated_bytes += len - seg.size;
             report.reason = Some(why);
             file.set_len(seg.size).await.map_err(io_err(&path))?;
@@ -1044,8 +1201,85 @@ async fn recover<S: Storage>(
         storage.sync_dir(dir).await.map_err(io_err(dir))?;
         segments.push(Segment::new(0, file, now));
     }
+    if let Some(at) = snap_at {
+        let end = segments.last().map_or(0, |s| s.next_offset);
+        if snapshot_ok && segments.iter().any(|s| s.base_offset == at) {
+            report.producer_snapshot = Some(at);
+        } else {
+            tracing::warn!(dir = %dir.display(), snapshot = at, "producer snapshot does not match the recovered log; walking every segment");
+            producers = ProducerStates::new();
+            for seg in &segments {
+                let p = dir.join(segment::file_name(seg.base_offset, LOG_SUFFIX));
+                replay_headers(&seg.file, seg.size, &mut producers)
+                    .await
+                    .map_err(io_err(&p))?;
+            }
+        }
+        // Snapshots past the recovered end describe data that is gone.
+        for o in names
+            .iter()
+            .filter_map(|n| segment::parse_file_name(n, PRODUCER_SNAPSHOT_SUFFIX))
+            .filter(|&o| o > end)
+        {
+            let p = dir.join(segment::file_name(o, PRODUCER_SNAPSHOT_SUFFIX));
+            storage.remove(&p).await.map_err(io_err(&p))?;
+        }
+    }
     report.segments = segments.len();
-    Ok((segments, report))
+    Ok((segments, producers, report))
+}
+
+/// Replay the producer state of every batch header in `file` below `size`.
+async fn replay_headers<F: StorageFile>(
+    file: &F,
+    size: u64,
+    producers: &mut ProducerStates,
+) -> std::io::Result<()> {
+    scan_headers(file, 0, size, |h| {
+        producers.replay(h);
+        false
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The newest producer snapshot in `names` that sits at a segment base
+/// and decodes: its offset and state. Bad ones are skipped (and logged).
+async fn load_latest_snapshot<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    names: &[String],
+    bases: &[u64],
+) -> Option<(u64, ProducerStates)> {
+    let mut offsets: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n, PRODUCER_SNAPSHOT_SUFFIX))
+        .filter(|o| bases.contains(o))
+        .collect();
+    offsets.sort_unstable();
+    for at in offsets.into_iter().rev() {
+        let p = dir.join(segment::file_name(at, PRODUCER_SNAPSHOT_SUFFIX));
+        let read = async {
+            let f = storage.open(&p, false).await?;
+            let n = f.len().await?;
+            // Bounded: at most 64 MiB of state (a million producers).
+            if n > 64 << 20 {
+                return Err(std::io::Error::other("snapshot too large"));
+            }
+            f.read_at(0, n as usize).await
+        };
+        match read.await {
+            Ok(bytes) => match ProducerStates::decode_snapshot(&bytes) {
+                Ok((o, p)) if o == at => return Some((at, p)),
+                Ok((o, _)) => {
+                    tracing::warn!(path = %p.display(), covers = o, "producer snapshot names another offset; ignored")
+                }
+                Err(e) => tracing::warn!(path = %p.display(), "producer snapshot ignored: {e}"),
+            },
+            Err(e) => tracing::warn!(path = %p.display(), "reading producer snapshot: {e}"),
+        }
+    }
+    None
 }
 
 /// Load a sealed segment's indexes; true if they are consistent with the
@@ -1134,12 +1368,14 @@ async fn last_offset_from<F: StorageFile>(seg: &Segment<F>, pos: u64, len: u64) 
 }
 
 /// Validate every batch of a segment file (CRC included) in chunks,
-/// building its indexes. Returns why it stopped early, if it did.
+/// building its indexes and replaying producer state. Returns why it
+/// stopped early, if it did.
 async fn scan_file<F: StorageFile>(
     file: &F,
     seg: &mut Segment<F>,
     len: u64,
     index_interval: u32,
+    producers: &mut ProducerStates,
 ) -> std::io::Result<Option<String>> {
     while seg.size < len {
         let pos = seg.size;
@@ -1167,7 +1403,12 @@ async fn scan_file<F: StorageFile>(
         let mut at = 0usize;
         while at < chunk.len() {
             match seg.scan_next(&chunk[at..], index_interval) {
-                Ok(n) => at += n,
+                Ok(n) => {
+                    if let Ok(h) = batch::BatchHeader::parse(&chunk[at..]) {
+                        producers.replay(&h);
+                    }
+                    at += n;
+                }
                 Err(_) if at > 0 => break, // maybe cut by the chunk: reread from here
                 Err(e) => return Ok(Some(format!("{e} at position {pos}"))),
             }

@@ -11,8 +11,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 #[cfg(test)]
 use super::FlushPolicy;
-use super::{FileSlice, LogConfig, LogError};
+use super::{AppendInfo, FileSlice, LogConfig, LogError};
 use crate::batch::{self, BatchHeader, Strictness, ASSIGNED_PREFIX_LEN, HEADER_LEN};
+use crate::producer::{self, ProducerError, ProducerStates, Staged, Verdict};
 use crate::segment::Segment;
 
 /// A producer's record set whose batches passed validation (length, magic,
@@ -21,6 +22,8 @@ use crate::segment::Segment;
 pub struct ValidRecords {
     bytes: Bytes,
     headers: Vec<BatchHeader>,
+    /// Some batch carries a producer id: sequence checks apply.
+    idempotent: bool,
 }
 
 impl ValidRecords {
@@ -28,7 +31,12 @@ impl ValidRecords {
     /// queueing for the log's single writer.
     pub fn new(bytes: Bytes, max_batch_bytes: usize) -> Result<Self, LogError> {
         let headers = batch::validate_all(&bytes, max_batch_bytes, Strictness::Produce)?;
-        Ok(Self { bytes, headers })
+        let idempotent = headers.iter().any(producer::is_idempotent);
+        Ok(Self {
+            bytes,
+            headers,
+            idempotent,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -54,9 +62,12 @@ pub struct AppendPlan {
     pub chunks: Vec<Bytes>,
     /// Total bytes of `chunks`.
     pub len: u64,
-    /// Per record set: first offset, last offset, max timestamp.
-    pub ranges: Vec<(u64, u64, i64)>,
+    /// Per record set, in order: its offsets (the original ones for
+    /// duplicates), or why its producer's sequence check refused it.
+    pub outcomes: Vec<Result<AppendInfo, ProducerError>>,
     headers: Vec<BatchHeader>,
+    /// Producer state after the written batches, committed with them.
+    staged: Staged,
 }
 
 /// Where a read must look: a byte range of one segment to scan for the
@@ -103,6 +114,8 @@ pub struct LogState<F> {
     last_flush_ms: u64,
     /// Bumped by every truncation, so a flush that straddles one is ignored.
     generation: u64,
+    /// Idempotent producers' epochs and last batches.
+    producers: ProducerStates,
 }
 
 impl<F: Clone> LogState<F> {
@@ -120,7 +133,28 @@ impl<F: Clone> LogState<F> {
             synced_bytes: 0,
             last_flush_ms: now_ms,
             generation: 0,
+            producers: ProducerStates::new(),
         }
+    }
+
+    /// Install producer state rebuilt by recovery.
+    pub fn with_producers(mut self, producers: ProducerStates) -> Self {
+        self.producers = producers;
+        self
+    }
+
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
+    }
+
+    pub fn set_producers(&mut self, producers: ProducerStates) {
+        self.producers = producers;
+    }
+
+    /// Forget idle producers (see [`producer::PRODUCER_EXPIRATION_MS`]).
+    pub fn expire_producers(&mut self, now_ms: u64) -> usize {
+        self.producers
+            .expire(now_ms, producer::PRODUCER_EXPIRATION_MS)
     }
 
     pub fn log_start_offset(&self) -> u64 {
@@ -162,6 +196,13 @@ impl<F: Clone> LogState<F> {
     /// Assign offsets and the leader epoch to validated record sets (in
     /// order, as one write) and decide where they go. Nothing changes until
     /// [`Self::commit_append`].
+    ///
+    /// Idempotent batches are judged here, in queue order, against the
+    /// producer state as it will be after the batches before them: this is
+    /// the log's single writer path, so pipelined requests of one producer
+    /// are judged in arrival order. A duplicate batch is not written (its
+    /// set answers with the original offsets); a refused set writes none of
+    /// its batches; the other sets of the round are written as usual.
     pub fn prepare_append(
         &self,
         sets: &[ValidRecords],
@@ -171,16 +212,42 @@ impl<F: Clone> LogState<F> {
         let active = self.active();
         let base_offset = active.next_offset;
         let batches: usize = sets.iter().map(|s| s.headers.len()).sum();
-        let len: u64 = sets.iter().map(|s| s.bytes.len() as u64).sum();
+        let mut len = 0u64;
         let mut next = base_offset;
         let mut max_timestamp = -1;
         let mut headers = Vec::with_capacity(batches);
-        let mut ranges = Vec::with_capacity(sets.len());
+        let mut outcomes = Vec::with_capacity(sets.len());
         let mut prefixes = BytesMut::with_capacity(batches * ASSIGNED_PREFIX_LEN);
+        // Per batch of every set, in order: written or not.
+        let mut keep = Vec::with_capacity(batches);
+        let mut staged = Staged::default();
+        let mut verdicts: Vec<Option<producer::BatchMeta>> = Vec::new();
         for set in sets {
-            let first = next;
+            verdicts.clear();
+            if set.idempotent {
+                match self.judge(set, next, &mut staged, &mut verdicts) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        keep.extend(std::iter::repeat_n(false, set.headers.len()));
+                        outcomes.push(Err(e));
+                        continue;
+                    }
+                }
+            }
+            let mut first = None;
+            let mut last = 0;
             let mut set_max = -1;
-            for h in &set.headers {
+            let mut all_duplicates = true;
+            for (k, h) in set.headers.iter().enumerate() {
+                if let Some(Some(orig)) = verdicts.get(k) {
+                    keep.push(false);
+                    first.get_or_insert(orig.first_offset);
+                    last = orig.last_offset;
+                    set_max = set_max.max(orig.max_timestamp);
+                    continue;
+                }
+                keep.push(true);
+                all_duplicates = false;
                 let mut h = *h;
                 prefixes.put_slice(&batch::assigned_prefix(
                     next as i64,
@@ -189,34 +256,45 @@ impl<F: Clone> LogState<F> {
                 ));
                 h.base_offset = next as i64;
                 h.partition_leader_epoch = leader_epoch;
+                first.get_or_insert(next);
                 next += h.last_offset_delta as u64 + 1;
+                last = next - 1;
+                len += h.size() as u64;
                 set_max = set_max.max(h.max_timestamp);
+                max_timestamp = max_timestamp.max(h.max_timestamp);
                 headers.push(h);
             }
-            max_timestamp = max_timestamp.max(set_max);
-            ranges.push((first, next - 1, set_max));
+            outcomes.push(Ok(AppendInfo {
+                base_offset: first.unwrap_or(next),
+                last_offset: last,
+                max_timestamp: set_max,
+                duplicate: all_duplicates,
+            }));
         }
         let prefixes = prefixes.freeze();
-        let mut chunks = Vec::with_capacity(batches * 2);
-        let mut i = 0;
+        let mut chunks = Vec::with_capacity(headers.len() * 2);
+        let mut written = 0;
+        let mut kept = keep.into_iter();
         for set in sets {
             let mut at = 0usize;
             for h in &set.headers {
-                let p = i * ASSIGNED_PREFIX_LEN;
-                chunks.push(prefixes.slice(p..p + ASSIGNED_PREFIX_LEN));
-                chunks.push(set.bytes.slice(at + ASSIGNED_PREFIX_LEN..at + h.size()));
+                if kept.next() == Some(true) {
+                    let p = written * ASSIGNED_PREFIX_LEN;
+                    chunks.push(prefixes.slice(p..p + ASSIGNED_PREFIX_LEN));
+                    chunks.push(set.bytes.slice(at + ASSIGNED_PREFIX_LEN..at + h.size()));
+                    written += 1;
+                }
                 at += h.size();
-                i += 1;
             }
+        }
+        if next - base_offset > u32::MAX as u64 + 1 {
+            return Err(LogError::TooManyRecords);
         }
         let last_offset = next.saturating_sub(1);
         let full = active.size + len > self.config.segment_bytes;
         let old = now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms;
         let rel_overflow = active.relative(last_offset).is_none();
-        let roll = !active.is_empty() && (full || old || rel_overflow);
-        if last_offset - base_offset > u32::MAX as u64 {
-            return Err(LogError::TooManyRecords);
-        }
+        let roll = len > 0 && !active.is_empty() && (full || old || rel_overflow);
         Ok(AppendPlan {
             base_offset,
             last_offset,
@@ -225,9 +303,49 @@ impl<F: Clone> LogState<F> {
             position: if roll { 0 } else { active.size },
             chunks,
             len,
-            ranges,
+            outcomes,
             headers,
+            staged,
         })
+    }
+
+    /// Judge the batches of one set that has idempotent batches, staging
+    /// the new ones at the offsets they will get from `next`. On success
+    /// `verdicts` holds, per batch, the original batch if it is a duplicate.
+    /// On error `staged` is as before the set (a set is taken whole or not).
+    fn judge(
+        &self,
+        set: &ValidRecords,
+        mut next: u64,
+        staged: &mut Staged,
+        verdicts: &mut Vec<Option<producer::BatchMeta>>,
+    ) -> Result<(), ProducerError> {
+        // A set of one batch fails before staging anything: only sets of
+        // several batches need a copy to roll back to.
+        let checkpoint = (set.headers.len() > 1).then(|| staged.clone());
+        for h in &set.headers {
+            let delta = h.last_offset_delta as u64;
+            if !producer::is_idempotent(h) {
+                verdicts.push(None);
+                next += delta + 1;
+                continue;
+            }
+            match self.producers.check(staged, h) {
+                Ok(Verdict::Duplicate(orig)) => verdicts.push(Some(orig)),
+                Ok(Verdict::Append) => {
+                    self.producers.stage(staged, h, next, next + delta);
+                    verdicts.push(None);
+                    next += delta + 1;
+                }
+                Err(e) => {
+                    if let Some(c) = checkpoint {
+                        *staged = c;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A new, empty active segment at the log end (after the driver created
@@ -247,6 +365,7 @@ impl<F: Clone> LogState<F> {
             pos += h.size() as u64;
         }
         self.written_bytes += plan.len;
+        self.producers.commit(&plan.staged);
     }
 
     /// Whether the policy wants a flush now.
@@ -449,6 +568,7 @@ impl<F: Clone> LogState<F> {
         seg.max_timestamp = max_timestamp;
         self.durable_end = self.durable_end.min(next_offset);
         self.generation += 1;
+        self.producers.truncate(next_offset);
         gone
     }
 
@@ -459,6 +579,7 @@ impl<F: Clone> LogState<F> {
         self.log_start = segment.base_offset;
         self.durable_end = segment.base_offset;
         self.generation += 1;
+        self.producers.clear();
         self.segments.push_back(segment);
         gone
     }
@@ -527,5 +648,134 @@ mod tests {
         st.complete_flush(&t, 10);
         assert_eq!(st.unflushed_bytes(), 0);
         assert!(!st.flush_due(1000));
+    }
+
+    fn idem(pid: i64, epoch: i16, seq: i32, records: usize) -> ValidRecords {
+        let mut bb = crate::batch::BatchBuilder::new(10).producer(pid, epoch, seq);
+        for _ in 0..records {
+            bb.value(b"value");
+        }
+        ValidRecords::new(bb.build().freeze(), 1 << 20).unwrap()
+    }
+
+    fn two_batches(a: ValidRecords, b: ValidRecords) -> ValidRecords {
+        let mut bytes = a.bytes.to_vec();
+        bytes.extend_from_slice(&b.bytes);
+        ValidRecords::new(Bytes::from(bytes), 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn a_round_judges_sets_in_order_and_writes_only_new_batches() {
+        let mut st = state();
+        let plain = ValidRecords::new(sample_batch(2, 10, 0).freeze(), 1 << 20).unwrap();
+        let sets = [
+            idem(1, 0, 0, 3), // 0..=2
+            idem(1, 0, 3, 2), // 3..=4, follows the staged set before it
+            idem(1, 0, 0, 3), // retry inside the round: duplicate of 0..=2
+            idem(1, 0, 9, 1), // gap: refused
+            plain.clone(),    // 5..=6, unaffected by the refusal
+            idem(1, 0, 5, 1), // 7, the refused set changed nothing
+        ];
+        let mut plan = st.prepare_append(&sets, 0, 0).unwrap();
+        let infos: Vec<_> = plan
+            .outcomes
+            .iter()
+            .map(|o| {
+                o.clone()
+                    .map(|i| (i.base_offset, i.last_offset, i.duplicate))
+            })
+            .collect();
+        assert_eq!(infos[0], Ok((0, 2, false)));
+        assert_eq!(infos[1], Ok((3, 4, false)));
+        assert_eq!(infos[2], Ok((0, 2, true)));
+        assert!(matches!(
+            infos[3],
+            Err(ProducerError::OutOfOrderSequence {
+                expected: 5,
+                got: 9,
+                ..
+            })
+        ));
+        assert_eq!(infos[4], Ok((5, 6, false)));
+        assert_eq!(infos[5], Ok((7, 7, false)));
+        let written: usize = [&sets[0], &sets[1], &plain, &sets[5]]
+            .iter()
+            .map(|s| s.len())
+            .sum();
+        assert_eq!(
+            plan.len as usize, written,
+            "duplicates and refused sets are not written"
+        );
+        let chunk_bytes: usize = plan.chunks.iter().map(|c| c.len()).sum();
+        assert_eq!(chunk_bytes, written);
+        assert!(
+            st.producers().is_empty(),
+            "nothing is committed before the write"
+        );
+        plan.chunks.clear();
+        st.commit_append(&plan);
+        assert_eq!(st.log_end_offset(), 8);
+        // Next round: the committed state is what the round left.
+        let plan = st
+            .prepare_append(&[idem(1, 0, 5, 1), idem(1, 0, 6, 1)], 0, 0)
+            .unwrap();
+        assert!(matches!(
+            plan.outcomes[0],
+            Ok(AppendInfo {
+                base_offset: 7,
+                duplicate: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan.outcomes[1],
+            Ok(AppendInfo {
+                base_offset: 8,
+                duplicate: false,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_set_is_taken_whole_or_not_and_an_all_duplicate_round_writes_nothing() {
+        let mut st = state();
+        let plan = st.prepare_append(&[idem(4, 2, 0, 2)], 0, 0).unwrap();
+        st.commit_append(&plan);
+        // Second batch of the set is stale: neither batch is written.
+        let bad = two_batches(idem(4, 2, 2, 1), idem(4, 1, 3, 1));
+        let plan = st.prepare_append(&[bad], 0, 0).unwrap();
+        assert!(matches!(
+            plan.outcomes[0],
+            Err(ProducerError::InvalidProducerEpoch { .. })
+        ));
+        assert_eq!(plan.len, 0);
+        assert!(!plan.roll);
+        st.commit_append(&plan);
+        // A set of a duplicate then a new batch: only the new one is written.
+        let mixed = two_batches(idem(4, 2, 0, 2), idem(4, 2, 2, 1));
+        let plan = st.prepare_append(&[mixed], 0, 0).unwrap();
+        assert!(matches!(
+            plan.outcomes[0],
+            Ok(AppendInfo {
+                base_offset: 0,
+                last_offset: 2,
+                duplicate: false,
+                ..
+            })
+        ));
+        st.commit_append(&plan);
+        assert_eq!(st.log_end_offset(), 3);
+        let plan = st.prepare_append(&[idem(4, 2, 2, 1)], 0, 0).unwrap();
+        assert_eq!(plan.len, 0);
+        assert!(matches!(
+            plan.outcomes[0],
+            Ok(AppendInfo {
+                base_offset: 2,
+                last_offset: 2,
+                duplicate: true,
+                ..
+            })
+        ));
     }
 }

@@ -11,6 +11,8 @@ use super::*;
 use crate::batch::{sample_batch, validate, Strictness};
 use crate::io::mem::{block_on, MemStorage};
 use crate::io::Storage;
+use crate::producer::ProducerError;
+use crate::segment::PRODUCER_SNAPSHOT_SUFFIX;
 
 const DIR: &str = "/data/t-0";
 
@@ -483,4 +485,252 @@ fn offsets_in_holes_read_from_the_next_batch_and_empty_segments_are_dropped() {
     // Past the last batch, in the gap before the active segment: nothing yet.
     assert!(block_on(log.read(45, 100)).unwrap().is_none());
     assert_eq!(log.log_end_offset(), 50);
+}
+
+/// An idempotent producer's batch of `records` records from `seq`.
+fn idem(pid: i64, epoch: i16, seq: i32, records: usize) -> BytesMut {
+    let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, epoch, seq);
+    for i in 0..records {
+        bb.value(format!("p{pid}-s{}", seq as usize + i).as_bytes());
+    }
+    bb.build()
+}
+
+#[test]
+fn idempotent_retries_are_answered_with_the_original_offsets_and_not_written() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    let a = block_on(log.append(idem(3, 0, 0, 2), 0)).unwrap();
+    let b = block_on(log.append(idem(3, 0, 2, 3), 0)).unwrap();
+    assert_eq!((a.base_offset, a.duplicate), (0, false));
+    assert_eq!((b.base_offset, b.last_offset), (2, 4));
+    let size = log.size_bytes();
+    let again = block_on(log.append(idem(3, 0, 0, 2), 0)).unwrap();
+    assert_eq!(
+        (again.base_offset, again.last_offset, again.duplicate),
+        (0, 1, true)
+    );
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.size_bytes(), size, "a duplicate never reaches the disk");
+    assert!(matches!(
+        block_on(log.append(idem(3, 0, 9, 1), 0)),
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            expected: 5,
+            got: 9,
+            ..
+        }))
+    ));
+    // Epoch bump (a KIP-360 restart of the sequence), then the old epoch is fenced.
+    assert_eq!(
+        block_on(log.append(idem(3, 1, 0, 1), 0))
+            .unwrap()
+            .base_offset,
+        5
+    );
+    assert!(matches!(
+        block_on(log.append(idem(3, 0, 5, 1), 0)),
+        Err(LogError::Producer(ProducerError::InvalidProducerEpoch {
+            epoch: 0,
+            current: 1,
+            ..
+        }))
+    ));
+    // Non-idempotent batches are not checked.
+    assert_eq!(
+        block_on(log.append(batch(1, 10, 0), 0))
+            .unwrap()
+            .base_offset,
+        6
+    );
+    assert_eq!(log.log_end_offset(), 7);
+}
+
+/// Append `n` one-record batches of producer `pid` from sequence 0, rolling
+/// segments on the way.
+fn fill_idempotent(log: &Rc<PartitionLog<MemStorage>>, pid: i64, n: i32) {
+    for seq in 0..n {
+        let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, 0, seq);
+        bb.value(&[b'x'; 300]);
+        block_on(log.append(bb.build(), 0)).unwrap();
+    }
+}
+
+fn retry_is_duplicate(log: &Rc<PartitionLog<MemStorage>>, pid: i64, seq: i32, offset: u64) {
+    let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, 0, seq);
+    bb.value(&[b'x'; 300]);
+    let end = log.log_end_offset();
+    let info = block_on(log.append(bb.build(), 0)).unwrap();
+    assert!(info.duplicate, "retry of seq {seq} was written again");
+    assert_eq!(info.base_offset, offset);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn producer_state_survives_reopen_and_crash() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 11, 30);
+    fill_idempotent(&log, 12, 15);
+    assert!(
+        log.segment_count() > 2,
+        "state must come from sealed segments too"
+    );
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (mut log, rep) = open(&s, small_config());
+    assert_eq!(
+        rep.producer_snapshot,
+        log.segment_bases().last().copied(),
+        "the roll's snapshot covers the sealed segments"
+    );
+    // Producer 11's batches are all in sealed segments, behind producer 12's.
+    assert!(*log.segment_bases().last().unwrap() > 29);
+    retry_is_duplicate(&log, 11, 29, 29);
+    retry_is_duplicate(&log, 11, 25, 25);
+    retry_is_duplicate(&log, 12, 14, 44);
+    assert!(matches!(
+        block_on(log.append(idem(11, 0, 31, 1), 0)),
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            expected: 30,
+            ..
+        }))
+    ));
+    let next = block_on(log.append(idem(11, 0, 30, 1), 0)).unwrap();
+    assert_eq!((next.base_offset, next.duplicate), (45, false));
+    block_on(log.flush()).unwrap();
+    // Unflushed appends after the flush, then a power cut: whatever
+    // survives, the state matches the log that survived.
+    for seed in 0..8 {
+        let end = log.log_end_offset();
+        let _ = block_on(log.append(idem(12, 0, 15 + seed as i32, 1), 0)).unwrap();
+        drop(log);
+        s.crash(seed);
+        let (l, _) = open(&s, small_config());
+        let kept = l.log_end_offset();
+        assert!(
+            kept == end || kept == end + 1,
+            "crash recovery ended at {kept}"
+        );
+        if kept == end + 1 {
+            retry_is_duplicate(&l, 12, 15 + seed as i32, end);
+        } else {
+            // Lost: the retry is new, at the same offset.
+            let info = block_on(l.append(idem(12, 0, 15 + seed as i32, 1), 0)).unwrap();
+            assert_eq!((info.base_offset, info.duplicate), (end, false));
+        }
+        retry_is_duplicate(&l, 11, 30, 45);
+        block_on(l.flush()).unwrap();
+        log = l;
+    }
+}
+
+#[test]
+fn truncation_forgets_producer_batches_it_removes() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 5, 20);
+    assert_eq!(block_on(log.truncate_to(15)).unwrap(), 15);
+    // Sequence 15 was cut: it is new again, at offset 15, not a duplicate.
+    let info = block_on(log.append(idem(5, 0, 15, 1), 0)).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (15, false));
+    retry_is_duplicate(&log, 5, 14, 14);
+    // And the same after a reopen.
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (log, _) = open(&s, small_config());
+    let end = log.log_end_offset();
+    assert_eq!(end, 16);
+    assert!(log.producer_states().get(5).is_some());
+    assert_eq!(block_on(log.truncate_to(0)).unwrap(), 0);
+    assert!(log.producer_states().is_empty());
+}
+
+fn snapshot_files(s: &MemStorage) -> Vec<u64> {
+    let mut v: Vec<u64> = block_on(s.list(Path::new(DIR)))
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n, PRODUCER_SNAPSHOT_SUFFIX))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn without_a_usable_snapshot_recovery_walks_the_log() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 11, 30);
+    fill_idempotent(&log, 12, 15);
+    block_on(log.close()).unwrap();
+    let expected = log.producer_states();
+    drop(log);
+    let snaps = snapshot_files(&s);
+    assert_eq!(
+        snaps.len(),
+        2,
+        "the two newest snapshots are kept: {snaps:?}"
+    );
+    // Damage the newest: the older one is used, then the segments after it.
+    let newest = Path::new(DIR).join(segment::file_name(snaps[1], PRODUCER_SNAPSHOT_SUFFIX));
+    let mut b = s.file_bytes(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    s.put_file(&newest, b);
+    let (log, rep) = open(&s, small_config());
+    assert_eq!(rep.producer_snapshot, Some(snaps[0]));
+    assert_eq!(log.producer_states(), expected);
+    drop(log);
+    // No snapshot at all (a log written before snapshots existed).
+    for o in snapshot_files(&s) {
+        block_on(s.remove(&Path::new(DIR).join(segment::file_name(o, PRODUCER_SNAPSHOT_SUFFIX))))
+            .unwrap();
+    }
+    let (log, rep) = open(&s, small_config());
+    assert_eq!(rep.producer_snapshot, None);
+    assert_eq!(log.producer_states(), expected);
+    retry_is_duplicate(&log, 11, 29, 29);
+}
+
+#[test]
+fn truncation_below_a_snapshot_removes_it_and_rebuilds() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    fill_idempotent(&log, 7, 40);
+    let snaps = snapshot_files(&s);
+    assert!(!snaps.is_empty());
+    let cut = snaps[0] - 3;
+    assert_eq!(block_on(log.truncate_to(cut)).unwrap(), cut);
+    assert!(
+        snapshot_files(&s).iter().all(|&o| o <= cut),
+        "{:?}",
+        snapshot_files(&s)
+    );
+    // Sequences after the cut are new again; the ones before are duplicates.
+    retry_is_duplicate(&log, 7, cut as i32 - 1, cut - 1);
+    let info = block_on(log.append(idem(7, 0, cut as i32, 1), 0)).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (cut, false));
+    let expected = log.producer_states();
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (log, _) = open(&s, small_config());
+    assert_eq!(log.producer_states(), expected);
+}
+
+#[test]
+fn idle_producers_expire_on_the_retention_pass() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, small_config());
+    block_on(log.append(idem(8, 0, 0, 1), 0)).unwrap(); // timestamp 1000
+    s.advance_ms(crate::producer::PRODUCER_EXPIRATION_MS);
+    block_on(log.enforce_retention()).unwrap();
+    assert!(
+        log.producer_states().get(8).is_some(),
+        "not idle long enough"
+    );
+    s.advance_ms(1_001);
+    block_on(log.enforce_retention()).unwrap();
+    assert!(log.producer_states().get(8).is_none());
+    // Back as an unknown producer: accepted at any sequence.
+    let info = block_on(log.append(idem(8, 0, 40, 1), 0)).unwrap();
+    assert_eq!((info.base_offset, info.duplicate), (1, false));
 }

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod group_admin;
 pub mod group_membership;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
@@ -43,6 +44,7 @@ pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
         ApiKey::ListGroups => group_admin::handle_list(ctx, &req),
         ApiKey::DescribeGroups => group_admin::handle_describe(ctx, &req),
         ApiKey::DeleteGroups => group_admin::handle_delete(ctx, &req),
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, &req).await,
         ApiKey::CreateTopics => create_topics::handle(ctx, &req).await,
         ApiKey::DeleteTopics => delete_topics::handle(ctx, &req).await,
         ApiKey::CreatePartitions => create_partitions::handle(ctx, &req).await,

@@ -4,12 +4,19 @@
 //!
 //! Record bytes are not decoded: the engine validates each batch (length,
 //! magic, CRC, count, `max.message.bytes`) and writes it as sent.
+//!
+//! Idempotent producers' batches are checked by the engine in its writer:
+//! a retry of one of a producer's last five batches is answered with
+//! success and the offsets it got the first time (nothing is written), a
+//! stale epoch with INVALID_PRODUCER_EPOCH, a sequence gap with
+//! OUT_OF_ORDER_SEQUENCE_NUMBER.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use odradek_engine::batch::BatchError;
 use odradek_engine::log::LogError;
+use odradek_engine::producer::ProducerError;
 use odradek_engine::shard::TopicPartition;
 
 use crate::broker::Ctx;
@@ -36,6 +43,13 @@ fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Io { .. } | LogError::Failed(_) | LogError::Raced { .. } => {
             ResponseError::KafkaStorageError
         }
+        LogError::Producer(ProducerError::InvalidProducerEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        LogError::Producer(ProducerError::OutOfOrderSequence { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        LogError::Producer(ProducerError::InvalidSequence { .. }) => ResponseError::InvalidRecord,
     }
 }
 
@@ -84,13 +98,22 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                     })
                     .await;
                 match res {
-                    Ok(Some((Ok(info), start))) => Appended {
-                        tp,
-                        error: None,
-                        base_offset: info.base_offset as i64,
-                        last_offset: info.last_offset as i64,
-                        log_start: start as i64,
-                    },
+                    Ok(Some((Ok(info), start))) => {
+                        if info.duplicate {
+                            tracing::debug!(
+                                partition = %tp,
+                                base_offset = info.base_offset,
+                                "idempotent retry answered with its original offsets"
+                            );
+                        }
+                        Appended {
+                            tp,
+                            error: None,
+                            base_offset: info.base_offset as i64,
+                            last_offset: info.last_offset as i64,
+                            log_start: start as i64,
+                        }
+                    }
                     Ok(Some((Err((code, why)), _))) => {
                         tracing::debug!(partition = %tp, "produce refused: {why}");
                         Appended {
