@@ -75,6 +75,10 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.retention.minutes` (in ms).
+    pub offsets_retention_ms: u64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +107,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_ms: 600_000,
         }
     }
 }
@@ -244,6 +250,12 @@ impl BrokerConfig {
             "group.max.session.timeout.ms" => {
                 self.group_max_session_timeout_ms = parse_num(key, v)?
             }
+            "offsets.retention.minutes" => {
+                self.offsets_retention_ms = parse_num::<u64>(key, v)?.saturating_mul(60_000)
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_ms = parse_num(key, v)?
+            }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse_num(key, v)?
             }
@@ -296,6 +308,7 @@ impl BrokerConfig {
             min_session_timeout_ms: self.group_min_session_timeout_ms,
             max_session_timeout_ms: self.group_max_session_timeout_ms,
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            offsets_retention_ms: self.offsets_retention_ms,
         }
     }
 

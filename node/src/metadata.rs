@@ -74,6 +74,19 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "cleanup.policy",
 ];
 
+/// Topics the broker manages itself: clients may read them but not
+/// delete or grow them (a group's coordinator partition is a hash of the
+/// partition count).
+pub fn refuse_internal(name: &str, what: &str) -> Result<(), AdminError> {
+    if name == crate::groups::OFFSETS_TOPIC {
+        return Err(AdminError::new(
+            ResponseError::InvalidRequest,
+            format!("`{name}` is an internal topic: it cannot be {what} by clients"),
+        ));
+    }
+    Ok(())
+}
+
 /// Kafka's legal topic names.
 pub fn validate_topic_name(name: &str) -> Result<(), AdminError> {
     let ok = !name.is_empty()
@@ -293,6 +306,7 @@ impl Registry {
     }
 
     pub fn delete(&self, name: &str) -> Result<Arc<TopicMeta>, AdminError> {
+        refuse_internal(name, "deleted")?;
         self.update(|t| {
             t.topics.remove(name).ok_or_else(|| {
                 AdminError::new(
@@ -310,6 +324,7 @@ impl Registry {
         total: i32,
         validate_only: bool,
     ) -> Result<(Arc<TopicMeta>, i32), AdminError> {
+        refuse_internal(name, "given more partitions")?;
         let check = |t: &Topics| {
             let meta = t.get(name).ok_or_else(|| {
                 AdminError::new(

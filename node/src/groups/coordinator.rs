@@ -604,8 +604,10 @@ impl Coordinator {
         }
     }
 
-    /// Expire sessions and end rebalances whose time is up.
-    pub fn tick(&self) {
+    /// Expire sessions and end rebalances whose time is up; with
+    /// `expire`, also drop offsets past their retention and forget dead
+    /// groups (tombstones for both).
+    pub fn tick(&self, expire: bool) {
         let Some(slots) = self.slots.get() else {
             return;
         };
@@ -624,15 +626,41 @@ impl Coordinator {
                 if !out.is_empty() {
                     self.dispatch(p as i32, slot, &mut gs, &id, out);
                 }
+                if !expire {
+                    continue;
+                }
+                let Some(g) = gs.map.get_mut(&id) else {
+                    continue;
+                };
+                let mut recs: Vec<(Bytes, Option<Bytes>)> = g
+                    .expire_offsets(now, self.limits.offsets_retention_ms)
+                    .into_iter()
+                    .map(|(t, part)| (records::offset_key(&id, &t, part), None))
+                    .collect();
+                if g.is_dead() {
+                    gs.map.remove(&id);
+                    recs.push((records::group_key(&id), None));
+                }
+                if !recs.is_empty() {
+                    tracing::info!(group = %id, tombstones = recs.len(), "expired group offsets");
+                    self.write(p as i32, slot, build_batch(&recs), None);
+                }
             }
         }
     }
 
     /// Ticks for as long as the broker runs (spawned on one shard).
     pub async fn run_ticks(ctx: Ctx) {
+        let every = ctx.broker.config.offsets_retention_check_ms.max(1);
+        let mut last_expiry = now_ms();
         while !ctx.broker.is_stopping() {
             compio::time::sleep(TICK).await;
-            ctx.broker.groups.tick();
+            let now = now_ms();
+            let expire = now >= last_expiry + every;
+            if expire {
+                last_expiry = now;
+            }
+            ctx.broker.groups.tick(expire);
         }
     }
 }

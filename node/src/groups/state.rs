@@ -46,6 +46,8 @@ pub struct Limits {
     /// `group.initial.rebalance.delay.ms`: how long an empty group waits
     /// for more members before its first generation.
     pub initial_rebalance_delay_ms: u64,
+    /// `offsets.retention.minutes`: how long an empty group's offsets live.
+    pub offsets_retention_ms: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +56,7 @@ impl Default for Limits {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
         }
     }
 }
@@ -185,6 +188,8 @@ pub struct Group {
     initial_deadline: u64,
     /// `group.initial.rebalance.delay.ms`, as of the last join.
     initial_delay_ms: u64,
+    /// Since when the group has had no members (0: not known yet).
+    empty_since: u64,
     pub offsets: BTreeMap<(String, i32), Committed>,
 }
 
@@ -202,6 +207,7 @@ impl Group {
             join_deadline: 0,
             initial_deadline: 0,
             initial_delay_ms: 0,
+            empty_since: 0,
             offsets: BTreeMap::new(),
         }
     }
@@ -798,6 +804,43 @@ impl Group {
         }
     }
 
+    /// Committed offsets past `offsets.retention.minutes` (KIP-211): all of
+    /// them once a group has been empty that long; for a group that never
+    /// had members ("simple" commits), each offset by its commit time.
+    /// Removed here; the caller writes their tombstones.
+    pub fn expire_offsets(&mut self, now: u64, retention_ms: u64) -> Vec<(String, i32)> {
+        if self.state != GroupState::Empty {
+            self.empty_since = 0;
+            return Vec::new();
+        }
+        if self.empty_since == 0 {
+            self.empty_since = now;
+        }
+        let simple = self.protocol_type.is_none();
+        let group_expired = self.empty_since + retention_ms <= now;
+        let expired: Vec<(String, i32)> = self
+            .offsets
+            .iter()
+            .filter(|(_, c)| {
+                if simple {
+                    (c.commit_timestamp.max(0) as u64) + retention_ms <= now
+                } else {
+                    group_expired
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &expired {
+            self.offsets.remove(k);
+        }
+        expired
+    }
+
+    /// An empty group with nothing committed can be forgotten.
+    pub fn is_dead(&self) -> bool {
+        self.state == GroupState::Empty && self.offsets.is_empty() && self.pending.is_empty()
+    }
+
     /// The topics a consumer-protocol group is subscribed to (from its
     /// members' subscriptions), for OffsetDelete.
     pub fn subscribed_topics(&self) -> Vec<String> {
@@ -857,7 +900,43 @@ mod tests {
         min_session_timeout_ms: 100,
         max_session_timeout_ms: 100_000,
         initial_rebalance_delay_ms: 0,
+        offsets_retention_ms: 1_000,
     };
+
+    fn committed(offset: i64, at: i64) -> Committed {
+        Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: at,
+            record_offset: 0,
+        }
+    }
+
+    #[test]
+    fn offsets_expire_after_the_group_is_empty_for_the_retention() {
+        // A simple-commit group: each offset by its own commit time.
+        let mut g = Group::new("simple");
+        g.offsets.insert(("t".into(), 0), committed(5, 100));
+        g.offsets.insert(("t".into(), 1), committed(6, 900));
+        assert!(g.expire_offsets(1_099, 1_000).is_empty());
+        assert_eq!(g.expire_offsets(1_100, 1_000), vec![("t".to_string(), 0)]);
+        assert_eq!(g.expire_offsets(1_900, 1_000), vec![("t".to_string(), 1)]);
+        assert!(g.is_dead());
+        // A consumer group keeps offsets while it has members.
+        let mut g = Group::new("g");
+        join_new(&mut g, "a", 1, 0);
+        g.offsets.insert(("t".into(), 0), committed(5, 0));
+        assert!(g.expire_offsets(10_000, 1_000).is_empty());
+        let mut out = Vec::new();
+        assert_eq!(g.leave("a", None, 10_000, &mut out), Ok(()));
+        assert!(
+            g.expire_offsets(10_500, 1_000).is_empty(),
+            "the clock starts when it empties"
+        );
+        assert_eq!(g.expire_offsets(11_500, 1_000).len(), 1);
+        assert!(g.is_dead());
+    }
 
     fn args(member: &str, new_id: &str) -> JoinArgs {
         JoinArgs {
@@ -1163,6 +1242,7 @@ mod tests {
             initial_rebalance_delay_ms: 500,
             ..L
         };
+        assert_eq!(limits.offsets_retention_ms, 1_000);
         let mut g = Group::new("g");
         let mut out = Vec::new();
         let mut a = args("", "a");

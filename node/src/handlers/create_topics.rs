@@ -62,6 +62,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
 fn check(ctx: &Ctx, t: &CreatableTopic) -> Result<(i32, BTreeMap<String, String>), AdminError> {
     let broker = &ctx.broker;
     let name = topic_name(&t.name);
+    crate::metadata::refuse_internal(name, "created")?;
     if !t.assignments.is_empty() {
         return Err(AdminError::new(
             ResponseError::InvalidRequest,

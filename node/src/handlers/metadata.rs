@@ -95,6 +95,13 @@ async fn lookup(
     if let Err(e) = validate_topic_name(&name) {
         return error_topic(Some(name), id, &e);
     }
+    if name == crate::groups::OFFSETS_TOPIC && auto_create {
+        // Created the way the coordinator needs it, not with defaults.
+        let _ = ctx.broker.groups.ensure(ctx).await;
+        if let Some(meta) = broker.registry.snapshot().get(&name) {
+            return describe(meta, version, node);
+        }
+    }
     if !auto_create {
         return error_topic(
             Some(name),
