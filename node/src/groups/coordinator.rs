@@ -798,6 +798,11 @@ async fn load_partition(
         for g in gs.map.values_mut() {
             g.take_waiters(&mut out);
         }
+        // Parked requests of the groups replaced here get NOT_COORDINATOR.
+        let old: Vec<String> = gs.map.keys().cloned().collect();
+        for id in old {
+            coord.dispatch(p as i32, slot, &mut gs, &id, std::mem::take(&mut out));
+        }
         gs.map = groups;
     }
     let (tx, rx) = flume::unbounded::<Write>();
