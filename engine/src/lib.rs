@@ -9,6 +9,7 @@
 //! - [`io`]: the storage seam (io_uring, in-memory with crash simulation),
 //!   and zero-copy splice of file slices to sockets.
 //! - [`shard`]: thread-per-core shards and message passing to them.
+//! - [`stats`]: counters of disk work (fdatasyncs) for metrics.
 
 pub mod batch;
 pub mod index;
@@ -17,3 +18,4 @@ pub mod log;
 pub mod producer;
 pub mod segment;
 pub mod shard;
+pub mod stats;

@@ -19,6 +19,8 @@ pub struct Broker {
     /// Set when shutdown begins: connections stop taking requests.
     pub stopping: AtomicBool,
     pub cluster_id: String,
+    /// Counters for the metrics endpoint.
+    pub metrics: crate::metrics::Metrics,
     /// Consumer groups and committed offsets.
     pub groups: crate::groups::Coordinator,
     /// InitProducerId's allocator.

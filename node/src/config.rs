@@ -79,6 +79,9 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: u64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_ms: u64,
+    /// `metrics.listener`: where `/metrics` and `/health` are served
+    /// (`none` turns them off).
+    pub metrics_listener: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +112,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_ms: 600_000,
+            metrics_listener: Some("127.0.0.1:9644".parse().expect("valid default")),
         }
     }
 }
@@ -249,6 +253,19 @@ impl BrokerConfig {
             }
             "group.max.session.timeout.ms" => {
                 self.group_max_session_timeout_ms = parse_num(key, v)?
+            }
+            "metrics.listener" => {
+                self.metrics_listener = if matches!(v.trim(), "" | "none" | "off") {
+                    None
+                } else {
+                    let (h, p) = parse_listener(key, v)?;
+                    let host = if h.contains(':') { format!("[{h}]") } else { h };
+                    Some(
+                        format!("{host}:{p}")
+                            .parse()
+                            .map_err(|_| invalid(format!("`{v}` is not an IP address and port")))?,
+                    )
+                }
             }
             "offsets.retention.minutes" => {
                 self.offsets_retention_ms = parse_num::<u64>(key, v)?.saturating_mul(60_000)

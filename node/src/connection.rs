@@ -53,14 +53,27 @@ const READ_CHUNK: usize = 1 << 20;
 /// Serve one connection until the peer closes it, it misbehaves, or the
 /// broker stops.
 pub async fn serve(ctx: Ctx, stream: TcpStream, peer: std::net::SocketAddr) {
+    let m = ctx.broker.metrics.shard(ctx.shard.id);
+    m.connections_accepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    m.connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (reader, writer) = stream.into_split();
     let (tx, rx) = flume::bounded::<Pending>(MAX_IN_FLIGHT);
     let write_task = compio::runtime::spawn(write_loop(writer, rx, peer));
     match read_loop(&ctx, reader, tx).await {
         Ok(()) => tracing::debug!(%peer, "connection closed by peer"),
-        Err(e) => tracing::info!(%peer, "closing connection: {e}"),
+        Err(e) => {
+            if !matches!(e, FrameError::Io(_)) {
+                m.connections_closed_bad_input
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            tracing::info!(%peer, "closing connection: {e}")
+        }
     }
     let _ = write_task.await;
+    m.connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn read_more(

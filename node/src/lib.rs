@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings with Kafka's names.
 //! - [`metadata`]: the topic registry.
+//! - [`metrics`]: Prometheus metrics and health endpoint.
 //! - [`producer_ids`]: idempotent producers' ids, unique across restarts.
 //! - [`protocol`]: framing, headers, served versions.
 //! - [`broker`]: shared broker state and routing of partition work to the
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod producer_ids;
 pub mod protocol;
 pub mod server;

@@ -40,6 +40,10 @@ struct ServeArgs {
     /// Number of shards (0 = one per CPU).
     #[arg(long)]
     shards: Option<usize>,
+    /// Where GET /metrics (Prometheus) and GET /health are served
+    /// (default 127.0.0.1:9644; `none` turns it off).
+    #[arg(long)]
+    metrics_listener: Option<String>,
     /// Any setting by its Kafka name, repeatable: --set log.retention.ms=60000
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -97,6 +101,9 @@ fn build_config(args: &ServeArgs) -> Result<(BrokerConfig, bool), String> {
     }
     if let Some(n) = args.shards {
         set("num.shards", &n.to_string())?;
+    }
+    if let Some(v) = &args.metrics_listener {
+        set("metrics.listener", v)?;
     }
     for kv in &args.set {
         let (k, v) = kv

@@ -18,6 +18,8 @@ use crate::metadata::Registry;
 pub struct Server {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
+    /// Where `/metrics` and `/health` are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     pool: ShardPool,
 }
 
@@ -64,6 +66,7 @@ impl Server {
             shards: pool.handle(),
             stopping: Default::default(),
             groups: crate::groups::Coordinator::new(config_limits),
+            metrics: crate::metrics::Metrics::new(pool.len()),
             producer_ids,
         });
         // Recover every partition on its owner before serving.
@@ -109,10 +112,28 @@ impl Server {
             })
             .map_err(|e| e.to_string())?;
         }
+        let metrics_addr = match broker.config.metrics_listener {
+            None => None,
+            Some(addr) => match crate::metrics::bind(addr) {
+                Ok(l) => {
+                    let bound = l.local_addr().ok();
+                    crate::metrics::serve(broker.clone(), l);
+                    if let Some(a) = bound {
+                        tracing::info!(address = %a, "metrics and health on http://{a}/metrics");
+                    }
+                    bound
+                }
+                Err(e) => {
+                    tracing::warn!(address = %addr, "metrics listener not started: {e}");
+                    None
+                }
+            },
+        };
         tracing::info!(address = %local_addr, advertised = %format!("{}:{}", broker.config.advertised.0, broker.config.advertised.1), shards = pool.len(), log_dir = %broker.config.log_dir.display(), "odradek broker listening on {local_addr}");
         Ok(Self {
             broker,
             local_addr,
+            metrics_addr,
             pool,
         })
     }

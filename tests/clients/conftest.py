@@ -27,6 +27,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"odradek broker listening on (\S+:\d+)")
+METRICS = re.compile(r"metrics and health on (http://\S+)/metrics")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 TEST_TIMEOUT = int(os.environ.get("ODRADEK_TEST_TIMEOUT", "120"))
@@ -49,6 +50,7 @@ class Broker:
         self.shards = shards
         self.proc: subprocess.Popen | None = None
         self.bootstrap: str | None = None
+        self.metrics_url: str | None = None
         self.starts = 0
 
     # -- lifecycle -------------------------------------------------------
@@ -64,6 +66,7 @@ class Broker:
             "--listeners", "127.0.0.1:0",
             "--log-dirs", str(self.data_dir),
             "--shards", str(self.shards),
+            "--metrics-listener", "127.0.0.1:0",
         ]
         for s in self.settings:
             args += ["--set", s]
@@ -89,6 +92,8 @@ class Broker:
             m = LISTENING.search(text)
             if m:
                 self.bootstrap = m.group(1)
+                mm = METRICS.search(text)
+                self.metrics_url = mm.group(1) if mm else None
                 return self.bootstrap
             if self.proc.poll() is not None:
                 rc = self.proc.returncode

@@ -78,40 +78,48 @@ class CuttingProxy:
             server.settimeout(None)
             with self.lock:
                 self.socks += [client, server]
-            conn = {"produced": False}
+            conn = {"produce_corrs": set()}
             threading.Thread(target=self._pump, args=(client, server, conn, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, conn, True), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, conn: dict, from_broker: bool):
-        # Client side: follow the request frames (size i32, api key i16, ...)
-        # to know when a connection has sent a Produce request: only then is
-        # a cut answer likely a produce answer (the first answers of every
-        # connection are ApiVersions and Metadata).
+        # Both directions follow the frames (size i32, then the header). The
+        # client side notes the correlation ids of Produce requests; the
+        # broker side cuts, when armed, exactly at the start of an answer to
+        # one of them: that batch was written (acks=all answers after the
+        # write), so the client's resend must be deduplicated.
         pending = bytearray()
         skip = 0
+        cut = False
         try:
-            while True:
+            while not cut:
                 data = src.recv(65536)
                 if not data:
                     break
-                if from_broker and conn["produced"] and self._take_cut():
-                    break  # the answer is lost: the client must retry
-                if not from_broker:
-                    pending += data
-                    while True:
+                pending += data
+                out = bytearray()
+                while True:
+                    if skip:
+                        n = min(skip, len(pending))
+                        out += pending[:n]
+                        del pending[:n]
+                        skip -= n
                         if skip:
-                            n = min(skip, len(pending))
-                            del pending[:n]
-                            skip -= n
-                            if skip:
-                                break
-                        if len(pending) < 6:
                             break
-                        size = int.from_bytes(pending[:4], "big")
+                    if len(pending) < 12:
+                        break
+                    size = int.from_bytes(pending[:4], "big")
+                    if from_broker:
+                        corr = int.from_bytes(pending[4:8], "big", signed=True)
+                        if corr in conn["produce_corrs"] and self._take_cut():
+                            cut = True  # the answer is lost: the client must retry
+                            break
+                    else:
                         if int.from_bytes(pending[4:6], "big") == 0:
-                            conn["produced"] = True
-                        skip = 4 + size
-                dst.sendall(data)
+                            conn["produce_corrs"].add(int.from_bytes(pending[8:12], "big", signed=True))
+                    skip = 4 + size
+                if out:
+                    dst.sendall(out)
         except OSError:
             pass
         for s in (src, dst):

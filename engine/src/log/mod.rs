@@ -443,7 +443,9 @@ impl<S: Storage> PartitionLog<S> {
             (a.file.clone(), a.base_offset, sealed, st.log_end_offset())
         };
         let log_path = self.path(old_base, LOG_SUFFIX);
+        let started = std::time::Instant::now();
         old_file.sync_data().await.map_err(io_err(&log_path))?;
+        crate::stats::record_fsync(started.elapsed());
         {
             let mut st = self.state.borrow_mut();
             let ticket = st.begin_flush();
@@ -495,10 +497,12 @@ impl<S: Storage> PartitionLog<S> {
                 this.flush_again.set(false);
                 let ticket = this.state.borrow().begin_flush();
                 if ticket.end_offset > this.state.borrow().durable_end_offset() {
+                    let started = std::time::Instant::now();
                     if let Err(e) = ticket.file.sync_data().await {
                         this.fail(format!("fdatasync failed: {e}"));
                         break;
                     }
+                    crate::stats::record_fsync(started.elapsed());
                     let now = this.storage.now_ms();
                     this.state.borrow_mut().complete_flush(&ticket, now);
                     this.wake_waiters();

@@ -481,6 +481,22 @@ impl Coordinator {
         })
     }
 
+    /// Every committed offset: (group, topic, partition, offset), for lag.
+    pub fn all_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let slots = self.slots.get().map(Vec::as_slice).unwrap_or(&[]);
+        let mut out = Vec::new();
+        for slot in slots {
+            let gs = Self::lock(slot);
+            for g in gs.map.values() {
+                for ((t, p), c) in &g.offsets {
+                    out.push((g.id.clone(), t.clone(), *p, c.offset));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// ListGroups: (group, protocol type, state) of every group here.
     pub fn list(&self) -> Result<Vec<(String, String, &'static str)>, E> {
         let slots = self.slots.get().map(Vec::as_slice).unwrap_or(&[]);

@@ -92,6 +92,11 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 || now >= deadline
                 || ctx.broker.is_stopping()
             {
+                ctx.broker
+                    .metrics
+                    .shard(ctx.shard.id)
+                    .fetch_bytes
+                    .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
                 return Reply::Parts(encode(version, correlation, &wants, gots));
             }
             wait_for_any(&ctx, &wants, deadline - now).await;

@@ -87,6 +87,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 continue;
             };
             let ctx2 = ctx.clone();
+            let bytes = records.len() as u64;
             tasks.push(compio::runtime::spawn(async move {
                 let res = ctx2
                     .with_log(&tp, move |log| async move {
@@ -105,6 +106,12 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                                 base_offset = info.base_offset,
                                 "idempotent retry answered with its original offsets"
                             );
+                        } else {
+                            ctx2.broker
+                                .metrics
+                                .shard(ctx2.shard.id)
+                                .produce_bytes
+                                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                         }
                         Appended {
                             tp,

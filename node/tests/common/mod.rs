@@ -24,6 +24,8 @@ pub fn config(dir: &Path, extra: &[(&str, &str)]) -> BrokerConfig {
     c.set("listeners", "127.0.0.1:0").unwrap();
     c.set("log.dirs", dir.to_str().unwrap()).unwrap();
     c.set("num.shards", "2").unwrap();
+    // Tests run in parallel: any free port, never the default one.
+    c.set("metrics.listener", "127.0.0.1:0").unwrap();
     for (k, v) in extra {
         c.set(k, v).unwrap();
     }
