@@ -32,6 +32,45 @@ pub enum ConfigError {
     },
 }
 
+/// Every setting `BrokerConfig::set` knows (aliases after their main name).
+/// The sample config `node/packaging/odradek.toml` documents each one; a
+/// test keeps the two in step.
+pub const SETTINGS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "listeners",
+    "advertised.listeners",
+    "metrics.listener",
+    "log.dirs",
+    "log.dir",
+    "num.shards",
+    "shards",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.index.interval.bytes",
+    "log.retention.ms",
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.flush.interval.messages",
+    "log.flush.interval.bytes",
+    "log.flush.interval.ms",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "num.partitions",
+    "auto.create.topics.enable",
+    "offsets.topic.num.partitions",
+    "offsets.topic.segment.bytes",
+    "offset.metadata.max.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+];
+
 /// Everything the broker needs to start.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -281,18 +320,18 @@ impl BrokerConfig {
         Ok(())
     }
 
-    /// Apply every setting of a TOML document.
-    pub fn apply_toml(&mut self, text: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    /// Apply every setting of a TOML document; returns the keys it set.
+    pub fn apply_toml(&mut self, text: &str, path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
         let value: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })?;
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(value), &mut flat);
-        for (k, v) in flat {
-            self.set(&k, &v)?;
+        for (k, v) in &flat {
+            self.set(k, v)?;
         }
-        Ok(())
+        Ok(flat.into_keys().collect())
     }
 
     /// Apply `ODRADEK_*` environment variables.
@@ -377,6 +416,34 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SAMPLE: &str = include_str!("../packaging/odradek.toml");
+
+    #[test]
+    fn sample_config_documents_every_setting_with_its_default() {
+        // Every known setting is named in the sample (set or commented),
+        // except aliases, which share the main name's comment.
+        let aliases = ["broker.id", "log.dir", "shards", "log.roll.hours", "log.retention.minutes", "log.retention.hours"];
+        for key in SETTINGS {
+            if aliases.contains(key) {
+                assert!(SAMPLE.contains(key), "alias `{key}` is mentioned in the sample config");
+                continue;
+            }
+            let named = SAMPLE
+                .lines()
+                .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} =")));
+            assert!(named, "`{key}` has a line in node/packaging/odradek.toml");
+            // And `set` knows it (a value it accepts: the sample's or a number).
+            let mut c = BrokerConfig::default();
+            assert!(!matches!(c.set(key, "1"), Err(ConfigError::Unknown(_))), "`{key}` is a setting");
+        }
+        // Applied to the defaults, the sample changes only log.dirs.
+        let mut c = BrokerConfig::default();
+        c.apply_toml(SAMPLE, std::path::Path::new("odradek.toml")).expect("sample config loads");
+        assert_eq!(c.log_dir, PathBuf::from("/var/lib/odradek"));
+        c.log_dir = BrokerConfig::default().log_dir;
+        assert_eq!(format!("{c:?}"), format!("{:?}", BrokerConfig::default()), "the sample's values are the defaults");
+    }
 
     #[test]
     fn toml_env_and_flags_layer_with_kafka_names() {

@@ -80,8 +80,8 @@ fn build_config(args: &ServeArgs) -> Result<(BrokerConfig, bool), String> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        c.apply_toml(&text, path).map_err(|e| e.to_string())?;
-        advertised |= text.contains("advertised");
+        let keys = c.apply_toml(&text, path).map_err(|e| e.to_string())?;
+        advertised |= keys.iter().any(|k| k == "advertised.listeners");
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
     advertised |= env.iter().any(|(k, _)| k == "ODRADEK_ADVERTISED_LISTENERS");
