@@ -292,6 +292,19 @@ pub fn check_keys(set: &[u8], cap: usize) -> Result<(), CompactError> {
     Ok(())
 }
 
+/// A record as its contents: (offset, key, value).
+pub type RecordContents = (u64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record of the whole batch `b`, decompressed (tests, tools).
+pub fn batch_contents(b: &[u8], cap: usize) -> Result<Vec<RecordContents>, CompactError> {
+    let h = header_of(b)?;
+    let section = records_section(b, &h, cap)?;
+    Ok(offsets_of(&section, &h)?
+        .into_iter()
+        .map(|(o, r)| (o, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
