@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use kafka_protocol::ResponseError;
-use odradek_engine::log::{FlushPolicy, LogConfig};
+use odradek_engine::log::{CleanupPolicy, FlushPolicy, LogConfig};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -72,6 +72,9 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "flush.messages",
     "flush.ms",
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
 ];
 
 /// Kafka's legal topic names.
@@ -149,11 +152,14 @@ pub fn topic_log_config(
                 c.flush.every_ms = Some(positive()?);
             }
             "cleanup.policy" => {
-                if !matches!(
-                    v.as_str(),
-                    "delete" | "compact" | "compact,delete" | "delete,compact"
-                ) {
-                    return Err(bad_config(k, v));
+                c.cleanup_policy = CleanupPolicy::parse(v).ok_or_else(|| bad_config(k, v))?
+            }
+            "delete.retention.ms" => c.delete_retention_ms = limit()?.unwrap_or(u64::MAX),
+            "min.compaction.lag.ms" => c.min_compaction_lag_ms = limit()?.unwrap_or(0),
+            "min.cleanable.dirty.ratio" => {
+                c.min_cleanable_dirty_ratio = match v.trim().parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => r,
+                    _ => return Err(bad_config(k, v)),
                 }
             }
             _ => {

@@ -38,7 +38,9 @@ fn log_error_code(e: &LogError) -> ResponseError {
     match e {
         LogError::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage,
-        LogError::InvalidBatch(_) | LogError::TooManyRecords => ResponseError::InvalidRecord,
+        LogError::InvalidBatch(_) | LogError::TooManyRecords | LogError::InvalidRecord(_) => {
+            ResponseError::InvalidRecord
+        }
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io { .. } | LogError::Failed(_) | LogError::Raced { .. } => {
             ResponseError::KafkaStorageError
