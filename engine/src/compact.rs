@@ -367,7 +367,7 @@ mod tests {
     }
 
     /// (offset, key, value) of every record of stored batches.
-    fn contents(batches: &[Vec<u8>]) -> Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    fn contents(batches: &[Vec<u8>]) -> Vec<RecordContents> {
         let mut out = Vec::new();
         for b in batches {
             let h = validate(b, usize::MAX, Strictness::Stored).unwrap();
