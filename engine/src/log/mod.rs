@@ -848,7 +848,27 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(io_err(&path))?;
         let (cut_pos, next_offset) = match cut {
-            Some(h) => (h.position, h.base_offset as u64),
+            Some(h) if h.position == 0 => (0, base),
+            Some(h) => {
+                // The log now ends after the last batch kept. Without holes
+                // that is the cut batch's base; after compaction it may lie
+                // lower, and recovery would find that lower end in the data,
+                // so use it here too.
+                let from = {
+                    let st = self.state.borrow();
+                    let rel = (h.base_offset as u64).saturating_sub(base + 1);
+                    let rel = u32::try_from(rel).unwrap_or(u32::MAX);
+                    st.segment(i).index.floor(rel).map_or(0, |(_, p)| p as u64)
+                };
+                let mut last = None;
+                scan_headers(&file, from, h.position, |x| {
+                    last = Some(x.last_offset() as u64);
+                    false
+                })
+                .await
+                .map_err(io_err(&path))?;
+                (h.position, last.map_or(base, |l| l + 1))
+            }
             None => (size, self.state.borrow().segment(i).next_offset),
         };
         // Recompute the max timestamp of what remains: scan after the last
