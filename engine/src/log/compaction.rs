@@ -195,6 +195,10 @@ impl<S: Storage> PartitionLog<S> {
                             tracing::debug!(path = %path.display(), offset = h.base_offset, "compaction keeps a batch it cannot read: {e}");
                         }
                     }
+                    if h.compression() != 0 {
+                        // Decompression is CPU work: let the shard serve between batches.
+                        yield_now().await;
+                    }
                 }
                 pos += chunk.len() as u64;
                 yield_now().await;
@@ -305,6 +309,9 @@ impl<S: Storage> PartitionLog<S> {
                         Cow::Owned(Bytes::from(v))
                     }
                 };
+                if h.compression() != 0 {
+                    yield_now().await;
+                }
                 let nh = BatchHeader::parse(&bytes)?;
                 seg.record_batch(written + pending_len as u64, &nh, index_interval);
                 pending_len += bytes.len();

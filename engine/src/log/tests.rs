@@ -1150,3 +1150,74 @@ proptest! {
         run_compaction_ops(ops);
     }
 }
+
+/// A keyed batch of an idempotent producer.
+fn keyed_idem(pid: i64, seq: i32, key: u8) -> BytesMut {
+    let mut bb = crate::batch::BatchBuilder::new(1_000).producer(pid, 0, seq);
+    bb.push(&crate::batch::Record {
+        key: Some(format!("key-{key}").into_bytes()),
+        value: Some(vec![b'x'; 300]),
+        ..Default::default()
+    });
+    bb.build()
+}
+
+#[test]
+fn a_compacted_producer_keeps_its_last_batch_header_for_rebuilt_state() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, compact_config());
+    for seq in 0..5 {
+        block_on(log.append(keyed_idem(7, seq, 1), 0)).unwrap();
+    }
+    let last = log.log_end_offset() - 1;
+    // Another writer supersedes key 1 and fills segments, so all of
+    // producer 7's batches are sealed and lose their records.
+    for i in 0..40u16 {
+        block_on(log.append(keyed(&[(1, Some(i))], 1_000, 0), 0)).unwrap();
+    }
+    let rep = block_on(log.compact()).unwrap();
+    assert!(rep.records_removed >= 5, "{rep:?}");
+    assert!(
+        read_all(&log).iter().all(|r| r.0 > last),
+        "producer 7's records are gone"
+    );
+    // Without snapshots the state comes from the headers alone.
+    block_on(log.close()).unwrap();
+    for o in snapshot_files(&s) {
+        let p = Path::new(DIR).join(segment::file_name(o, PRODUCER_SNAPSHOT_SUFFIX));
+        block_on(s.remove(&p)).unwrap();
+    }
+    let (log, rep) = open(&s, compact_config());
+    assert_eq!(rep.producer_snapshot, None);
+    let mut bb = crate::batch::BatchBuilder::new(1_000).producer(7, 0, 4);
+    bb.push(&crate::batch::Record {
+        key: Some(b"key-1".to_vec()),
+        value: Some(vec![b'x'; 300]),
+        ..Default::default()
+    });
+    let info = block_on(log.append(bb.build(), 0)).unwrap();
+    assert!(info.duplicate, "the retry of the last batch is still known");
+    assert_eq!(info.base_offset, last);
+    assert!(matches!(
+        block_on(log.append(keyed_idem(7, 9, 1), 0)),
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence { .. }))
+    ));
+    block_on(log.append(keyed_idem(7, 5, 1), 0)).unwrap();
+}
+
+#[test]
+fn min_compaction_lag_keeps_young_segments_dirty() {
+    let s = MemStorage::new(10_000);
+    let mut c = compact_config();
+    c.min_compaction_lag_ms = 5_000;
+    let (log, _) = open(&s, c);
+    for i in 0..80u16 {
+        block_on(log.append(keyed(&[(1, Some(i))], s.now_ms() as i64, 0), 0)).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    let rep = block_on(log.compact()).unwrap();
+    assert_eq!((rep.segments, rep.records_removed), (0, 0), "all too young");
+    s.advance_ms(5_001);
+    let rep = block_on(log.compact()).unwrap();
+    assert!(rep.records_removed > 0);
+}
