@@ -149,6 +149,11 @@ impl KeyMap {
         self.key_bytes
     }
 
+    /// Rough bytes held: keys plus per-entry overhead.
+    pub fn memory_estimate(&self) -> usize {
+        self.key_bytes + (self.latest.len() + self.last_producer_batch.len()) * 64
+    }
+
     /// Offset of the latest record seen with `key`.
     pub fn latest(&self, key: &[u8]) -> Option<u64> {
         self.latest.get(key).copied()

@@ -40,16 +40,18 @@ use std::task::Poll;
 use bytes::Bytes;
 
 use super::{io_err, write_indexes, LogError, PartitionLog, SCAN_CHUNK};
-use crate::batch::{self, BatchError, BatchHeader, Strictness};
+use crate::batch::{self, BatchHeader, Strictness};
 use crate::compact::{self, BatchClean, CleanOptions, Cleaned, KeyMap};
 use crate::io::{Storage, StorageFile};
 use crate::segment::{
     self, Segment, CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, TIME_INDEX_SUFFIX,
 };
 
-/// Bound on the key map of one pass: past this many bytes of distinct
-/// keys, the pass cleans only the segments it has mapped so far.
-const MAX_KEY_MAP_BYTES: usize = 64 << 20;
+/// Bound on the key map of one pass (Kafka's dedupe buffer is 128 MiB too):
+/// once its estimated memory passes this, the pass cleans only the segments
+/// mapped so far. Checked between segments, so one segment's keys may
+/// overshoot it.
+const MAX_KEY_MAP_BYTES: usize = 128 << 20;
 /// Cleaned bytes are written in pieces of about this size.
 const OUT_CHUNK: usize = 1 << 20;
 
@@ -119,11 +121,11 @@ async fn read_batches<F: StorageFile>(file: &F, pos: u64, size: u64) -> std::io:
     Ok(Bytes::from(chunk))
 }
 
-fn corrupt(pos: u64) -> LogError {
-    LogError::InvalidBatch(BatchError::Truncated {
-        need: batch::HEADER_LEN,
-        have: pos as usize,
-    })
+fn corrupt(path: &std::path::Path, position: u64) -> LogError {
+    LogError::CorruptSegment {
+        path: path.to_owned(),
+        position,
+    }
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -175,7 +177,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut map = KeyMap::new();
         let mut mapped = 0;
         for t in &targets {
-            if map.key_bytes() > MAX_KEY_MAP_BYTES {
+            if map.memory_estimate() > MAX_KEY_MAP_BYTES {
                 break;
             }
             let path = self.path(t.base, LOG_SUFFIX);
@@ -185,7 +187,7 @@ impl<S: Storage> PartitionLog<S> {
                     .await
                     .map_err(io_err(&path))?;
                 if chunk.is_empty() {
-                    return Err(corrupt(pos));
+                    return Err(corrupt(&path, pos));
                 }
                 for (at, h) in batch::headers(&chunk) {
                     let b = &chunk[at..at + h.size()];
@@ -278,7 +280,7 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(io_err(&log_path))?;
             if chunk.is_empty() {
                 let _ = self.storage.remove(&cleaned_path).await;
-                return Err(corrupt(pos));
+                return Err(corrupt(&log_path, pos));
             }
             for (at, h) in batch::headers(&chunk) {
                 let b = chunk.slice(at..at + h.size());

@@ -207,6 +207,10 @@ pub enum LogError {
     /// record for a compacted topic, or records that do not decode there.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Stored bytes that are not a batch where one must start (found by
+    /// compaction in a sealed segment; recovery would cut there).
+    #[error("segment {path} holds no valid batch at position {position}")]
+    CorruptSegment { path: PathBuf, position: u64 },
 }
 
 impl LogError {
@@ -232,6 +236,10 @@ impl LogError {
             LogError::Raced { path } => LogError::Raced { path: path.clone() },
             LogError::Producer(e) => LogError::Producer(e.clone()),
             LogError::InvalidRecord(s) => LogError::InvalidRecord(s.clone()),
+            LogError::CorruptSegment { path, position } => LogError::CorruptSegment {
+                path: path.clone(),
+                position: *position,
+            },
         }
     }
 }

@@ -42,9 +42,10 @@ fn log_error_code(e: &LogError) -> ResponseError {
             ResponseError::InvalidRecord
         }
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        LogError::Io { .. } | LogError::Failed(_) | LogError::Raced { .. } => {
-            ResponseError::KafkaStorageError
-        }
+        LogError::Io { .. }
+        | LogError::Failed(_)
+        | LogError::Raced { .. }
+        | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
         LogError::Producer(ProducerError::InvalidProducerEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
