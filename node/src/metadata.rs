@@ -391,6 +391,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn compaction_configs_map_to_the_log_config() {
+        let mut broker = BrokerConfig::default();
+        broker.set("log.cleaner.backoff.ms", "250").unwrap();
+        broker
+            .set("log.cleaner.min.cleanable.ratio", "0.25")
+            .unwrap();
+        assert!(broker.set("log.cleanup.policy", "shred").is_err());
+        let cfg = |pairs: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            topic_log_config(&broker, &m)
+        };
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.cleanup_policy, CleanupPolicy::DELETE);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.25);
+        let c = cfg(&[
+            ("cleanup.policy", "delete, compact"),
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+            ("min.compaction.lag.ms", "5"),
+        ])
+        .unwrap();
+        assert_eq!(c.cleanup_policy, CleanupPolicy::COMPACT_DELETE);
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_cleanable_dirty_ratio,
+                c.min_compaction_lag_ms
+            ),
+            (1000, 0.1, 5)
+        );
+        for bad in [
+            ("cleanup.policy", "compact,shred"),
+            ("cleanup.policy", ""),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("delete.retention.ms", "-2"),
+        ] {
+            assert!(cfg(&[bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn topics_persist_and_validate() {
         let dir = tempfile::tempdir().unwrap();
         let broker = BrokerConfig::default();
