@@ -187,6 +187,13 @@ impl<S: Storage> PartitionLog<S> {
                     .await
                     .map_err(io_err(&path))?;
                 if chunk.is_empty() {
+                    if self.state.borrow().generation() != generation {
+                        // Truncated under the pass: not corruption; try later.
+                        return Ok(CompactionReport {
+                            aborted: true,
+                            ..CompactionReport::default()
+                        });
+                    }
                     return Err(corrupt(&path, pos));
                 }
                 for (at, h) in batch::headers(&chunk) {
@@ -280,6 +287,9 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(io_err(&log_path))?;
             if chunk.is_empty() {
                 let _ = self.storage.remove(&cleaned_path).await;
+                if self.state.borrow().generation() != generation {
+                    return Ok(false); // truncated under the pass
+                }
                 return Err(corrupt(&log_path, pos));
             }
             for (at, h) in batch::headers(&chunk) {

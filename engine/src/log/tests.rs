@@ -1221,3 +1221,46 @@ fn min_compaction_lag_keeps_young_segments_dirty() {
     let rep = block_on(log.compact()).unwrap();
     assert!(rep.records_removed > 0);
 }
+
+#[test]
+fn truncation_and_appends_during_a_compaction_pass_are_safe() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    for truncate in [false, true] {
+        let s = MemStorage::new(0);
+        let (log, _) = open(&s, compact_config());
+        for i in 0..120u16 {
+            block_on(log.append(keyed(&[((i % 3) as u8, Some(i))], 0, 0), 0)).unwrap();
+        }
+        let l2 = log.clone();
+        let mut pass = Box::pin(async move { l2.compact().await });
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(pass.as_mut().poll(&mut cx).is_pending(), "the pass yields");
+        // Beside the pass: appends, and maybe a truncation into sealed data.
+        for i in 0..30u16 {
+            block_on(log.append(keyed(&[(7, Some(i))], 0, 0), 0)).unwrap();
+        }
+        let cut = log.segment_bases()[1] + 2;
+        if truncate {
+            block_on(log.truncate_to(cut)).unwrap();
+        }
+        let before = read_all(&log);
+        let rep = block_on(pass).unwrap();
+        assert_eq!(rep.aborted, truncate, "{rep:?}");
+        let after = read_all(&log);
+        for r in &after {
+            assert!(before.contains(r), "invented {r:?}");
+        }
+        for k in [0u8, 1, 2, 7] {
+            let key = format!("key-{k}").into_bytes();
+            if let Some(latest) = before.iter().rev().find(|r| r.1.as_ref() == Some(&key)) {
+                assert!(after.contains(latest), "latest of key {k} lost");
+            }
+        }
+        let names = block_on(s.list(Path::new(DIR))).unwrap();
+        assert!(!names.iter().any(|n| n.ends_with(".cleaned")), "{names:?}");
+        drop(log);
+        let (log, _) = open(&s, compact_config());
+        assert_eq!(read_all(&log), after);
+    }
+}
