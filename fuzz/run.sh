@@ -13,7 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-TARGETS=(batch_validate index_load segment_recovery log_ops producer_snapshot)
+TARGETS=(batch_validate index_load segment_recovery log_ops producer_snapshot compact_batch)
 # --sanitizer none: AddressSanitizer needs nightly (-Zsanitizer). -O -a:
 # optimized, but with debug assertions and overflow checks.
 FLAGS=(--sanitizer none -O -a)

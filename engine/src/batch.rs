@@ -257,6 +257,161 @@ pub fn headers(b: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
     })
 }
 
+/// Why the records section of a batch does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("records cut short at byte {0}")]
+    Truncated(usize),
+    #[error("varint longer than allowed at byte {0}")]
+    BadVarint(usize),
+    #[error("bad length {len} at byte {at}")]
+    BadLength { len: i64, at: usize },
+    #[error("record has {0} bytes left over after its fields")]
+    Trailing(usize),
+    #[error("batch says {declared} records, found {found}")]
+    CountMismatch { declared: i32, found: usize },
+}
+
+/// One record of a decoded (uncompressed) records section, borrowed from
+/// the section's bytes. `raw` is the whole record, length prefix included,
+/// so a filtered batch is the concatenation of its survivors' `raw` bytes
+/// (each keeps its offset and timestamp deltas: offsets never change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub raw: &'a [u8],
+}
+
+/// Zigzag varint of at most `max_bytes` bytes at `*at`.
+fn get_varint(b: &[u8], at: &mut usize, max_bytes: usize) -> Result<i64, RecordError> {
+    let start = *at;
+    let mut z: u64 = 0;
+    for i in 0..max_bytes {
+        let byte = *b.get(*at).ok_or(RecordError::Truncated(*at))?;
+        *at += 1;
+        z |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    Err(RecordError::BadVarint(start))
+}
+
+fn get_varint32(b: &[u8], at: &mut usize) -> Result<i32, RecordError> {
+    let start = *at;
+    let v = get_varint(b, at, 5)?;
+    i32::try_from(v).map_err(|_| RecordError::BadVarint(start))
+}
+
+/// A length-prefixed byte string (`-1` is null when `nullable`): a slice of
+/// `b`, after checking the length against what is there.
+fn get_bytes<'a>(
+    b: &'a [u8],
+    at: &mut usize,
+    nullable: bool,
+) -> Result<Option<&'a [u8]>, RecordError> {
+    let pos = *at;
+    let len = get_varint32(b, at)? as i64;
+    if len == -1 && nullable {
+        return Ok(None);
+    }
+    if len < 0 || len as usize > b.len() - *at {
+        return Err(RecordError::BadLength { len, at: pos });
+    }
+    let s = &b[*at..*at + len as usize];
+    *at += len as usize;
+    Ok(Some(s))
+}
+
+/// Decode one record at the start of `b`; returns it and its total size.
+fn decode_record(b: &[u8]) -> Result<RecordRef<'_>, RecordError> {
+    let mut at = 0;
+    let len = get_varint32(b, &mut at)? as i64;
+    if len < 0 || len as usize > b.len() - at {
+        return Err(RecordError::BadLength { len, at: 0 });
+    }
+    let end = at + len as usize;
+    let body = &b[..end];
+    if at >= end {
+        return Err(RecordError::Truncated(at));
+    }
+    at += 1; // attributes (unused in v2)
+    let timestamp_delta = get_varint(body, &mut at, 10)?;
+    let offset_delta = get_varint32(body, &mut at)?;
+    let key = get_bytes(body, &mut at, true)?;
+    let value = get_bytes(body, &mut at, true)?;
+    let headers = get_varint32(body, &mut at)?;
+    if headers < 0 {
+        return Err(RecordError::BadLength {
+            len: headers as i64,
+            at,
+        });
+    }
+    for _ in 0..headers {
+        get_bytes(body, &mut at, false)?;
+        get_bytes(body, &mut at, true)?;
+    }
+    if at != end {
+        return Err(RecordError::Trailing(end - at));
+    }
+    Ok(RecordRef {
+        offset_delta,
+        timestamp_delta,
+        key,
+        value,
+        raw: body,
+    })
+}
+
+/// Iterate the records of an uncompressed records section. Yields an
+/// error (and then stops) at the first record that does not decode;
+/// nothing is allocated by a length read from the bytes.
+pub fn records(section: &[u8]) -> impl Iterator<Item = Result<RecordRef<'_>, RecordError>> + '_ {
+    let mut at = 0usize;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done || at >= section.len() {
+            return None;
+        }
+        match decode_record(&section[at..]) {
+            Ok(r) => {
+                at += r.raw.len();
+                Some(Ok(r))
+            }
+            Err(e) => {
+                done = true;
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+/// Every record of an uncompressed section, checked against the batch's
+/// declared count.
+pub fn decode_records(section: &[u8], declared: i32) -> Result<Vec<RecordRef<'_>>, RecordError> {
+    let mut out = Vec::new();
+    for r in records(section) {
+        out.push(r?);
+    }
+    if declared < 0 || out.len() != declared as usize {
+        return Err(RecordError::CountMismatch {
+            declared,
+            found: out.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// Recompute the CRC-32C of a whole batch in place (after its records or
+/// header fields under the CRC changed).
+pub fn set_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// One record to put in a batch built by [`BatchBuilder`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -479,11 +634,44 @@ mod tests {
         assert_eq!(headers(trailing).count(), 1);
     }
 
+    #[test]
+    fn records_decode_keys_values_and_tombstones() {
+        let mut bb = BatchBuilder::new(0);
+        bb.push(&Record {
+            key: Some(b"k1".to_vec()),
+            value: None,
+            headers: vec![("h".into(), Some(b"x".to_vec()))],
+            timestamp_delta: 3,
+        });
+        bb.value(b"v");
+        let b = bb.build();
+        let rs = decode_records(&b[HEADER_LEN..], 2).unwrap();
+        assert_eq!(rs[0].key, Some(&b"k1"[..]));
+        assert_eq!(rs[0].value, None);
+        assert_eq!(rs[0].timestamp_delta, 3);
+        assert_eq!(rs[1].offset_delta, 1);
+        assert_eq!(rs[1].key, None);
+        assert_eq!(rs[1].value, Some(&b"v"[..]));
+        let total: usize = rs.iter().map(|r| r.raw.len()).sum();
+        assert_eq!(total, b.len() - HEADER_LEN);
+        assert!(matches!(
+            decode_records(&b[HEADER_LEN..], 3),
+            Err(RecordError::CountMismatch { .. })
+        ));
+        // Every cut of the section is an error, never a panic.
+        for cut in 0..b.len() - HEADER_LEN {
+            let r = decode_records(&b[HEADER_LEN..HEADER_LEN + cut], 2);
+            assert!(r.is_err(), "cut at {cut}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = validate_all(&bytes, MAX, Strictness::Produce);
             let _ = headers(&bytes).count();
+            let _ = decode_records(&bytes, 3);
+            let _ = records(&bytes).count();
         }
     }
 }

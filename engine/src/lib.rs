@@ -3,6 +3,7 @@
 //! io_uring by one shard thread per core.
 //!
 //! - [`batch`]: validate untrusted batches, assign offsets.
+//! - [`codec`], [`compact`]: record codecs and log compaction's pure rules.
 //! - [`segment`], [`index`]: a segment's files and sparse indexes.
 //! - [`log`]: the partition log (pure [`log::LogState`] + async driver).
 //! - [`producer`]: idempotent producers' sequence and epoch checks.
@@ -12,6 +13,8 @@
 //! - [`stats`]: counters of disk work (fdatasyncs) for metrics.
 
 pub mod batch;
+pub mod codec;
+pub mod compact;
 pub mod index;
 pub mod io;
 pub mod log;

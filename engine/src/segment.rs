@@ -11,6 +11,11 @@ pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 /// Producer-state snapshot: idempotent producers' state for every batch
 /// below the offset in its name (written when a segment rolls).
 pub const PRODUCER_SNAPSHOT_SUFFIX: &str = ".producers";
+/// A compacted segment being written (deleted by recovery: not yet committed).
+pub const CLEANED_SUFFIX: &str = ".log.cleaned";
+/// A compacted segment, complete and synced, that replaces the `.log` of the
+/// same base (recovery finishes the swap).
+pub const SWAP_SUFFIX: &str = ".log.swap";
 
 /// `00000000000000000042.log` and friends: 20-digit base offset + suffix.
 pub fn file_name(base_offset: u64, suffix: &str) -> String {
@@ -43,6 +48,12 @@ pub struct Segment<F> {
     pub created_ms: u64,
     /// Its indexes are written and it takes no more appends.
     pub sealed: bool,
+    /// Bumped when compaction replaces the file: a read that planned on
+    /// the old file notices and retries.
+    pub version: u64,
+    /// Compaction has cleaned it (in memory only: after a restart every
+    /// segment counts as dirty once).
+    pub cleaned: bool,
     last_index_pos: Option<u64>,
     last_time_index_pos: Option<u64>,
 }
@@ -70,6 +81,8 @@ impl<F> Segment<F> {
             time_index: TimeIndex::default(),
             created_ms: now_ms,
             sealed: false,
+            version: 0,
+            cleaned: false,
             last_index_pos: None,
             last_time_index_pos: None,
         }

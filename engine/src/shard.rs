@@ -61,6 +61,10 @@ pub struct ShardConfig {
     pub tick: Duration,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check: Duration,
+    /// How often compacted partitions are checked for cleaning (Kafka's
+    /// `log.cleaner.backoff.ms`); a partition is compacted when its dirty
+    /// ratio reached `min.cleanable.dirty.ratio`.
+    pub cleaner_backoff: Duration,
 }
 
 impl ShardConfig {
@@ -71,6 +75,7 @@ impl ShardConfig {
             data_dir: data_dir.into(),
             tick: Duration::from_millis(10),
             retention_check: Duration::from_secs(300),
+            cleaner_backoff: Duration::from_secs(15),
         }
     }
 }
@@ -343,6 +348,7 @@ fn run_shard(
             compio::runtime::spawn(async move {
                 let every = cfg.tick.max(Duration::from_millis(1));
                 let retention_every = (cfg.retention_check.as_millis() / every.as_millis()).max(1);
+                let cleaner_every = (cfg.cleaner_backoff.as_millis() / every.as_millis()).max(1);
                 let mut n: u128 = 0;
                 loop {
                     compio::time::sleep(every).await;
@@ -350,9 +356,21 @@ fn run_shard(
                     for (_, log) in shard.partitions() {
                         log.tick();
                         if n.is_multiple_of(retention_every) {
+                            let log = log.clone();
                             compio::runtime::spawn(async move {
                                 if let Err(e) = log.enforce_retention().await {
                                     tracing::error!("retention failed: {e}");
+                                }
+                            })
+                            .detach();
+                        }
+                        if n.is_multiple_of(cleaner_every) && log.config().cleanup_policy.compact {
+                            // Its own task: it reads and yields in chunks, and
+                            // holds the append lock only to swap a segment in.
+                            let log = log.clone();
+                            compio::runtime::spawn(async move {
+                                if let Err(e) = log.maybe_compact().await {
+                                    tracing::error!(dir = %log.dir().display(), "compaction failed: {e}");
                                 }
                             })
                             .detach();

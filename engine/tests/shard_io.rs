@@ -14,6 +14,7 @@ fn config(dir: &std::path::Path, shards: usize) -> ShardConfig {
         data_dir: dir.to_owned(),
         tick: Duration::from_millis(5),
         retention_check: Duration::from_secs(3600),
+        cleaner_backoff: Duration::from_millis(20),
     }
 }
 
@@ -285,5 +286,91 @@ fn a_waiting_reader_wakes_when_data_arrives() {
     })
     .unwrap();
     assert_eq!(waiter.join().unwrap(), 3);
+    pool.shutdown();
+}
+
+/// A keyed batch of one record per key `0..keys`, values tagged `round`.
+fn keyed_batch(keys: u32, round: u32) -> bytes::BytesMut {
+    let mut bb = odradek_engine::batch::BatchBuilder::new(0);
+    for k in 0..keys {
+        bb.push(&odradek_engine::batch::Record {
+            key: Some(format!("k{k}").into_bytes()),
+            value: Some(format!("r{round}-{}", "v".repeat(100)).into_bytes()),
+            ..Default::default()
+        });
+    }
+    bb.build()
+}
+
+#[test]
+fn the_cleaner_timer_compacts_on_io_uring_while_appends_go_on() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cfg = || LogConfig {
+        segment_bytes: 8 * 1024,
+        cleanup_policy: odradek_engine::log::CleanupPolicy::COMPACT,
+        ..log_config(FlushPolicy::every_bytes(1 << 20))
+    };
+    let tp = TopicPartition::new("c", 0);
+    let pool = ShardPool::start(config(dir.path(), 1)).unwrap();
+    let t = tp.clone();
+    let (end, size) = pool
+        .call(0, move |shard| async move {
+            let (log, _) = shard.open_partition(&t, cfg()).await.unwrap();
+            for round in 0..300 {
+                log.append(keyed_batch(4, round), 0).await.unwrap();
+                if round % 20 == 0 {
+                    compio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            // Give the timer (every 20 ms) time to clean what was sealed last.
+            compio::time::sleep(Duration::from_millis(200)).await;
+            (log.log_end_offset(), log.size_bytes())
+        })
+        .unwrap();
+    assert_eq!(end, 1200);
+    assert!(
+        size < 300 * 4 * 130 / 4,
+        "compaction shrank the log: {size} bytes"
+    );
+    pool.shutdown();
+    let names: Vec<String> = std::fs::read_dir(dir.path().join(tp.dir_name()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".cleaned") || n.ends_with(".swap")),
+        "{names:?}"
+    );
+    // After a restart every key reads back with its latest value.
+    let pool = ShardPool::start(config(dir.path(), 1)).unwrap();
+    let last = pool
+        .call(0, move |shard| async move {
+            let (log, rep) = shard.open_partition(&tp, cfg()).await.unwrap();
+            assert_eq!(rep.unwrap().truncated_bytes, 0);
+            let mut last = std::collections::BTreeMap::new();
+            let mut off = log.log_start_offset();
+            while off < log.log_end_offset() {
+                let bytes = log.read_bytes(off, 1 << 20).await.unwrap();
+                for (at, h) in odradek_engine::batch::headers(&bytes) {
+                    let b = &bytes[at..at + h.size()];
+                    for (_, k, v) in odradek_engine::compact::batch_contents(b, 1 << 24).unwrap() {
+                        last.insert(k.unwrap(), v.unwrap());
+                    }
+                    off = h.last_offset() as u64 + 1;
+                }
+            }
+            last
+        })
+        .unwrap();
+    assert_eq!(last.len(), 4);
+    for v in last.values() {
+        assert!(
+            v.starts_with(b"r299-"),
+            "{:?}",
+            String::from_utf8_lossy(&v[..6])
+        );
+    }
     pool.shutdown();
 }

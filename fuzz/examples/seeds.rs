@@ -91,5 +91,26 @@ fn main() {
     s.extend_from_slice(&six.encode());
     write("index_load", "both-24", &s);
     write("index_load", "empty", &head(0, 0));
+    // compact_batch: mode byte + one stored batch of keyed records (with a
+    // tombstone and a keyless record), uncompressed and in every codec.
+    for codec in 0..5i16 {
+        let mut bb = BatchBuilder::new(1_000).attributes(codec);
+        for (k, v) in [(Some("a"), Some("1")), (Some("b"), None), (None, Some("x")), (Some("a"), Some("2"))] {
+            bb.push(&Record {
+                key: k.map(|k| k.as_bytes().to_vec()),
+                value: v.map(|v| v.as_bytes().to_vec()),
+                ..Record::default()
+            });
+        }
+        let mut b = bb.build().to_vec();
+        let body = odradek_engine::codec::compress(codec, &b[61..]).unwrap();
+        b.truncate(61);
+        b.extend_from_slice(&body);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        assign(&mut b, 10, 0);
+        odradek_engine::batch::set_crc(&mut b);
+        write("compact_batch", &format!("keyed-codec-{codec}"), &with_mode(1 | ((codec as u8) << 1), &b));
+    }
     println!("seed corpus written");
 }

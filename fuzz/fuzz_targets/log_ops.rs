@@ -202,6 +202,7 @@ fuzz_target!(|input: Input| {
                 every_ms: None,
             },
         },
+        ..LogConfig::default()
     };
     let mut cfg = cfg;
     let mut max_interval = cfg.index_interval_bytes;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use odradek_engine::log::{FlushPolicy, LogConfig};
+use odradek_engine::log::{CleanupPolicy, FlushPolicy, LogConfig};
 
 /// A bad setting: which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,16 @@ pub struct BrokerConfig {
     pub flush: FlushPolicy,
     /// `log.retention.check.interval.ms`.
     pub retention_check: Duration,
+    /// `log.cleanup.policy`.
+    pub log_cleanup_policy: CleanupPolicy,
+    /// `log.cleaner.delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: u64,
+    /// `log.cleaner.min.cleanable.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often compacted partitions are checked.
+    pub log_cleaner_backoff: Duration,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.segment.bytes`.
@@ -143,6 +153,11 @@ impl Default for BrokerConfig {
             log_index_interval_bytes: log.index_interval_bytes,
             flush: log.flush,
             retention_check: Duration::from_secs(300),
+            log_cleanup_policy: log.cleanup_policy,
+            log_cleaner_delete_retention_ms: log.delete_retention_ms,
+            log_cleaner_min_cleanable_ratio: log.min_cleanable_dirty_ratio,
+            log_cleaner_min_compaction_lag_ms: log.min_compaction_lag_ms,
+            log_cleaner_backoff: Duration::from_secs(15),
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
             offset_metadata_max_bytes: 4096,
@@ -274,6 +289,26 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check = Duration::from_millis(parse_num(key, v)?)
             }
+            "log.cleanup.policy" => {
+                self.log_cleanup_policy = CleanupPolicy::parse(v)
+                    .ok_or_else(|| invalid(format!("`{v}` is not delete, compact or both")))?
+            }
+            "log.cleaner.delete.retention.ms" => {
+                self.log_cleaner_delete_retention_ms = parse_num(key, v)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                let r: f64 = parse_num(key, v)?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(invalid("must be between 0 and 1".into()));
+                }
+                self.log_cleaner_min_cleanable_ratio = r;
+            }
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log_cleaner_min_compaction_lag_ms = parse_num(key, v)?
+            }
+            "log.cleaner.backoff.ms" => {
+                self.log_cleaner_backoff = Duration::from_millis(parse_num::<u64>(key, v)?.max(1))
+            }
             "offsets.topic.num.partitions" => {
                 self.offsets_topic_num_partitions = parse_num(key, v)?;
                 if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
@@ -378,6 +413,10 @@ impl BrokerConfig {
             index_interval_bytes: self.log_index_interval_bytes,
             max_batch_bytes: self.message_max_bytes,
             flush: self.flush,
+            cleanup_policy: self.log_cleanup_policy,
+            delete_retention_ms: self.log_cleaner_delete_retention_ms,
+            min_cleanable_dirty_ratio: self.log_cleaner_min_cleanable_ratio,
+            min_compaction_lag_ms: self.log_cleaner_min_compaction_lag_ms,
         }
     }
 }

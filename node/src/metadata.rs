@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use kafka_protocol::ResponseError;
-use odradek_engine::log::{FlushPolicy, LogConfig};
+use odradek_engine::log::{CleanupPolicy, FlushPolicy, LogConfig};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -72,6 +72,9 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "flush.messages",
     "flush.ms",
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
 ];
 
 /// Topics the broker manages itself: clients may read them but not
@@ -162,11 +165,14 @@ pub fn topic_log_config(
                 c.flush.every_ms = Some(positive()?);
             }
             "cleanup.policy" => {
-                if !matches!(
-                    v.as_str(),
-                    "delete" | "compact" | "compact,delete" | "delete,compact"
-                ) {
-                    return Err(bad_config(k, v));
+                c.cleanup_policy = CleanupPolicy::parse(v).ok_or_else(|| bad_config(k, v))?
+            }
+            "delete.retention.ms" => c.delete_retention_ms = limit()?.unwrap_or(u64::MAX),
+            "min.compaction.lag.ms" => c.min_compaction_lag_ms = limit()?.unwrap_or(0),
+            "min.cleanable.dirty.ratio" => {
+                c.min_cleanable_dirty_ratio = match v.trim().parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => r,
+                    _ => return Err(bad_config(k, v)),
                 }
             }
             _ => {
@@ -398,6 +404,51 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compaction_configs_map_to_the_log_config() {
+        let mut broker = BrokerConfig::default();
+        broker.set("log.cleaner.backoff.ms", "250").unwrap();
+        broker
+            .set("log.cleaner.min.cleanable.ratio", "0.25")
+            .unwrap();
+        assert!(broker.set("log.cleanup.policy", "shred").is_err());
+        let cfg = |pairs: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            topic_log_config(&broker, &m)
+        };
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.cleanup_policy, CleanupPolicy::DELETE);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.25);
+        let c = cfg(&[
+            ("cleanup.policy", "delete, compact"),
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+            ("min.compaction.lag.ms", "5"),
+        ])
+        .unwrap();
+        assert_eq!(c.cleanup_policy, CleanupPolicy::COMPACT_DELETE);
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_cleanable_dirty_ratio,
+                c.min_compaction_lag_ms
+            ),
+            (1000, 0.1, 5)
+        );
+        for bad in [
+            ("cleanup.policy", "compact,shred"),
+            ("cleanup.policy", ""),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("delete.retention.ms", "-2"),
+        ] {
+            assert!(cfg(&[bad]).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn topics_persist_and_validate() {

@@ -42,6 +42,7 @@ impl Server {
         let mut shard_cfg = ShardConfig::new(&config.log_dir);
         shard_cfg.shards = config.shards;
         shard_cfg.retention_check = config.retention_check;
+        shard_cfg.cleaner_backoff = config.log_cleaner_backoff;
         let pool = ShardPool::start(shard_cfg).map_err(|e| format!("starting shards: {e}"))?;
         // Bind the first listener to learn the port (0 = any free port),
         // then one more per shard on the same port.

@@ -183,6 +183,14 @@ impl Storage for MemStorage {
         Ok(f)
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        // Handles to a replaced `to` keep its old contents, as an open fd does.
+        let f = fs.files.remove(from).ok_or_else(|| not_found(from))?;
+        fs.files.insert(to.to_owned(), f);
+        Ok(())
+    }
+
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.fs.borrow_mut().files.remove(path);
         Ok(())

@@ -42,6 +42,9 @@ pub trait Storage: Clone + 'static {
     type File: StorageFile;
     /// Open for read and write, creating the file if `create` is set.
     fn open(&self, path: &Path, create: bool) -> impl Future<Output = io::Result<Self::File>>;
+    /// Rename a file, atomically replacing `to` if it exists (POSIX
+    /// `rename`); durable once the directory is synced.
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>>;
     /// Remove one file; a missing file is not an error.
     fn remove(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
     /// Create a directory and its parents.

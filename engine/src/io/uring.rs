@@ -156,6 +156,10 @@ impl Storage for UringStorage {
         Ok(UringFile(Arc::new(open_raw(path, flags).await?)))
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        compio::fs::rename(from, to).await
+    }
+
     async fn remove(&self, path: &Path) -> io::Result<()> {
         match compio::fs::remove_file(path).await {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -10,6 +10,7 @@
 //! every append written before it started; callers waiting for durability
 //! are woken with the new durable end offset.
 
+mod compaction;
 pub mod state;
 
 use std::cell::{Cell, RefCell};
@@ -26,7 +27,8 @@ use crate::producer::{ProducerError, ProducerStates};
 use crate::segment::{
     self, Segment, INDEX_SUFFIX, LOG_SUFFIX, PRODUCER_SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
 };
-pub use state::{AppendPlan, FlushTicket, LogState, ValidRecords};
+pub use compaction::CompactionReport;
+pub use state::{AppendPlan, CleanableRange, FlushTicket, LogState, ValidRecords};
 use state::{Locate, ReadPlan};
 
 /// When appended bytes are fdatasynced. Any that is set triggers a flush.
@@ -69,8 +71,65 @@ impl Default for FlushPolicy {
     }
 }
 
+/// `cleanup.policy`: what happens to old data. Kafka's `compact` alone
+/// turns time and size retention off; `compact,delete` does both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// `delete`: `retention.ms` / `retention.bytes` delete old segments.
+    pub delete: bool,
+    /// `compact`: the cleaner keeps only the latest record of each key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: Self = Self {
+        delete: true,
+        compact: false,
+    };
+    pub const COMPACT: Self = Self {
+        delete: false,
+        compact: true,
+    };
+    pub const COMPACT_DELETE: Self = Self {
+        delete: true,
+        compact: true,
+    };
+
+    /// Kafka's list syntax: `delete`, `compact`, `compact,delete` (any
+    /// order, spaces allowed).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut p = Self {
+            delete: false,
+            compact: false,
+        };
+        for part in s.split(',') {
+            match part.trim() {
+                "delete" => p.delete = true,
+                "compact" => p.compact = true,
+                _ => return None,
+            }
+        }
+        (p.delete || p.compact).then_some(p)
+    }
+
+    /// As Kafka spells it in DescribeConfigs.
+    pub fn as_str(&self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        Self::DELETE
+    }
+}
+
 /// Per-partition settings (Kafka names in comments).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this.
     pub segment_bytes: u64,
@@ -86,6 +145,18 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// `flush.messages` / `flush.ms`, as a group-commit policy.
     pub flush: FlushPolicy,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone (the
+    /// latest record of a key with a null value), counted from its batch's
+    /// max timestamp.
+    pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`: compact once the sealed bytes not yet
+    /// cleaned are at least this share of all cleanable sealed bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger
+    /// than this is not compacted yet.
+    pub min_compaction_lag_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -98,6 +169,10 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_batch_bytes: 1_048_588,
             flush: FlushPolicy::default(),
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -128,6 +203,14 @@ pub enum LogError {
     /// An idempotent producer's batch failed its epoch or sequence check.
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    /// A record the topic cannot take (Kafka's INVALID_RECORD): a keyless
+    /// record for a compacted topic, or records that do not decode there.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// Stored bytes that are not a batch where one must start (found by
+    /// compaction in a sealed segment; recovery would cut there).
+    #[error("segment {path} holds no valid batch at position {position}")]
+    CorruptSegment { path: PathBuf, position: u64 },
 }
 
 impl LogError {
@@ -152,6 +235,11 @@ impl LogError {
             LogError::Failed(p) => LogError::Failed(p.clone()),
             LogError::Raced { path } => LogError::Raced { path: path.clone() },
             LogError::Producer(e) => LogError::Producer(e.clone()),
+            LogError::InvalidRecord(s) => LogError::InvalidRecord(s.clone()),
+            LogError::CorruptSegment { path, position } => LogError::CorruptSegment {
+                path: path.clone(),
+                position: *position,
+            },
         }
     }
 }
@@ -227,6 +315,11 @@ pub struct PartitionLog<S: Storage> {
     flushing: Cell<bool>,
     flush_again: Cell<bool>,
     failed: RefCell<Option<String>>,
+    /// A compaction pass is running (one at a time per log).
+    compacting: Cell<bool>,
+    /// Test hook: simulate a crash inside compaction's file protocol.
+    #[cfg(test)]
+    crash_after: Cell<Option<u32>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -258,6 +351,9 @@ impl<S: Storage> PartitionLog<S> {
             flushing: Cell::new(false),
             flush_again: Cell::new(false),
             failed: RefCell::new(None),
+            compacting: Cell::new(false),
+            #[cfg(test)]
+            crash_after: Cell::new(None),
         });
         Ok((log, report))
     }
@@ -333,8 +429,18 @@ impl<S: Storage> PartitionLog<S> {
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
         self.check_failed()?;
-        let max = self.state.borrow().config.max_batch_bytes;
-        let set = ValidRecords::new(records.into(), max)?;
+        let (max, compacted) = {
+            let st = self.state.borrow();
+            (st.config.max_batch_bytes, st.config.cleanup_policy.compact)
+        };
+        let bytes = records.into();
+        let set = ValidRecords::new(bytes.clone(), max)?;
+        if compacted {
+            // Kafka refuses keyless records for compacted topics: they could
+            // never be cleaned. Compressed batches are decompressed to look.
+            crate::compact::check_keys(&bytes, crate::compact::decompress_cap(max))
+                .map_err(|e| LogError::InvalidRecord(e.to_string()))?;
+        }
         let (tx, rx) = flume::bounded(1);
         self.queue.borrow_mut().push_back(Queued {
             set,
@@ -754,7 +860,27 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(io_err(&path))?;
         let (cut_pos, next_offset) = match cut {
-            Some(h) => (h.position, h.base_offset as u64),
+            Some(h) if h.position == 0 => (0, base),
+            Some(h) => {
+                // The log now ends after the last batch kept. Without holes
+                // that is the cut batch's base; after compaction it may lie
+                // lower, and recovery would find that lower end in the data,
+                // so use it here too.
+                let from = {
+                    let st = self.state.borrow();
+                    let rel = (h.base_offset as u64).saturating_sub(base + 1);
+                    let rel = u32::try_from(rel).unwrap_or(u32::MAX);
+                    st.segment(i).index.floor(rel).map_or(0, |(_, p)| p as u64)
+                };
+                let mut last = None;
+                scan_headers(&file, from, h.position, |x| {
+                    last = Some(x.last_offset() as u64);
+                    false
+                })
+                .await
+                .map_err(io_err(&path))?;
+                (h.position, last.map_or(base, |l| l + 1))
+            }
             None => (size, self.state.borrow().segment(i).next_offset),
         };
         // Recompute the max timestamp of what remains: scan after the last
@@ -1078,7 +1204,10 @@ async fn recover<S: Storage>(
     config: &LogConfig,
 ) -> Result<(Vec<Segment<S::File>>, ProducerStates, RecoveryReport), LogError> {
     storage.create_dir_all(dir).await.map_err(io_err(dir))?;
-    let names = storage.list(dir).await.map_err(io_err(dir))?;
+    let mut names = storage.list(dir).await.map_err(io_err(dir))?;
+    if compaction::finish_swaps(storage, dir, &names).await? {
+        names = storage.list(dir).await.map_err(io_err(dir))?;
+    }
     let mut bases: Vec<u64> = names
         .iter()
         .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))

@@ -82,6 +82,30 @@ pub struct ReadPlan<F> {
     /// The batch holding `offset` starts before this (the next index entry,
     /// or the segment end): where a longer scan must stop.
     pub scan_end: u64,
+    /// The segment's [`Segment::version`] when planned: compaction may
+    /// swap the file under a read, which then retries.
+    pub segment_version: u64,
+}
+
+/// What compaction could clean now (see [`LogState::cleanable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanableRange {
+    /// How many segments, from the oldest.
+    pub segments: usize,
+    /// Bytes of those not cleaned since they were sealed (or opened).
+    pub dirty_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl CleanableRange {
+    /// Dirty share of the cleanable bytes (0 when there are none).
+    pub fn dirty_ratio(&self) -> f64 {
+        if self.total_bytes == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / self.total_bytes as f64
+        }
+    }
 }
 
 /// Outcome of looking up an offset.
@@ -442,6 +466,7 @@ impl<F: Clone> LogState<F> {
             scan_pos,
             scan_len,
             scan_end,
+            segment_version: seg.version,
         }))
     }
 
@@ -460,6 +485,9 @@ impl<F: Clone> LogState<F> {
             .iter()
             .position(|s| s.base_offset == plan.segment_base)?;
         let seg = &self.segments[i];
+        if seg.version != plan.segment_version {
+            return None;
+        }
         let mut start = None;
         let mut end = 0u64;
         for (at, h) in batch::headers(window).chain(partial_last(window)) {
@@ -498,6 +526,9 @@ impl<F: Clone> LogState<F> {
     /// Segments whose whole contents are past `retention.ms` or beyond
     /// `retention.bytes`, oldest first; never the active segment.
     pub fn retention_victims(&self, now_ms: u64) -> usize {
+        if !self.config.cleanup_policy.delete {
+            return 0;
+        }
         let mut total = self.size_bytes();
         let mut n = 0;
         for seg in self.segments.iter().take(self.segments.len() - 1) {
@@ -521,6 +552,82 @@ impl<F: Clone> LogState<F> {
             n += 1;
         }
         n
+    }
+
+    /// Bumped by every truncation or reset (compaction aborts a swap that
+    /// straddles one).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The sealed segments compaction may clean now: the longest prefix of
+    /// sealed segments whose newest record is at least
+    /// `min.compaction.lag.ms` old (never the active segment).
+    pub fn cleanable(&self, now_ms: u64) -> CleanableRange {
+        let lag = self.config.min_compaction_lag_ms;
+        let mut r = CleanableRange {
+            segments: 0,
+            dirty_bytes: 0,
+            total_bytes: 0,
+        };
+        for seg in self.segments.iter().take(self.segments.len() - 1) {
+            if lag > 0
+                && seg.max_timestamp >= 0
+                && seg.max_timestamp as u64 > now_ms.saturating_sub(lag)
+            {
+                break;
+            }
+            r.segments += 1;
+            r.total_bytes += seg.size;
+            if !seg.cleaned {
+                r.dirty_bytes += seg.size;
+            }
+        }
+        r
+    }
+
+    /// Swap a compacted segment in for the sealed segment at `base` (or
+    /// drop it if compaction left nothing). False if that segment changed
+    /// meanwhile (then nothing is done). The new segment gets a newer
+    /// version, so reads planned on the old file retry.
+    pub fn replace_segment(&mut self, base: u64, version: u64, with: Option<Segment<F>>) -> bool {
+        let last = self.segments.len() - 1;
+        let Some(i) = self
+            .segments
+            .iter()
+            .position(|s| s.base_offset == base && s.version == version)
+        else {
+            return false;
+        };
+        if i == last || !self.segments[i].sealed {
+            return false;
+        }
+        match with {
+            Some(mut seg) => {
+                seg.version = version + 1;
+                seg.cleaned = true;
+                seg.sealed = true;
+                self.segments[i] = seg;
+            }
+            None => {
+                self.segments.remove(i);
+                if let Some(first) = self.segments.front() {
+                    self.log_start = self.log_start.max(first.base_offset);
+                }
+            }
+        }
+        true
+    }
+
+    /// Compaction looked at the segment and found nothing to remove.
+    pub fn mark_cleaned(&mut self, base: u64, version: u64) {
+        if let Some(s) = self
+            .segments
+            .iter_mut()
+            .find(|s| s.base_offset == base && s.version == version)
+        {
+            s.cleaned = s.sealed;
+        }
     }
 
     /// Drop the `n` oldest segments (after the driver deleted their files).

@@ -46,6 +46,7 @@ const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// IncrementalAlterConfigs operations.
@@ -117,7 +118,22 @@ fn topic_config_info(key: &str) -> (&'static str, i8, &'static str) {
         "cleanup.policy" => (
             "log.cleanup.policy",
             TYPE_LIST,
-            "delete: retention removes old segments. compact is accepted but not yet performed.",
+            "delete: retention removes old segments; compact: keep the latest record per key (and no time or size retention); compact,delete: both.",
+        ),
+        "delete.retention.ms" => (
+            "log.cleaner.delete.retention.ms",
+            TYPE_LONG,
+            "How long compaction keeps a tombstone, from its batch's max timestamp.",
+        ),
+        "min.cleanable.dirty.ratio" => (
+            "log.cleaner.min.cleanable.ratio",
+            TYPE_DOUBLE,
+            "Compact once this share of the sealed bytes is not yet cleaned.",
+        ),
+        "min.compaction.lag.ms" => (
+            "log.cleaner.min.compaction.lag.ms",
+            TYPE_LONG,
+            "Segments with records younger than this are not compacted yet.",
         ),
         _ => ("", TYPE_STRING, ""),
     }
@@ -148,7 +164,10 @@ fn log_config_value(key: &str, log: &LogConfig) -> String {
             .flush
             .every_ms
             .map_or_else(|| LONG_MAX.to_string(), |n| n.to_string()),
-        "cleanup.policy" => "delete".into(),
+        "cleanup.policy" => log.cleanup_policy.as_str().into(),
+        "delete.retention.ms" => log.delete_retention_ms.to_string(),
+        "min.cleanable.dirty.ratio" => log.min_cleanable_dirty_ratio.to_string(),
+        "min.compaction.lag.ms" => log.min_compaction_lag_ms.to_string(),
         _ => String::new(),
     }
 }
@@ -327,9 +346,33 @@ pub fn broker_config_entries(c: &BrokerConfig) -> Vec<ConfigEntry> {
             ),
             (
                 "log.cleanup.policy",
-                "delete".into(),
+                c.log_cleanup_policy.as_str().into(),
                 TYPE_LIST,
                 "Topic default cleanup.policy.",
+            ),
+            (
+                "log.cleaner.delete.retention.ms",
+                c.log_cleaner_delete_retention_ms.to_string(),
+                TYPE_LONG,
+                "Topic default delete.retention.ms.",
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                c.log_cleaner_min_cleanable_ratio.to_string(),
+                TYPE_DOUBLE,
+                "Topic default min.cleanable.dirty.ratio.",
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                c.log_cleaner_min_compaction_lag_ms.to_string(),
+                TYPE_LONG,
+                "Topic default min.compaction.lag.ms.",
+            ),
+            (
+                "log.cleaner.backoff.ms",
+                c.log_cleaner_backoff.as_millis().to_string(),
+                TYPE_LONG,
+                "How often compacted partitions are checked for cleaning.",
             ),
         ]
     }

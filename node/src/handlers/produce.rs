@@ -38,11 +38,14 @@ fn log_error_code(e: &LogError) -> ResponseError {
     match e {
         LogError::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage,
-        LogError::InvalidBatch(_) | LogError::TooManyRecords => ResponseError::InvalidRecord,
-        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        LogError::Io { .. } | LogError::Failed(_) | LogError::Raced { .. } => {
-            ResponseError::KafkaStorageError
+        LogError::InvalidBatch(_) | LogError::TooManyRecords | LogError::InvalidRecord(_) => {
+            ResponseError::InvalidRecord
         }
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io { .. }
+        | LogError::Failed(_)
+        | LogError::Raced { .. }
+        | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
         LogError::Producer(ProducerError::InvalidProducerEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
