@@ -17,7 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::proto::{self, BatchBuilder, Result};
-use crate::stats::{clock, new_hist, Stats};
+use crate::stats::{clock, Stats};
 
 #[derive(Clone, Debug)]
 pub struct Tp {
@@ -456,7 +456,7 @@ async fn produce_reader(
     topo: Arc<Topology>,
 ) -> Result<()> {
     let c = clock();
-    let mut local = new_hist();
+    let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
     let mut reported = 0u64;
     while let Some(inflight) = pending.recv().await {
         let frame = proto::read_frame(&mut rx).await?;
@@ -491,9 +491,12 @@ async fn produce_reader(
             }
             for &s in sched {
                 ok_msgs += 1;
+                let us = (now.saturating_sub(s) / 1000).max(1);
                 if s >= w.warm_end {
                     measured_msgs += 1;
-                    let _ = local.record(((now.saturating_sub(s)) / 1000).max(1));
+                    lat_m.push(us);
+                } else {
+                    lat_w.push(us);
                 }
             }
         }
@@ -507,7 +510,7 @@ async fn produce_reader(
                 .produce
                 .count(now, measured_msgs, measured_msgs * size, true);
         }
-        stats.produce.record(&mut local, true);
+        stats.produce.record(&mut lat_m, &mut lat_w);
     }
     Ok(())
 }
@@ -552,7 +555,7 @@ async fn fetch_loop(
 ) -> Result<()> {
     let c = clock();
     let mut conn = proto::Conn::connect(&addr).await?;
-    let mut local = new_hist();
+    let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
     let mut reported = 0;
     while !done() {
         let mut req = FetchRequest::default()
@@ -612,12 +615,14 @@ async fn fetch_loop(
                 let mut b_here = 0u64;
                 let p = proto::parse_records(records, slot.1, |send_unix| {
                     let sent = c.from_unix_ns(send_unix);
+                    let us = (now_unix.saturating_sub(send_unix) / 1000).max(1);
                     if sent >= w.warm_end {
                         m_here += 1;
                         if w.e2e {
-                            let _ =
-                                local.record((now_unix.saturating_sub(send_unix) / 1000).max(1));
+                            lat_m.push(us);
                         }
+                    } else if w.e2e {
+                        lat_w.push(us);
                     }
                 });
                 if let Some(next) = p.next_offset {
@@ -638,7 +643,7 @@ async fn fetch_loop(
         if measured > 0 {
             stats.consume.count(now, measured, bytes_m, true);
         }
-        stats.consume.record(&mut local, true);
+        stats.consume.record(&mut lat_m, &mut lat_w);
         if msgs == 0 {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }

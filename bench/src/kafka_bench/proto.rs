@@ -49,8 +49,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Bytes> {
             format!("frame size {size}"),
         ));
     }
-    let mut buf = BytesMut::zeroed(size as usize);
-    r.read_exact(&mut buf).await?;
+    let size = size as usize;
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let mut limited = (&mut *r).take((size - buf.len()) as u64);
+        if limited.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     Ok(buf.freeze())
 }
 

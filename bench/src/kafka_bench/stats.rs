@@ -93,17 +93,24 @@ impl Side {
         }
     }
 
-    /// Record latencies (µs) gathered by a task: into the run histogram
-    /// (if measured) and the interval histogram (always).
-    pub fn record(&self, local: &mut Histogram<u64>, measured: bool) {
-        if local.is_empty() {
-            return;
+    /// Record latencies (µs) gathered by a task for one response: into the
+    /// run histogram (those measured, after warm-up) and the interval
+    /// histogram (all). One lock each per response.
+    pub fn record(&self, measured: &mut Vec<u64>, warm: &mut Vec<u64>) {
+        if !measured.is_empty() {
+            let mut h = self.hist.lock().unwrap();
+            for &v in measured.iter() {
+                h.saturating_record(v);
+            }
         }
-        if measured {
-            self.hist.lock().unwrap().add(&*local).unwrap();
+        if !measured.is_empty() || !warm.is_empty() {
+            let mut h = self.interval.lock().unwrap();
+            for &v in measured.iter().chain(warm.iter()) {
+                h.saturating_record(v);
+            }
         }
-        self.interval.lock().unwrap().add(&*local).unwrap();
-        local.reset();
+        measured.clear();
+        warm.clear();
     }
 }
 
