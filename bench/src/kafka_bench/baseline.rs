@@ -70,7 +70,7 @@ pub fn measure(args: &Args, rep: &Report) -> Result<Baseline> {
     // the broker fsyncs before every acks=all answer (default flush policy,
     // group commit): the same cadence here is one fdatasync per producer batch
     let fsync_every = (args.acks == Acks::All).then_some(args.batch_size);
-    let bytes = (rep.produce.bytes.max(64 << 20)).min(4 << 30);
+    let bytes = rep.produce.bytes.clamp(64 << 20, 4 << 30);
     let chunk = (args.batch_size as usize).clamp(4096, 8 << 20);
     let dir = if args.bootstrap.is_some() || args.sink {
         std::env::temp_dir()

@@ -614,7 +614,7 @@ async fn fetch_loop(
                 let mut m_here = 0u64;
                 let mut b_here = 0u64;
                 let p = proto::parse_records(records, slot.1, |send_unix| {
-                    let sent = c.from_unix_ns(send_unix);
+                    let sent = c.since_start_of_unix_ns(send_unix);
                     let us = (now_unix.saturating_sub(send_unix) / 1000).max(1);
                     if sent >= w.warm_end {
                         m_here += 1;
@@ -629,8 +629,8 @@ async fn fetch_loop(
                     slot.1 = next;
                 }
                 msgs += p.messages;
-                if p.messages > 0 {
-                    b_here = p.value_bytes * m_here / p.messages;
+                if let Some(b) = (p.value_bytes * m_here).checked_div(p.messages) {
+                    b_here = b;
                 }
                 measured += m_here;
                 bytes_m += b_here;

@@ -549,7 +549,6 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
     let done: Arc<dyn Fn() -> bool + Send + Sync> = {
         let (stats, expected, idle_since) = (stats.clone(), expected.clone(), idle_since.clone());
         let no_producers = producers == 0;
-        let stop_at = stop_at;
         Arc::new(move || {
             let now = clock().now();
             if no_producers {
@@ -602,7 +601,6 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
         let stats = stats.clone();
         let stop = stop_ticker.clone();
         let quiet = args.quiet;
-        let warm_end = warm_end;
         tokio::spawn(async move {
             let mut timeline = Vec::new();
             let mut last = (0u64, 0u64, 0u64, 0u64);

@@ -34,7 +34,7 @@ impl Clock {
     pub fn to_unix_ns(&self, t: u64) -> u64 {
         self.unix_ns + t
     }
-    pub fn from_unix_ns(&self, u: u64) -> u64 {
+    pub fn since_start_of_unix_ns(&self, u: u64) -> u64 {
         u.saturating_sub(self.unix_ns)
     }
     pub fn unix_ms(&self, t: u64) -> i64 {
