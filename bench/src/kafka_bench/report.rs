@@ -33,14 +33,27 @@ pub struct SideReport {
     pub errors: u64,
 }
 
+/// Machine limits, measured after the run on the same disk and loopback.
 #[derive(serde::Serialize, Clone)]
 pub struct Baseline {
-    pub disk_write_mb_per_s: f64,
-    pub disk_bytes: u64,
-    pub disk_fsync_every_bytes: Option<u64>,
-    pub disk_fsyncs: u64,
+    /// Write size (= --batch-size, 4 KiB..8 MiB).
+    pub chunk_bytes: u64,
+    /// pwrite back to back, one fdatasync at the end (page cache speed).
+    pub disk_nosync_mb_per_s: f64,
+    pub disk_nosync_bytes: u64,
+    /// pwrite back to back while another thread loops fdatasync: the
+    /// broker's group commit (default flush policy: every append).
+    pub disk_group_commit_mb_per_s: f64,
+    pub disk_group_commit_bytes: u64,
+    pub disk_group_commit_fsyncs: u64,
+    /// acks=all only: fdatasync after every batch-size bytes.
+    pub disk_fsync_per_batch_mb_per_s: Option<f64>,
+    pub disk_fsync_per_batch_bytes: Option<u64>,
+    /// One connection, 1 MiB writes, 3 s.
     pub loopback_tcp_mb_per_s: f64,
-    pub produce_vs_disk: f64,
+    pub produce_vs_disk_nosync: f64,
+    pub produce_vs_disk_group_commit: f64,
+    pub produce_vs_disk_fsync_per_batch: Option<f64>,
     pub produce_vs_loopback: f64,
     pub consume_vs_loopback: f64,
 }
@@ -296,16 +309,23 @@ pub fn print(r: &Report) {
     );
     if let Some(b) = &r.baseline {
         println!(
-            "baseline: disk write {:.1} MB/s ({} B, fsync {}), loopback TCP {:.1} MB/s",
-            b.disk_write_mb_per_s,
-            b.disk_bytes,
-            b.disk_fsync_every_bytes
-                .map_or("at the end only".into(), |n| format!("every {n} B")),
+            "baseline ({} B writes): disk no fsync {:.1} MB/s, disk group commit {:.1} MB/s ({} fdatasyncs){}, loopback TCP {:.1} MB/s",
+            b.chunk_bytes,
+            b.disk_nosync_mb_per_s,
+            b.disk_group_commit_mb_per_s,
+            b.disk_group_commit_fsyncs,
+            b.disk_fsync_per_batch_mb_per_s
+                .map_or(String::new(), |x| format!(", fdatasync per batch {x:.1} MB/s")),
             b.loopback_tcp_mb_per_s
         );
         println!(
-            "ratios: produce/disk {:.2}, produce/loopback {:.2}, consume/loopback {:.2}",
-            b.produce_vs_disk, b.produce_vs_loopback, b.consume_vs_loopback
+            "ratios: produce/disk-nosync {:.2}, produce/disk-group-commit {:.2}{}, produce/loopback {:.2}, consume/loopback {:.2}",
+            b.produce_vs_disk_nosync,
+            b.produce_vs_disk_group_commit,
+            b.produce_vs_disk_fsync_per_batch
+                .map_or(String::new(), |x| format!(", produce/fsync-per-batch {x:.2}")),
+            b.produce_vs_loopback,
+            b.consume_vs_loopback
         );
     }
 }
