@@ -84,6 +84,16 @@ pub enum Acks {
     All,
 }
 
+impl Acks {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::Zero => "0",
+            Acks::One => "1",
+            Acks::All => "all",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 pub enum ConsumeFrom {
     /// The end offsets when the run starts: exactly this run's messages.

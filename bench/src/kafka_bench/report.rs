@@ -230,7 +230,7 @@ pub fn print(r: &Report) {
     let s = &r.settings;
     println!();
     println!(
-        "odradek-bench: {} | {} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, keys {:?}, acks {:?}, batch {} B, linger {} ms, rate {}",
+        "odradek-bench: {} | {} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, keys {:?}, acks {}, batch {} B, linger {} ms, rate {}",
         r.broker,
         s.topics,
         r.partitions_total / s.topics.max(1),
@@ -238,7 +238,7 @@ pub fn print(r: &Report) {
         s.consumers,
         s.message_size,
         s.keys,
-        s.acks,
+        s.acks.as_str(),
         s.batch_size,
         s.linger_ms,
         s.rate.map_or("max".into(), |x| format!("{x} msg/s")),
@@ -355,12 +355,12 @@ pub fn svg(r: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let st = &r.settings;
     let title = format!(
-        "odradek-bench: {}, {}x{} partitions, {} B, acks {:?}, batch {} B, rate {}",
+        "odradek-bench: {}, {}x{} partitions, {} B, acks {}, batch {} B, rate {}",
         r.broker,
         st.topics,
         r.partitions_total / st.topics.max(1),
         st.message_size,
-        st.acks,
+        st.acks.as_str(),
         st.batch_size,
         st.rate.map_or("max".into(), |x| format!("{x}/s"))
     );
