@@ -342,7 +342,7 @@ pub fn svg(r: &Report) -> String {
     let (w, h) = (900.0, 620.0);
     let (l, rgt) = (70.0, 20.0);
     let pw = w - l - rgt;
-    let (t1, h1) = (50.0, 220.0);
+    let (t1, h1) = (62.0, 210.0);
     let (t2, h2) = (330.0, 200.0);
     let tl = &r.timeline;
     let tmax = tl.iter().map(|t| t.t_s).fold(1.0, f64::max);
@@ -354,24 +354,28 @@ pub fn svg(r: &Report) -> String {
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let st = &r.settings;
-    let title = format!(
-        "odradek-bench: {}, {}x{} partitions, {} B, acks {}, batch {} B, rate {}",
-        r.broker,
+    let title = format!("odradek-bench against {}", r.broker);
+    let settings = format!(
+        "{} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, acks {}, batch {} B, linger {} ms, rate {}",
         st.topics,
         r.partitions_total / st.topics.max(1),
+        st.producers,
+        st.consumers,
         st.message_size,
         st.acks.as_str(),
         st.batch_size,
-        st.rate.map_or("max".into(), |x| format!("{x}/s"))
+        st.linger_ms,
+        st.rate.map_or("max".into(), |x| format!("{x} msg/s"))
     );
     let _ = writeln!(
         s,
-        r#"<text x="{l}" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        r#"<text x="{l}" y="18" font-size="14" font-weight="bold">{}</text>"#,
         esc(&title)
     );
+    let _ = writeln!(s, r#"<text x="{l}" y="34">{}</text>"#, esc(&settings));
     let _ = writeln!(
         s,
-        r#"<text x="{l}" y="38">load average before {:.2}, after {:.2} ({} CPUs); shaded = warm-up</text>"#,
+        r#"<text x="{l}" y="50">load average before {:.2}, after {:.2} ({} CPUs); shaded = warm-up</text>"#,
         r.machine.load_before[0], r.machine.load_after[0], r.machine.cpus
     );
     // panel 1: throughput
