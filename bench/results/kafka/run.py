@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Run the odradek-bench matrix of docs/benchmarks.md ("Kafka-protocol
+benchmark") N times, interleaved, one JSON per run in OUT, then the 50 %-rate
+latency runs at half the median max rate measured. Usage:
+
+    cargo build --release -p odradek-bench -p odradek
+    python3 bench/results/kafka/run.py OUT_DIR [RUNS]
+"""
+import json, os, statistics, subprocess, sys
+
+out = sys.argv[1]
+runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+exe = os.path.join(os.path.dirname(__file__), "../../../target/release/odradek-bench")
+os.makedirs(out, exist_ok=True)
+common = ["--duration", "8s", "--warmup", "2s", "--quiet", "--message-size", "1024"]
+
+configs = {}
+for p in (1, 4):
+    configs[f"acks1-p{p}"] = ["--partitions", str(p), "--consumers", "0", "--acks", "1", "--baseline"]
+    configs[f"acksall-p{p}"] = ["--partitions", str(p), "--consumers", "0", "--acks", "all", "--baseline"]
+    configs[f"backlog-p{p}"] = ["--partitions", str(p), "--consume-phase", "after", "--messages", "1000000", "--acks", "1", "--baseline"]
+    configs[f"e2e-acks1-p{p}"] = ["--partitions", str(p), "--consumers", "1", "--acks", "1"]
+    configs[f"sink-p{p}"] = ["--sink", "--partitions", str(p), "--consumers", "0", "--acks", "1"]
+
+
+def run(name, args, i):
+    path = os.path.join(out, f"{name}-{i}.json")
+    svg = os.path.join(out, f"{name}-{i}.svg")
+    load = open("/proc/loadavg").read().split()[:3]
+    cmd = [exe] + common + args + ["--json", path, "--svg", svg]
+    print(f"[{name} #{i}] load {' '.join(load)}: {' '.join(cmd[1:])}", flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout, r.stderr)
+    else:
+        for line in r.stdout.splitlines():
+            if line.startswith(("produce", "consume", "ratios", "CPU")):
+                print("   ", line)
+
+
+for i in range(1, runs + 1):
+    for name, args in configs.items():
+        run(name, args, i)
+
+
+def median_rate(name):
+    vals = []
+    for i in range(1, runs + 1):
+        try:
+            vals.append(json.load(open(os.path.join(out, f"{name}-{i}.json")))["produce"]["msgs_per_s"])
+        except FileNotFoundError:
+            pass
+    return statistics.median(vals)
+
+
+half = {}
+for p in (1, 4):
+    for acks in ("1", "all"):
+        name = f"acks{acks}-p{p}"
+        rate = round(median_rate(name) / 2)
+        half[f"half-{name}"] = ["--partitions", str(p), "--consumers", "0", "--acks", acks, "--rate", str(rate)]
+for i in range(1, runs + 1):
+    for name, args in half.items():
+        run(name, args, i)

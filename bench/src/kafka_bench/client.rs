@@ -1,0 +1,652 @@
+//! The load: pipelined producers and fetch-loop consumers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::proto::{self, BatchBuilder, Result};
+use crate::stats::{clock, Stats};
+
+#[derive(Clone, Debug)]
+pub struct Tp {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub parts: Vec<Tp>,
+    pub brokers: HashMap<i32, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Keys {
+    None,
+    Uniform,
+    Zipf,
+}
+
+#[derive(Clone, Debug)]
+pub struct Work {
+    pub producers: usize,
+    pub message_size: usize,
+    pub keys: Keys,
+    pub key_space: u64,
+    pub zipf_s: f64,
+    pub acks: i16,
+    pub batch_size: usize,
+    pub linger_ns: u64,
+    pub rate: Option<f64>,
+    pub max_in_flight: usize,
+    pub produce_version: i16,
+    pub fetch_version: i16,
+    pub fetch_max_bytes: i32,
+    pub fetch_max_wait_ms: i32,
+    /// Clock time (ns) the measurement window starts (end of warm-up).
+    pub warm_end: u64,
+    /// Producers stop generating at this clock time (duration mode).
+    pub stop_at: Option<u64>,
+    /// Messages per producer (messages mode).
+    pub messages: Option<u64>,
+    /// Record end-to-end latency (not when consuming a backlog afterwards).
+    pub e2e: bool,
+}
+
+/// Small fast PRNG (splitmix64).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E3779B97F4A7C15) ^ 0xD1B54A32D192ED03)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Key chooser: none, uniform over `key_space`, or Zipf(s) over it (CDF
+/// table + binary search).
+pub struct KeyGen {
+    keys: Keys,
+    space: u64,
+    cdf: Arc<Vec<f64>>,
+}
+impl KeyGen {
+    pub fn new(keys: Keys, space: u64, s: f64) -> Self {
+        let cdf = if keys == Keys::Zipf {
+            let mut c = Vec::with_capacity(space as usize);
+            let mut acc = 0.0;
+            for k in 1..=space {
+                acc += 1.0 / (k as f64).powf(s);
+                c.push(acc);
+            }
+            let total = acc;
+            c.iter_mut().for_each(|x| *x /= total);
+            c
+        } else {
+            Vec::new()
+        };
+        Self {
+            keys,
+            space,
+            cdf: Arc::new(cdf),
+        }
+    }
+    fn clone_gen(&self) -> Self {
+        Self {
+            keys: self.keys,
+            space: self.space,
+            cdf: self.cdf.clone(),
+        }
+    }
+    fn key(&self, rng: &mut Rng) -> Option<u64> {
+        match self.keys {
+            Keys::None => None,
+            Keys::Uniform => Some(rng.next() % self.space),
+            Keys::Zipf => {
+                let u = rng.unit();
+                Some(self.cdf.partition_point(|&c| c < u) as u64)
+            }
+        }
+    }
+}
+
+fn key_partition(key: u64, n: usize) -> usize {
+    // fixed mixing so a key always lands on the same partition
+    let mut z = key.wrapping_add(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    ((z ^ (z >> 31)) % n as u64) as usize
+}
+
+struct Open {
+    b: BatchBuilder,
+    first_sched: u64,
+    sched: Vec<u64>,
+}
+
+struct Ready {
+    part: usize,
+    bytes: Bytes,
+    sched: Vec<u64>,
+}
+
+struct InFlight {
+    corr: i32,
+    batches: Vec<(usize, Vec<u64>)>,
+}
+
+struct PConn {
+    tx: OwnedWriteHalf,
+    permits: Arc<Semaphore>,
+    pending: mpsc::UnboundedSender<InFlight>,
+    reader: tokio::task::JoinHandle<Result<()>>,
+    corr: i32,
+    queue: VecDeque<Ready>,
+}
+
+/// One producer: its own connection per leader, batches per partition.
+pub async fn producer(
+    id: usize,
+    topo: Arc<Topology>,
+    w: Arc<Work>,
+    keygen: Arc<KeyGen>,
+    stats: Arc<Stats>,
+) -> Result<()> {
+    let c = clock();
+    let n = topo.parts.len();
+    let keygen = keygen.clone_gen();
+    let mut rng = Rng::new(id as u64 + 1);
+    // filler: random bytes, different per producer
+    let filler_len = w.message_size - 8;
+    let filler: Vec<u8> = (0..filler_len + 4096).map(|_| rng.next() as u8).collect();
+    let mut conns: HashMap<i32, PConn> = HashMap::new();
+    for tp in &topo.parts {
+        if conns.contains_key(&tp.leader) {
+            continue;
+        }
+        let addr = topo
+            .brokers
+            .get(&tp.leader)
+            .ok_or("leader not in metadata")?;
+        let conn = proto::Conn::connect(addr).await?;
+        let (rx, tx) = conn.stream.into_split();
+        let permits = Arc::new(Semaphore::new(w.max_in_flight));
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(produce_reader(
+            rx,
+            prx,
+            permits.clone(),
+            w.clone(),
+            stats.clone(),
+            topo.clone(),
+        ));
+        conns.insert(
+            tp.leader,
+            PConn {
+                tx,
+                permits,
+                pending: ptx,
+                reader,
+                corr: 0,
+                queue: VecDeque::new(),
+            },
+        );
+    }
+    let mut open: Vec<Option<Open>> = (0..n).map(|_| None).collect();
+    let mut sticky = id % n;
+    let mut remaining = w.messages.unwrap_or(u64::MAX);
+    let interval = w.rate.map(|r| (1e9 * w.producers as f64 / r) as u64);
+    let mut next_sched = c.now() + interval.map_or(0, |iv| iv * id as u64 / w.producers as u64);
+    let key_buf_len = 16;
+    let mut filler_off = 0usize;
+    let topic_names: Vec<TopicName> = topo
+        .parts
+        .iter()
+        .map(|t| TopicName(StrBytes::from_string(t.topic.clone())))
+        .collect();
+    loop {
+        let now = c.now();
+        let stopping = remaining == 0 || w.stop_at.is_some_and(|s| now >= s);
+        // 1. generate what is due
+        if !stopping {
+            let mut made = 0;
+            loop {
+                let sched = match interval {
+                    Some(_) if next_sched > now => break,
+                    Some(iv) => {
+                        let s = next_sched;
+                        next_sched += iv;
+                        s
+                    }
+                    None => now,
+                };
+                let key = keygen.key(&mut rng);
+                let part = match key {
+                    Some(k) => key_partition(k, n),
+                    None => sticky,
+                };
+                let mut keybuf = [0u8; 16];
+                let key_bytes = key.map(|k| {
+                    let s = format!("{k:016}");
+                    keybuf.copy_from_slice(&s.as_bytes()[s.len() - key_buf_len..]);
+                    &keybuf[..]
+                });
+                let slot = &mut open[part];
+                let need = |o: &Open| {
+                    o.b.len()
+                        + o.b
+                            .record_size(key_bytes.map_or(0, |k| k.len()), w.message_size)
+                };
+                if slot.as_ref().is_some_and(|o| need(o) > w.batch_size) {
+                    let o = slot.take().unwrap();
+                    enqueue(&mut conns, &topo, part, o);
+                    if key.is_none() {
+                        sticky = (sticky + 1) % n;
+                    }
+                }
+                let part = if key.is_none() { sticky } else { part };
+                let o = open[part].get_or_insert_with(|| Open {
+                    b: BatchBuilder::new(w.batch_size),
+                    first_sched: sched,
+                    sched: Vec::new(),
+                });
+                filler_off = (filler_off + 61) % 4096;
+                o.b.push(
+                    c.unix_ms(sched),
+                    key_bytes,
+                    c.to_unix_ns(sched),
+                    &filler[filler_off..filler_off + filler_len],
+                );
+                o.sched.push(sched);
+                remaining -= 1;
+                made += 1;
+                if remaining == 0 {
+                    break;
+                }
+                if interval.is_none() {
+                    // max rate: stop generating once something is queued and
+                    // the window is full, or after a bounded amount
+                    // keep one batch queued beyond what the windows take now
+                    let queued: usize = conns.values().map(|p| p.queue.len()).sum();
+                    let free: usize = conns.values().map(|p| p.permits.available_permits()).sum();
+                    if queued > free {
+                        break;
+                    }
+                    if made >= 4096 {
+                        break;
+                    }
+                } else if made >= 65536 {
+                    break;
+                }
+            }
+        }
+        // 2. linger expired (or stopping): batches become ready
+        let now = c.now();
+        for (part, slot) in open.iter_mut().enumerate() {
+            if slot
+                .as_ref()
+                .is_some_and(|o| stopping || now >= o.first_sched + w.linger_ns)
+            {
+                let o = slot.take().unwrap();
+                enqueue(&mut conns, &topo, part, o);
+                if part == sticky && w.keys == Keys::None {
+                    sticky = (sticky + 1) % n;
+                }
+            }
+        }
+        // 3. send what the windows allow
+        for pc in conns.values_mut() {
+            while !pc.queue.is_empty() {
+                let permit = if w.acks == 0 {
+                    None
+                } else {
+                    match pc.permits.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => break,
+                    }
+                };
+                send_request(pc, &w, &topo, &topic_names, &stats).await?;
+                if let Some(p) = permit {
+                    p.forget(); // returned by the reader
+                }
+            }
+        }
+        let queued: usize = conns.values().map(|p| p.queue.len()).sum();
+        if stopping && queued == 0 && open.iter().all(|o| o.is_none()) {
+            break;
+        }
+        // 4. wait for the next thing to do
+        let mut wake = u64::MAX;
+        if let Some(_iv) = interval {
+            if !stopping {
+                wake = wake.min(next_sched);
+            }
+        }
+        for o in open.iter().flatten() {
+            wake = wake.min(o.first_sched + w.linger_ns);
+        }
+        if let Some(s) = w.stop_at {
+            wake = wake.min(s);
+        }
+        let blocked = queued > 0;
+        if interval.is_none() && !blocked && !stopping {
+            continue; // max rate: generate more
+        }
+        if blocked {
+            // wait for a permit on a connection with queued requests, or the
+            // next scheduled message (open loop: keep generating)
+            let pc = conns.values().find(|p| !p.queue.is_empty()).unwrap();
+            let permits = pc.permits.clone();
+            let sleep =
+                tokio::time::sleep_until(c.instant(wake.min(c.now() + 1_000_000_000)).into());
+            tokio::select! {
+                p = permits.acquire() => { drop(p); }
+                _ = sleep, if interval.is_some() => {}
+            }
+        } else if wake != u64::MAX {
+            let now = c.now();
+            if wake > now {
+                tokio::time::sleep_until(c.instant(wake).into()).await;
+            }
+        }
+    }
+    // wait for all answers: drop the pending senders, join readers
+    for (_, pc) in conns {
+        drop(pc.pending);
+        let mut tx = pc.tx;
+        pc.reader.await.map_err(|e| format!("reader task: {e}"))??;
+        let _ = tx.shutdown().await;
+    }
+    Ok(())
+}
+
+fn enqueue(conns: &mut HashMap<i32, PConn>, topo: &Topology, part: usize, o: Open) {
+    let leader = topo.parts[part].leader;
+    conns.get_mut(&leader).unwrap().queue.push_back(Ready {
+        part,
+        bytes: o.b.finish(),
+        sched: o.sched,
+    });
+}
+
+/// One Produce request with at most one batch per partition from the queue.
+async fn send_request(
+    pc: &mut PConn,
+    w: &Work,
+    topo: &Topology,
+    names: &[TopicName],
+    stats: &Stats,
+) -> Result<()> {
+    let mut taken: Vec<Ready> = Vec::new();
+    let mut rest = VecDeque::new();
+    let mut size = 0;
+    while let Some(r) = pc.queue.pop_front() {
+        if taken.iter().any(|t| t.part == r.part) || (size > 0 && size + r.bytes.len() > 8 << 20) {
+            rest.push_back(r);
+        } else {
+            size += r.bytes.len();
+            taken.push(r);
+        }
+    }
+    pc.queue = rest;
+    let mut req = ProduceRequest::default();
+    req.acks = w.acks;
+    req.timeout_ms = 30_000;
+    let mut msgs = 0;
+    for r in &taken {
+        msgs += r.sched.len() as u64;
+        let name = &names[r.part];
+        let pd = PartitionProduceData::default()
+            .with_index(topo.parts[r.part].partition)
+            .with_records(Some(r.bytes.clone()));
+        match req.topic_data.iter_mut().find(|t| &t.name == name) {
+            Some(t) => t.partition_data.push(pd),
+            None => req.topic_data.push(
+                TopicProduceData::default()
+                    .with_name(name.clone())
+                    .with_partition_data(vec![pd]),
+            ),
+        }
+    }
+    pc.corr += 1;
+    let frame = proto::encode_request(ApiKey::Produce, w.produce_version, pc.corr, &req, size)?;
+    if w.acks != 0 {
+        let _ = pc.pending.send(InFlight {
+            corr: pc.corr,
+            batches: taken.into_iter().map(|r| (r.part, r.sched)).collect(),
+        });
+    }
+    pc.tx.write_all(&frame).await?;
+    stats.sent.fetch_add(msgs, Relaxed);
+    if w.acks == 0 {
+        let now = clock().now();
+        stats
+            .produce
+            .count(now, msgs, msgs * w.message_size as u64, now >= w.warm_end);
+    }
+    Ok(())
+}
+
+async fn produce_reader(
+    mut rx: tokio::net::tcp::OwnedReadHalf,
+    mut pending: mpsc::UnboundedReceiver<InFlight>,
+    permits: Arc<Semaphore>,
+    w: Arc<Work>,
+    stats: Arc<Stats>,
+    topo: Arc<Topology>,
+) -> Result<()> {
+    let c = clock();
+    let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
+    let mut reported = 0u64;
+    while let Some(inflight) = pending.recv().await {
+        let frame = proto::read_frame(&mut rx).await?;
+        let (corr, resp): (i32, ProduceResponse) =
+            proto::decode_response(ApiKey::Produce, w.produce_version, frame)?;
+        if corr != inflight.corr {
+            return Err(format!("produce: correlation {corr}, expected {}", inflight.corr).into());
+        }
+        permits.add_permits(1);
+        let now = c.now();
+        let mut errs: HashMap<(String, i32), i16> = HashMap::new();
+        for t in &resp.responses {
+            for p in &t.partition_responses {
+                if p.error_code != 0 {
+                    errs.insert((t.name.0.to_string(), p.index), p.error_code);
+                }
+            }
+        }
+        let (mut ok_msgs, mut measured_msgs) = (0u64, 0u64);
+        for (part, sched) in &inflight.batches {
+            let tp = &topo.parts[*part];
+            if let Some(code) = errs.get(&(tp.topic.clone(), tp.partition)) {
+                let n = sched.len() as u64;
+                if stats.produce.errors.fetch_add(n, Relaxed) == 0 || reported < 3 {
+                    reported += 1;
+                    eprintln!(
+                        "produce error {code} on {}-{} ({n} messages)",
+                        tp.topic, tp.partition
+                    );
+                }
+                continue;
+            }
+            for &s in sched {
+                ok_msgs += 1;
+                let us = (now.saturating_sub(s) / 1000).max(1);
+                if s >= w.warm_end {
+                    measured_msgs += 1;
+                    lat_m.push(us);
+                } else {
+                    lat_w.push(us);
+                }
+            }
+        }
+        let size = w.message_size as u64;
+        let warm = ok_msgs - measured_msgs;
+        if warm > 0 {
+            stats.produce.count(now, warm, warm * size, false);
+        }
+        if measured_msgs > 0 {
+            stats
+                .produce
+                .count(now, measured_msgs, measured_msgs * size, true);
+        }
+        stats.produce.record(&mut lat_m, &mut lat_w);
+    }
+    Ok(())
+}
+
+/// One consumer: a fetch loop per leader over its partitions, starting at
+/// `start` offsets; stops when `done()` says so.
+pub async fn consumer(
+    parts: Vec<(usize, i64)>,
+    topo: Arc<Topology>,
+    w: Arc<Work>,
+    stats: Arc<Stats>,
+    done: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> Result<()> {
+    let mut by_leader: HashMap<i32, Vec<(usize, i64)>> = HashMap::new();
+    for (p, off) in parts {
+        by_leader
+            .entry(topo.parts[p].leader)
+            .or_default()
+            .push((p, off));
+    }
+    let mut tasks = Vec::new();
+    for (leader, parts) in by_leader {
+        let addr = topo.brokers[&leader].clone();
+        let (topo, w, stats, done) = (topo.clone(), w.clone(), stats.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            fetch_loop(addr, parts, topo, w, stats, done).await
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| format!("consumer task: {e}"))??;
+    }
+    Ok(())
+}
+
+async fn fetch_loop(
+    addr: String,
+    mut parts: Vec<(usize, i64)>,
+    topo: Arc<Topology>,
+    w: Arc<Work>,
+    stats: Arc<Stats>,
+    done: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> Result<()> {
+    let c = clock();
+    let mut conn = proto::Conn::connect(&addr).await?;
+    let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
+    let mut reported = 0;
+    while !done() {
+        let mut req = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(w.fetch_max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(64 << 20)
+            .with_session_id(0)
+            .with_session_epoch(-1);
+        for &(p, off) in &parts {
+            let tp = &topo.parts[p];
+            let name = TopicName(StrBytes::from_string(tp.topic.clone()));
+            let fp = FetchPartition::default()
+                .with_partition(tp.partition)
+                .with_fetch_offset(off)
+                .with_partition_max_bytes(w.fetch_max_bytes)
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1);
+            match req.topics.iter_mut().find(|t| t.topic == name) {
+                Some(t) => t.partitions.push(fp),
+                None => req.topics.push(
+                    FetchTopic::default()
+                        .with_topic(name)
+                        .with_partitions(vec![fp]),
+                ),
+            }
+        }
+        let resp: FetchResponse = conn.request(ApiKey::Fetch, w.fetch_version, &req).await?;
+        if resp.error_code != 0 {
+            return Err(format!("fetch error {}", resp.error_code).into());
+        }
+        let now = c.now();
+        let now_unix = c.to_unix_ns(now);
+        let (mut msgs, mut measured, mut bytes_m, mut bytes_w) = (0u64, 0u64, 0u64, 0u64);
+        for t in &resp.responses {
+            for pr in &t.partitions {
+                let Some(slot) = parts.iter_mut().find(|(p, _)| {
+                    topo.parts[*p].partition == pr.partition_index
+                        && topo.parts[*p].topic.as_str() == &*t.topic.0
+                }) else {
+                    continue;
+                };
+                if pr.error_code != 0 {
+                    if reported < 3 {
+                        reported += 1;
+                        eprintln!(
+                            "fetch error {} on {}-{}",
+                            pr.error_code, &*t.topic.0, pr.partition_index
+                        );
+                    }
+                    stats.consume.errors.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let Some(records) = &pr.records else { continue };
+                let mut m_here = 0u64;
+                let mut b_here = 0u64;
+                let p = proto::parse_records(records, slot.1, |send_unix| {
+                    let sent = c.since_start_of_unix_ns(send_unix);
+                    let us = (now_unix.saturating_sub(send_unix) / 1000).max(1);
+                    if sent >= w.warm_end {
+                        m_here += 1;
+                        if w.e2e {
+                            lat_m.push(us);
+                        }
+                    } else if w.e2e {
+                        lat_w.push(us);
+                    }
+                });
+                if let Some(next) = p.next_offset {
+                    slot.1 = next;
+                }
+                msgs += p.messages;
+                if let Some(b) = (p.value_bytes * m_here).checked_div(p.messages) {
+                    b_here = b;
+                }
+                measured += m_here;
+                bytes_m += b_here;
+                bytes_w += p.value_bytes - b_here;
+            }
+        }
+        if msgs > measured {
+            stats.consume.count(now, msgs - measured, bytes_w, false);
+        }
+        if measured > 0 {
+            stats.consume.count(now, measured, bytes_m, true);
+        }
+        stats.consume.record(&mut lat_m, &mut lat_w);
+        if msgs == 0 {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! The report: table, JSON, SVG picture, progress line.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::client::Topology;
+use crate::stats::{latency, Latency, Side, Stats, Tick};
+use crate::Args;
+
+#[derive(serde::Serialize, Default, Clone)]
+pub struct Machine {
+    pub cpus: usize,
+    pub kernel: String,
+    pub cpu_model: String,
+    /// 1/5/15-minute load averages before and after the run.
+    pub load_before: [f64; 3],
+    pub load_after: [f64; 3],
+}
+
+#[derive(serde::Serialize, Clone)]
+pub struct SideReport {
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// 10^6 bytes of message values per second.
+    pub mb_per_s: f64,
+    pub msgs_per_s: f64,
+    /// produce: produce -> ack (from the scheduled send time); consume:
+    /// end to end (scheduled send time -> fetched).
+    pub latency: Option<Latency>,
+    /// All messages incl. warm-up.
+    pub messages_total: u64,
+    pub errors: u64,
+}
+
+/// Machine limits, measured after the run on the same disk and loopback.
+#[derive(serde::Serialize, Clone)]
+pub struct Baseline {
+    /// Write size (= --batch-size, 4 KiB..8 MiB).
+    pub chunk_bytes: u64,
+    /// pwrite back to back, one fdatasync at the end (page cache speed).
+    pub disk_nosync_mb_per_s: f64,
+    pub disk_nosync_bytes: u64,
+    /// pwrite back to back while another thread loops fdatasync: the
+    /// broker's group commit (default flush policy: every append).
+    pub disk_group_commit_mb_per_s: f64,
+    pub disk_group_commit_bytes: u64,
+    pub disk_group_commit_fsyncs: u64,
+    /// acks=all only: fdatasync after every batch-size bytes.
+    pub disk_fsync_per_batch_mb_per_s: Option<f64>,
+    pub disk_fsync_per_batch_bytes: Option<u64>,
+    /// One connection, 1 MiB writes, 3 s.
+    pub loopback_tcp_mb_per_s: f64,
+    pub produce_vs_disk_nosync: f64,
+    pub produce_vs_disk_group_commit: f64,
+    pub produce_vs_disk_fsync_per_batch: Option<f64>,
+    pub produce_vs_loopback: f64,
+    pub consume_vs_loopback: f64,
+}
+
+#[derive(serde::Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub broker: String,
+    pub settings: Args,
+    pub partitions_total: usize,
+    pub produce_api_version: i16,
+    pub fetch_api_version: i16,
+    pub warmup_s: f64,
+    pub wall_s: f64,
+    pub machine: Machine,
+    pub produce: SideReport,
+    pub consume: SideReport,
+    pub sent_messages: u64,
+    pub consume_expected: Option<u64>,
+    pub broker_cpu_s: Option<f64>,
+    pub client_cpu_s: f64,
+    /// CPU seconds per GB (10^9 bytes) produced + consumed.
+    pub broker_cpu_s_per_gb: Option<f64>,
+    pub client_cpu_s_per_gb: Option<f64>,
+    pub baseline: Option<Baseline>,
+    pub timeline: Vec<Tick>,
+}
+
+pub struct Extra {
+    pub produce_version: i16,
+    pub fetch_version: i16,
+    pub warmup_s: f64,
+    pub wall_s: f64,
+    pub broker_cpu_s: Option<f64>,
+    pub client_cpu_s: f64,
+    pub broker: String,
+    pub consume_expected: Option<u64>,
+}
+
+fn side(s: &Side) -> SideReport {
+    let msgs = s.msgs.load(Relaxed);
+    let bytes = s.bytes.load(Relaxed);
+    let first = s.first_ns.load(Relaxed);
+    let last = s.last_ns.load(Relaxed);
+    let seconds = if msgs > 0 && last > first {
+        (last - first) as f64 / 1e9
+    } else {
+        0.0
+    };
+    let h = s.hist.lock().unwrap();
+    SideReport {
+        messages: msgs,
+        bytes,
+        seconds,
+        mb_per_s: if seconds > 0.0 {
+            bytes as f64 / 1e6 / seconds
+        } else {
+            0.0
+        },
+        msgs_per_s: if seconds > 0.0 {
+            msgs as f64 / seconds
+        } else {
+            0.0
+        },
+        latency: latency(&h),
+        messages_total: s.all_msgs.load(Relaxed),
+        errors: s.errors.load(Relaxed),
+    }
+}
+
+pub fn loadavg() -> [f64; 3] {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let v: Vec<f64> = s
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    [
+        v.first().copied().unwrap_or(0.0),
+        v.get(1).copied().unwrap_or(0.0),
+        v.get(2).copied().unwrap_or(0.0),
+    ]
+}
+
+/// User + system CPU seconds of this process so far.
+pub fn self_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}
+
+fn machine() -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpu_model,
+        ..Default::default()
+    }
+}
+
+impl Report {
+    pub fn build(
+        args: &Args,
+        topo: &Topology,
+        stats: &Stats,
+        timeline: Vec<Tick>,
+        x: Extra,
+    ) -> Self {
+        let produce = side(&stats.produce);
+        let consume = side(&stats.consume);
+        let gb = (produce.bytes + consume.bytes) as f64 / 1e9;
+        Self {
+            tool: "odradek-bench",
+            version: env!("CARGO_PKG_VERSION"),
+            broker: x.broker,
+            settings: args.clone(),
+            partitions_total: topo.parts.len(),
+            produce_api_version: x.produce_version,
+            fetch_api_version: x.fetch_version,
+            warmup_s: x.warmup_s,
+            wall_s: x.wall_s,
+            machine: machine(),
+            produce,
+            consume,
+            sent_messages: stats.sent.load(Relaxed),
+            consume_expected: x.consume_expected,
+            broker_cpu_s: x.broker_cpu_s,
+            client_cpu_s: x.client_cpu_s,
+            broker_cpu_s_per_gb: x.broker_cpu_s.filter(|_| gb > 0.0).map(|c| c / gb),
+            client_cpu_s_per_gb: (gb > 0.0).then(|| x.client_cpu_s / gb),
+            baseline: None,
+            timeline,
+        }
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+pub fn progress_line(t: &Tick) -> String {
+    format!(
+        "{:6.1}s{} produce {:8.1} MB/s {:9.0} msg/s ack p50 {} p99 {} ms | consume {:8.1} MB/s {:9.0} msg/s e2e p50 {} p99 {} ms",
+        t.t_s,
+        if t.warmup { " (warm-up)" } else { "" },
+        t.produce_mb_s,
+        t.produce_msgs_s,
+        opt_ms(t.ack_p50_ms),
+        opt_ms(t.ack_p99_ms),
+        t.consume_mb_s,
+        t.consume_msgs_s,
+        opt_ms(t.e2e_p50_ms),
+        opt_ms(t.e2e_p99_ms),
+    )
+}
+
+pub fn print(r: &Report) {
+    let s = &r.settings;
+    println!();
+    println!(
+        "odradek-bench: {} | {} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, keys {:?}, acks {}, batch {} B, linger {} ms, rate {}",
+        r.broker,
+        s.topics,
+        r.partitions_total / s.topics.max(1),
+        s.producers,
+        s.consumers,
+        s.message_size,
+        s.keys,
+        s.acks.as_str(),
+        s.batch_size,
+        s.linger_ms,
+        s.rate.map_or("max".into(), |x| format!("{x} msg/s")),
+    );
+    println!(
+        "load average before {:.2} {:.2} {:.2}, after {:.2} {:.2} {:.2} ({} CPUs)",
+        r.machine.load_before[0],
+        r.machine.load_before[1],
+        r.machine.load_before[2],
+        r.machine.load_after[0],
+        r.machine.load_after[1],
+        r.machine.load_after[2],
+        r.machine.cpus
+    );
+    println!(
+        "{:<26} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "",
+        "MB/s",
+        "msgs/s",
+        "messages",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "p99.99 ms",
+        "max ms"
+    );
+    for (name, sr) in [
+        ("produce (lat: ->ack)", &r.produce),
+        ("consume (lat: end-to-end)", &r.consume),
+    ] {
+        let l = sr.latency.as_ref();
+        let f = |g: fn(&Latency) -> f64| l.map_or("-".to_string(), |l| format!("{:.2}", g(l)));
+        println!(
+            "{:<26} {:>10.1} {:>12.0} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+            name,
+            sr.mb_per_s,
+            sr.msgs_per_s,
+            sr.messages,
+            f(|l| l.p50_ms),
+            f(|l| l.p90_ms),
+            f(|l| l.p99_ms),
+            f(|l| l.p99_9_ms),
+            f(|l| l.p99_99_ms),
+            f(|l| l.max_ms),
+        );
+    }
+    println!(
+        "all messages: sent {}, acked {}, consumed {}{}; errors: produce {}, consume {}",
+        r.sent_messages,
+        r.produce.messages_total,
+        r.consume.messages_total,
+        r.consume_expected
+            .map_or(String::new(), |e| format!(" (expected {e})")),
+        r.produce.errors,
+        r.consume.errors
+    );
+    println!(
+        "CPU: client {:.2} s{}{}",
+        r.client_cpu_s,
+        r.client_cpu_s_per_gb
+            .map_or(String::new(), |x| format!(" ({x:.2} s/GB)")),
+        r.broker_cpu_s.map_or(String::new(), |b| format!(
+            ", broker {b:.2} s{}",
+            r.broker_cpu_s_per_gb
+                .map_or(String::new(), |x| format!(" ({x:.2} s/GB)"))
+        )),
+    );
+    if let Some(b) = &r.baseline {
+        println!(
+            "baseline ({} B writes): disk no fsync {:.1} MB/s, disk group commit {:.1} MB/s ({} fdatasyncs){}, loopback TCP {:.1} MB/s",
+            b.chunk_bytes,
+            b.disk_nosync_mb_per_s,
+            b.disk_group_commit_mb_per_s,
+            b.disk_group_commit_fsyncs,
+            b.disk_fsync_per_batch_mb_per_s
+                .map_or(String::new(), |x| format!(", fdatasync per batch {x:.1} MB/s")),
+            b.loopback_tcp_mb_per_s
+        );
+        println!(
+            "ratios: produce/disk-nosync {:.2}, produce/disk-group-commit {:.2}{}, produce/loopback {:.2}, consume/loopback {:.2}",
+            b.produce_vs_disk_nosync,
+            b.produce_vs_disk_group_commit,
+            b.produce_vs_disk_fsync_per_batch
+                .map_or(String::new(), |x| format!(", produce/fsync-per-batch {x:.2}")),
+            b.produce_vs_loopback,
+            b.consume_vs_loopback
+        );
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Two panels: throughput per second over time; p50/p99 latency per second
+/// over time (log scale), with the run's percentiles as text.
+pub fn svg(r: &Report) -> String {
+    let (w, h) = (900.0, 620.0);
+    let (l, rgt) = (70.0, 20.0);
+    let pw = w - l - rgt;
+    let (t1, h1) = (62.0, 210.0);
+    let (t2, h2) = (330.0, 200.0);
+    let tl = &r.timeline;
+    let tmax = tl.iter().map(|t| t.t_s).fold(1.0, f64::max);
+    let x = |t: f64| l + pw * t / tmax;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let st = &r.settings;
+    let title = format!("odradek-bench against {}", r.broker);
+    let settings = format!(
+        "{} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, acks {}, batch {} B, linger {} ms, rate {}",
+        st.topics,
+        r.partitions_total / st.topics.max(1),
+        st.producers,
+        st.consumers,
+        st.message_size,
+        st.acks.as_str(),
+        st.batch_size,
+        st.linger_ms,
+        st.rate.map_or("max".into(), |x| format!("{x} msg/s"))
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{l}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        esc(&title)
+    );
+    let _ = writeln!(s, r#"<text x="{l}" y="34">{}</text>"#, esc(&settings));
+    let _ = writeln!(
+        s,
+        r#"<text x="{l}" y="50">load average before {:.2}, after {:.2} ({} CPUs); shaded = warm-up</text>"#,
+        r.machine.load_before[0], r.machine.load_after[0], r.machine.cpus
+    );
+    // panel 1: throughput
+    let ymax = tl
+        .iter()
+        .map(|t| t.produce_mb_s.max(t.consume_mb_s))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let y1 = |v: f64| t1 + h1 - h1 * v / ymax;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{l}" y="{t1}" width="{pw}" height="{h1}" fill="none" stroke="#888"/>"##
+    );
+    if r.warmup_s > 0.0 {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{l}" y="{t1}" width="{:.1}" height="{h1}" fill="#eee"/>"##,
+            (x(r.warmup_s) - l).max(0.0)
+        );
+    }
+    for i in 0..=4 {
+        let v = ymax * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}</text><line x1="{l}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            l - 5.0,
+            y1(v) + 4.0,
+            v,
+            l + pw,
+            y1(v),
+            y1(v)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="15" y="{:.1}" transform="rotate(-90 15 {:.1})" text-anchor="middle">MB/s</text>"#,
+        t1 + h1 / 2.0,
+        t1 + h1 / 2.0
+    );
+    let line = |s: &mut String, pts: Vec<(f64, f64)>, color: &str| {
+        if pts.is_empty() {
+            return;
+        }
+        let p: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            p.join(" ")
+        );
+    };
+    line(
+        &mut s,
+        tl.iter().map(|t| (x(t.t_s), y1(t.produce_mb_s))).collect(),
+        "#1f77b4",
+    );
+    line(
+        &mut s,
+        tl.iter().map(|t| (x(t.t_s), y1(t.consume_mb_s))).collect(),
+        "#ff7f0e",
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" fill="#1f77b4">produce {:.0} MB/s</text><text x="{:.1}" y="{:.1}" fill="#ff7f0e">consume {:.0} MB/s</text>"##,
+        l + 10.0,
+        t1 + 16.0,
+        r.produce.mb_per_s,
+        l + 170.0,
+        t1 + 16.0,
+        r.consume.mb_per_s
+    );
+    // panel 2: latency per second, log scale
+    let vals: Vec<f64> = tl
+        .iter()
+        .flat_map(|t| [t.ack_p50_ms, t.ack_p99_ms, t.e2e_p50_ms, t.e2e_p99_ms])
+        .flatten()
+        .filter(|v| *v > 0.0)
+        .collect();
+    let lo = vals.iter().copied().fold(f64::MAX, f64::min).max(0.001);
+    let hi = vals.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (llo, lhi) = (lo.log10().floor(), hi.log10().ceil());
+    let y2 = |v: f64| t2 + h2 - h2 * (v.max(lo).log10() - llo) / (lhi - llo).max(1.0);
+    let _ = writeln!(
+        s,
+        r##"<rect x="{l}" y="{t2}" width="{pw}" height="{h2}" fill="none" stroke="#888"/>"##
+    );
+    if r.warmup_s > 0.0 {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{l}" y="{t2}" width="{:.1}" height="{h2}" fill="#eee"/>"##,
+            (x(r.warmup_s) - l).max(0.0)
+        );
+    }
+    let mut e = llo;
+    while e <= lhi {
+        let v = 10f64.powf(e);
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><line x1="{l}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            l - 5.0,
+            y2(v) + 4.0,
+            if v < 1.0 {
+                format!("{v}")
+            } else {
+                format!("{v:.0}")
+            },
+            l + pw,
+            y2(v),
+            y2(v)
+        );
+        e += 1.0;
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="15" y="{:.1}" transform="rotate(-90 15 {:.1})" text-anchor="middle">latency ms (per second)</text>"#,
+        t2 + h2 / 2.0,
+        t2 + h2 / 2.0
+    );
+    for (get, color, dash) in [
+        (
+            (|t: &Tick| t.ack_p50_ms) as fn(&Tick) -> Option<f64>,
+            "#1f77b4",
+            "4,3",
+        ),
+        (|t: &Tick| t.ack_p99_ms, "#1f77b4", ""),
+        (|t: &Tick| t.e2e_p50_ms, "#ff7f0e", "4,3"),
+        (|t: &Tick| t.e2e_p99_ms, "#ff7f0e", ""),
+    ] {
+        let pts: Vec<String> = tl
+            .iter()
+            .filter_map(|t| get(t).map(|v| format!("{:.1},{:.1}", x(t.t_s), y2(v))))
+            .collect();
+        if !pts.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+                pts.join(" ")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}">dashed p50, solid p99; <tspan fill="#1f77b4">produce→ack</tspan>, <tspan fill="#ff7f0e">end to end</tspan></text>"##,
+        l + 10.0,
+        t2 + 16.0
+    );
+    for i in 0..=5 {
+        let t = tmax * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0} s</text>"#,
+            x(t),
+            t2 + h2 + 16.0,
+            t
+        );
+    }
+    // percentiles as text
+    let mut y = t2 + h2 + 45.0;
+    for (name, sr) in [("produce→ack", &r.produce), ("end to end", &r.consume)] {
+        if let Some(lt) = &sr.latency {
+            let _ = writeln!(
+                s,
+                r#"<text x="{l}" y="{y:.1}">{name} (whole run, ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  p99.99 {:.2}  max {:.2}</text>"#,
+                lt.p50_ms, lt.p90_ms, lt.p99_ms, lt.p99_9_ms, lt.p99_99_ms, lt.max_ms
+            );
+            y += 18.0;
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}

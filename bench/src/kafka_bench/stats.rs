@@ -1,0 +1,186 @@
+//! Counters and latency histograms shared by the client tasks, and the
+//! per-second timeline.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+/// Process clock: ns since `start`, plus the Unix time of `start`, so send
+/// times written into records can be compared by another process too.
+pub struct Clock {
+    start: Instant,
+    unix_ns: u64,
+}
+
+static CLOCK: OnceLock<Clock> = OnceLock::new();
+
+pub fn clock() -> &'static Clock {
+    CLOCK.get_or_init(|| Clock {
+        start: Instant::now(),
+        unix_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    })
+}
+
+impl Clock {
+    /// ns since the clock started.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+    pub fn to_unix_ns(&self, t: u64) -> u64 {
+        self.unix_ns + t
+    }
+    pub fn since_start_of_unix_ns(&self, u: u64) -> u64 {
+        u.saturating_sub(self.unix_ns)
+    }
+    pub fn unix_ms(&self, t: u64) -> i64 {
+        (self.to_unix_ns(t) / 1_000_000) as i64
+    }
+    pub fn instant(&self, t: u64) -> Instant {
+        self.start + std::time::Duration::from_nanos(t)
+    }
+}
+
+pub fn new_hist() -> Histogram<u64> {
+    // µs, 1 µs .. 1 h, 3 significant digits
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap()
+}
+
+/// One direction (produce acks or consumed records).
+pub struct Side {
+    /// Events counted for throughput (after warm-up).
+    pub msgs: AtomicU64,
+    pub bytes: AtomicU64,
+    /// All events incl. warm-up (timeline, completion).
+    pub all_msgs: AtomicU64,
+    pub all_bytes: AtomicU64,
+    pub first_ns: AtomicU64,
+    pub last_ns: AtomicU64,
+    pub errors: AtomicU64,
+    pub hist: Mutex<Histogram<u64>>,
+    pub interval: Mutex<Histogram<u64>>,
+}
+
+impl Side {
+    pub fn new() -> Self {
+        Self {
+            msgs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            all_msgs: AtomicU64::new(0),
+            all_bytes: AtomicU64::new(0),
+            first_ns: AtomicU64::new(u64::MAX),
+            last_ns: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            hist: Mutex::new(new_hist()),
+            interval: Mutex::new(new_hist()),
+        }
+    }
+
+    /// Count `msgs`/`bytes` completed at `now`; `measured` says whether they
+    /// fall in the measurement window (after warm-up).
+    pub fn count(&self, now: u64, msgs: u64, bytes: u64, measured: bool) {
+        self.all_msgs.fetch_add(msgs, Relaxed);
+        self.all_bytes.fetch_add(bytes, Relaxed);
+        if measured {
+            self.msgs.fetch_add(msgs, Relaxed);
+            self.bytes.fetch_add(bytes, Relaxed);
+            self.first_ns.fetch_min(now, Relaxed);
+            self.last_ns.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// Record latencies (µs) gathered by a task for one response: into the
+    /// run histogram (those measured, after warm-up) and the interval
+    /// histogram (all). One lock each per response.
+    pub fn record(&self, measured: &mut Vec<u64>, warm: &mut Vec<u64>) {
+        if !measured.is_empty() {
+            let mut h = self.hist.lock().unwrap();
+            for &v in measured.iter() {
+                h.saturating_record(v);
+            }
+        }
+        if !measured.is_empty() || !warm.is_empty() {
+            let mut h = self.interval.lock().unwrap();
+            for &v in measured.iter().chain(warm.iter()) {
+                h.saturating_record(v);
+            }
+        }
+        measured.clear();
+        warm.clear();
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub produce: SideBox,
+    pub consume: SideBox,
+    /// Messages the producers handed to the network (acks=0: = produced).
+    pub sent: AtomicU64,
+    /// Producers are done (all answers in).
+    pub producers_done: std::sync::atomic::AtomicBool,
+}
+
+pub struct SideBox(pub Side);
+impl Default for SideBox {
+    fn default() -> Self {
+        Self(Side::new())
+    }
+}
+impl std::ops::Deref for SideBox {
+    type Target = Side;
+    fn deref(&self) -> &Side {
+        &self.0
+    }
+}
+
+/// One second of the timeline.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Tick {
+    pub t_s: f64,
+    pub warmup: bool,
+    pub produce_mb_s: f64,
+    pub produce_msgs_s: f64,
+    pub consume_mb_s: f64,
+    pub consume_msgs_s: f64,
+    pub ack_p50_ms: Option<f64>,
+    pub ack_p99_ms: Option<f64>,
+    pub e2e_p50_ms: Option<f64>,
+    pub e2e_p99_ms: Option<f64>,
+}
+
+pub fn pct_ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p99_9_ms: f64,
+    pub p99_99_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn latency(h: &Histogram<u64>) -> Option<Latency> {
+    if h.is_empty() {
+        return None;
+    }
+    let q = |x| h.value_at_quantile(x) as f64 / 1000.0;
+    Some(Latency {
+        count: h.len(),
+        mean_ms: h.mean() / 1000.0,
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+        p99_9_ms: q(0.999),
+        p99_99_ms: q(0.9999),
+        max_ms: h.max() as f64 / 1000.0,
+    })
+}

@@ -1,0 +1,176 @@
+//! CI smoke test of `odradek-bench`: a tiny fixed-count workload against an
+//! Odradek broker the benchmark starts itself, and against the built-in sink.
+//! Checks the report's fields and that every produced message was consumed.
+//!
+//! The broker binary comes from the same target directory; when it is
+//! missing the test builds it (`cargo build -p odradek`, same profile).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bench_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_odradek-bench"))
+}
+
+/// `target/<profile>/odradek`, built if missing.
+fn broker_exe() -> PathBuf {
+    let dir = bench_exe().parent().unwrap().to_path_buf();
+    let bin = dir.join("odradek");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "odradek", "--bin", "odradek"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        // target/<profile>/ -> target/
+        if let Some(target) = dir.parent() {
+            cmd.arg("--target-dir").arg(target);
+        }
+        let st = cmd.status().expect("run cargo build -p odradek");
+        assert!(st.success(), "building odradek failed");
+    }
+    assert!(bin.is_file(), "no broker binary at {}", bin.display());
+    bin
+}
+
+fn run(work: &Path, args: &[&str]) -> serde_json::Value {
+    let json = work.join("report.json");
+    let svg = work.join("report.svg");
+    let out = Command::new(bench_exe())
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .arg("--quiet")
+        .output()
+        .expect("run odradek-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "odradek-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("produce"), "no table:\n{stdout}");
+    let svg = std::fs::read_to_string(&svg).expect("SVG written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+        .expect("report is JSON")
+}
+
+fn check_side(r: &serde_json::Value, side: &str, messages: u64, latency: bool) {
+    let s = &r[side];
+    assert_eq!(s["messages"].as_u64(), Some(messages), "{side}: {s}");
+    assert_eq!(s["messages_total"].as_u64(), Some(messages), "{side}: {s}");
+    assert_eq!(s["errors"].as_u64(), Some(0), "{side}: {s}");
+    for k in ["mb_per_s", "msgs_per_s"] {
+        let v = s[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{side}.{k} missing"));
+        assert!(v > 0.0 && v.is_finite(), "{side}.{k} = {v}");
+    }
+    if latency {
+        let l = &s["latency"];
+        let mut prev = 0.0;
+        for k in [
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "p99_9_ms",
+            "p99_99_ms",
+            "max_ms",
+        ] {
+            let v = l[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{side}.latency.{k} missing"));
+            assert!(
+                v > 0.0 && v >= prev,
+                "{side}.latency.{k} = {v} (previous {prev})"
+            );
+            prev = v;
+        }
+        assert_eq!(l["count"].as_u64(), Some(messages), "{side}: latency count");
+    }
+}
+
+#[test]
+fn produce_and_consume_against_a_started_broker() {
+    let broker = broker_exe();
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let n = 3000;
+    let r = run(
+        work.path(),
+        &[
+            "--broker-bin",
+            broker.to_str().unwrap(),
+            "--data-dir",
+            work.path().to_str().unwrap(),
+            "--messages",
+            &n.to_string(),
+            "--message-size",
+            "512",
+            "--partitions",
+            "3",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--keys",
+            "zipf",
+            "--acks",
+            "all",
+            "--batch-size",
+            "16KiB",
+        ],
+    );
+    check_side(&r, "produce", n, true);
+    check_side(&r, "consume", n, true);
+    assert_eq!(r["produce"]["bytes"].as_u64(), Some(n * 512));
+    assert_eq!(r["partitions_total"].as_u64(), Some(3));
+    assert!(r["machine"]["load_before"].as_array().unwrap().len() == 3);
+    assert!(r["broker_cpu_s"].as_f64().is_some());
+    assert!(!r["timeline"].as_array().unwrap().is_empty());
+    // the data directory is gone, only our report files are left
+    let mut left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["report.json", "report.svg"], "data left behind");
+}
+
+#[test]
+fn sink_with_a_rate_and_the_baseline() {
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let n = 2000;
+    let r = run(
+        work.path(),
+        &[
+            "--sink",
+            "--consumers",
+            "0",
+            "--messages",
+            &n.to_string(),
+            "--rate",
+            "4000",
+            "--linger-ms",
+            "1",
+            "--baseline",
+        ],
+    );
+    check_side(&r, "produce", n, true);
+    assert_eq!(r["consume"]["messages"].as_u64(), Some(0));
+    let b = &r["baseline"];
+    for k in [
+        "disk_write_mb_per_s",
+        "loopback_tcp_mb_per_s",
+        "produce_vs_disk",
+    ] {
+        assert!(b[k].as_f64().is_some_and(|v| v > 0.0), "baseline.{k}: {b}");
+    }
+    // open loop at 4000/s: 2000 messages take about half a second
+    let secs = r["produce"]["seconds"].as_f64().unwrap();
+    assert!(secs > 0.3, "rate not applied: {secs} s");
+}
