@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings with Kafka's names.
 //! - [`metadata`]: the topic registry.
+//! - [`durable`]: crash-safe replacement of small state files.
 //! - [`metrics`]: Prometheus metrics and health endpoint.
 //! - [`producer_ids`]: idempotent producers' ids, unique across restarts.
 //! - [`protocol`]: framing, headers, served versions.
@@ -17,6 +18,7 @@ pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod durable;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;

@@ -231,21 +231,8 @@ impl Registry {
                 format!("writing {}: {e}", self.path.display()),
             )
         };
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(topics).map_err(|e| io(std::io::Error::other(e)))?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_data().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        crate::durable::replace_file(&self.path, &bytes).map_err(io)
     }
 
     /// Apply `change` to a copy of the topics, persist, publish.

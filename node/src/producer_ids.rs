@@ -9,7 +9,6 @@
 //! skips the rest of its block. One write per thousand InitProducerId, and a
 //! mutex: InitProducerId is far from the hot path.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -107,19 +106,7 @@ impl ProducerIds {
             path: self.path.clone(),
             source,
         };
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(format!("{end}\n").as_bytes()).map_err(io)?;
-            f.sync_data().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        crate::durable::replace_file(&self.path, format!("{end}\n").as_bytes()).map_err(io)
     }
 }
 

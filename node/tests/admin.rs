@@ -3,7 +3,6 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::{batch, start, Client};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
@@ -17,9 +16,7 @@ use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -189,39 +186,6 @@ fn grow(
         r.error_code,
         r.error_message.as_ref().map(|m| m.to_string()),
     )
-}
-
-/// Produce one batch (acks=1): (error code, base offset).
-fn produce(c: &mut Client, name: &str, partition: i32, records: Bytes) -> (i16, i64) {
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = tn(name);
-    t.partition_data = vec![p];
-    let mut req = ProduceRequest::default();
-    req.acks = 1;
-    req.timeout_ms = 5000;
-    req.topic_data = vec![t];
-    let resp: ProduceResponse = c.send(ApiKey::Produce, 9, &req);
-    let pr = &resp.responses[0].partition_responses[0];
-    (pr.error_code, pr.base_offset)
-}
-
-/// Log end offset of a partition (ListOffsets latest).
-fn end_offset(c: &mut Client, name: &str, partition: i32) -> (i16, i64) {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = -1;
-    let mut t = ListOffsetsTopic::default();
-    t.name = tn(name);
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.send(ApiKey::ListOffsets, 7, &req);
-    let pr = &resp.topics[0].partitions[0];
-    (pr.error_code, pr.offset)
 }
 
 /// The settings of an open partition log, read on its owner shard.
@@ -620,8 +584,8 @@ fn create_partitions_only_grows() {
     assert_eq!(topic_state(&mut c, "p"), (0, 3));
     // The new partitions take records.
     for p in 1..3 {
-        assert_eq!(produce(&mut c, "p", p, batch(&["x", "y"])), (0, 0));
-        assert_eq!(end_offset(&mut c, "p", p), (0, 2));
+        assert_eq!(c.produce("p", p, 1, batch(&["x", "y"])), (0, 0));
+        assert_eq!(c.end_offset("p", p), (0, 2));
     }
 
     // Same or fewer: refused, with a message.
@@ -667,8 +631,8 @@ fn create_partitions_only_grows() {
     let server = start(dir.path(), &[]);
     let mut c = Client::connect(server.local_addr);
     assert_eq!(topic_state(&mut c, "p"), (0, total as usize));
-    assert_eq!(end_offset(&mut c, "p", 2), (0, 2));
-    assert_eq!(produce(&mut c, "p", total - 1, batch(&["z"])), (0, 0));
+    assert_eq!(c.end_offset("p", 2), (0, 2));
+    assert_eq!(c.produce("p", total - 1, 1, batch(&["z"])), (0, 0));
     server.shutdown();
 }
 
@@ -691,7 +655,7 @@ fn delete_topics_removes_logs() {
     assert!(resp.topics.iter().all(|t| t.error_code == 0));
     let d2_id = resp.topics[1].topic_id;
     for p in 0..2 {
-        assert_eq!(produce(&mut c, "d1", p, batch(&["a", "b", "c"])).0, 0);
+        assert_eq!(c.produce("d1", p, 1, batch(&["a", "b", "c"])).0, 0);
     }
 
     // By name (v4), with an unknown one beside it.
@@ -716,7 +680,7 @@ fn delete_topics_removes_logs() {
         code(ResponseError::UnknownTopicOrPartition)
     );
     assert_eq!(
-        produce(&mut c, "d1", 0, batch(&["late"])).0,
+        c.produce("d1", 0, 1, batch(&["late"])).0,
         code(ResponseError::UnknownTopicOrPartition)
     );
 
@@ -725,7 +689,7 @@ fn delete_topics_removes_logs() {
         create(&mut c, 7, vec![topic("d1", 1, &[])], false).topics[0].error_code,
         0
     );
-    assert_eq!(end_offset(&mut c, "d1", 0), (0, 0));
+    assert_eq!(c.end_offset("d1", 0), (0, 0));
 
     // By id (v6); unknown id; name and id both; a topic twice.
     let mut by_id = DeleteTopicState::default();

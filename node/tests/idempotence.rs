@@ -4,16 +4,12 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{start, Client};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, TimestampType};
 use kafka_protocol::ResponseError;
 
 const TOPIC: &str = "idem";
@@ -64,50 +60,7 @@ fn idem_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
             headers: Default::default(),
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
-}
-
-/// Produce one record set with acks=all: (error code, base offset).
-fn produce(c: &mut Client, records: Bytes) -> (i16, i64) {
-    let mut p = PartitionProduceData::default();
-    p.index = 0;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = tn(TOPIC);
-    t.partition_data = vec![p];
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 5000;
-    req.topic_data = vec![t];
-    let resp: ProduceResponse = c.send(ApiKey::Produce, 9, &req);
-    let pr = &resp.responses[0].partition_responses[0];
-    (pr.error_code, pr.base_offset)
-}
-
-fn end_offset(c: &mut Client) -> i64 {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = 0;
-    p.timestamp = -1;
-    let mut t = ListOffsetsTopic::default();
-    t.name = tn(TOPIC);
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.send(ApiKey::ListOffsets, 7, &req);
-    let pr = &resp.topics[0].partitions[0];
-    assert_eq!(pr.error_code, 0);
-    pr.offset
+    common::encode_records(&records)
 }
 
 #[test]
@@ -142,27 +95,27 @@ fn idempotent_produce_dedups_fences_and_survives_restart() {
     // Sequences 0..10 in batches of two.
     for k in 0..5 {
         assert_eq!(
-            produce(&mut c, idem_batch(pid, 0, 2 * k, 2)),
+            c.produce(TOPIC, 0, -1, idem_batch(pid, 0, 2 * k, 2)),
             (0, 2 * k as i64)
         );
     }
-    assert_eq!(end_offset(&mut c), 10);
+    assert_eq!(c.end_offset(TOPIC, 0).1, 10);
     // A retry of an earlier batch: success, its original offset, nothing written.
-    assert_eq!(produce(&mut c, idem_batch(pid, 0, 4, 2)), (0, 4));
-    assert_eq!(produce(&mut c, idem_batch(pid, 0, 8, 2)), (0, 8));
-    assert_eq!(end_offset(&mut c), 10);
+    assert_eq!(c.produce(TOPIC, 0, -1, idem_batch(pid, 0, 4, 2)), (0, 4));
+    assert_eq!(c.produce(TOPIC, 0, -1, idem_batch(pid, 0, 8, 2)), (0, 8));
+    assert_eq!(c.end_offset(TOPIC, 0).1, 10);
     // A gap.
     assert_eq!(
-        produce(&mut c, idem_batch(pid, 0, 20, 1)).0,
+        c.produce(TOPIC, 0, -1, idem_batch(pid, 0, 20, 1)).0,
         ResponseError::OutOfOrderSequenceNumber.code()
     );
-    assert_eq!(end_offset(&mut c), 10);
+    assert_eq!(c.end_offset(TOPIC, 0).1, 10);
 
     // KIP-360: the same id with the next epoch, which starts at sequence 0.
     assert_eq!(init(&mut c, 3, None, pid, 0), (0, pid, 1));
-    assert_eq!(produce(&mut c, idem_batch(pid, 1, 0, 3)), (0, 10));
+    assert_eq!(c.produce(TOPIC, 0, -1, idem_batch(pid, 1, 0, 3)), (0, 10));
     assert_eq!(
-        produce(&mut c, idem_batch(pid, 0, 10, 1)).0,
+        c.produce(TOPIC, 0, -1, idem_batch(pid, 0, 10, 1)).0,
         ResponseError::InvalidProducerEpoch.code()
     );
     // An id this broker never gave out gets a new one, not a bump.
@@ -171,7 +124,7 @@ fn idempotent_produce_dedups_fences_and_survives_restart() {
     assert!(fresh != 987_654 && !seen.contains(&fresh));
     seen.push(fresh);
     // Non-idempotent produce is unaffected.
-    assert_eq!(produce(&mut c, common::batch(&["plain"])), (0, 13));
+    assert_eq!(c.produce(TOPIC, 0, -1, common::batch(&["plain"])), (0, 13));
     drop(c);
     server.shutdown();
 
@@ -179,10 +132,10 @@ fn idempotent_produce_dedups_fences_and_survives_restart() {
     // follows, and new producer ids are new.
     let server = start(dir.path(), &[]);
     let mut c = Client::connect(server.local_addr);
-    assert_eq!(end_offset(&mut c), 14);
-    assert_eq!(produce(&mut c, idem_batch(pid, 1, 0, 3)), (0, 10));
-    assert_eq!(end_offset(&mut c), 14);
-    assert_eq!(produce(&mut c, idem_batch(pid, 1, 3, 1)), (0, 14));
+    assert_eq!(c.end_offset(TOPIC, 0).1, 14);
+    assert_eq!(c.produce(TOPIC, 0, -1, idem_batch(pid, 1, 0, 3)), (0, 10));
+    assert_eq!(c.end_offset(TOPIC, 0).1, 14);
+    assert_eq!(c.produce(TOPIC, 0, -1, idem_batch(pid, 1, 3, 1)), (0, 14));
     let (err, after, _) = init(&mut c, 4, None, -1, -1);
     assert_eq!(err, 0);
     assert!(

@@ -11,7 +11,6 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
@@ -56,21 +55,6 @@ fn total(body: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn produce(c: &mut Client, topic: &str, values: &[&str]) {
-    let mut pd = PartitionProduceData::default();
-    pd.index = 0;
-    pd.records = Some(batch(values));
-    let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.into()));
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 5000;
-    req.topic_data = vec![td];
-    let resp: ProduceResponse = c.send(ApiKey::Produce, 9, &req);
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
-}
-
 #[test]
 fn counters_move_while_producing_and_fetching() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +81,7 @@ fn counters_move_while_producing_and_fetching() {
     md.allow_auto_topic_creation = true;
     let _: MetadataResponse = c.send(ApiKey::Metadata, 9, &md);
     for _ in 0..10 {
-        produce(&mut c, "m", &["a", "b", "c"]);
+        assert_eq!(c.produce("m", 0, -1, batch(&["a", "b", "c"])).0, 0);
     }
     let mut fp = FetchPartition::default();
     fp.partition = 0;

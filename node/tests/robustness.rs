@@ -9,6 +9,9 @@
 //!
 //! Framing helpers are local to this file on purpose.
 
+mod common;
+use common::produce_request;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,11 +21,10 @@ use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_engine::batch::{self, Strictness};
@@ -211,20 +213,6 @@ fn api_versions_v3() -> ApiVersionsRequest {
     let mut r = ApiVersionsRequest::default();
     r.client_software_name = StrBytes::from_static_str("robustness");
     r.client_software_version = StrBytes::from_static_str("1.0");
-    r
-}
-
-fn produce_request(name: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = topic(name);
-    t.partition_data = vec![p];
-    let mut r = ProduceRequest::default();
-    r.acks = acks;
-    r.timeout_ms = 10_000;
-    r.topic_data = vec![t];
     r
 }
 

@@ -30,6 +30,26 @@ fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
+/// Add a partition's answer under its topic, making the topic entry on
+/// first use (answers are grouped per topic, in request order).
+fn push_partition<T, P>(
+    topics: &mut Vec<T>,
+    name: &str,
+    partition: P,
+    name_of: impl Fn(&T) -> &str,
+    new_topic: impl FnOnce(&str) -> T,
+    partitions: impl Fn(&mut T) -> &mut Vec<P>,
+) {
+    let i = match topics.iter().position(|t| name_of(t) == name) {
+        Some(i) => i,
+        None => {
+            topics.push(new_topic(name));
+            topics.len() - 1
+        }
+    };
+    partitions(&mut topics[i]).push(partition);
+}
+
 /// Whether `topic`-`partition` exists.
 fn known(ctx: &Ctx, topic: &str, partition: i32) -> bool {
     ctx.broker
@@ -90,15 +110,18 @@ pub fn handle_commit(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = partition;
             pr.error_code = code;
-            match resp.topics.iter_mut().find(|t| t.name.0.as_str() == name) {
-                Some(t) => t.partitions.push(pr),
-                None => {
+            push_partition(
+                &mut resp.topics,
+                &name,
+                pr,
+                |t: &OffsetCommitResponseTopic| t.name.0.as_str(),
+                |n| {
                     let mut t = OffsetCommitResponseTopic::default();
-                    t.name = topic(&name);
-                    t.partitions.push(pr);
-                    resp.topics.push(t);
-                }
-            }
+                    t.name = topic(n);
+                    t
+                },
+                |t| &mut t.partitions,
+            )
         }
         match encode_response(ApiKey::OffsetCommit, version, correlation, &resp) {
             Ok(b) => Reply::Frame(b),
@@ -145,15 +168,18 @@ pub fn handle_fetch(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         pr.committed_offset = offset;
                         pr.committed_leader_epoch = epoch;
                         pr.metadata = Some(meta);
-                        match rg.topics.iter_mut().find(|t| t.name.0.as_str() == name) {
-                            Some(t) => t.partitions.push(pr),
-                            None => {
+                        push_partition(
+                            &mut rg.topics,
+                            &name,
+                            pr,
+                            |t: &OffsetFetchResponseTopics| t.name.0.as_str(),
+                            |n| {
                                 let mut t = OffsetFetchResponseTopics::default();
-                                t.name = topic(&name);
-                                t.partitions.push(pr);
-                                rg.topics.push(t);
-                            }
-                        }
+                                t.name = topic(n);
+                                t
+                            },
+                            |t| &mut t.partitions,
+                        )
                     }
                 }
             }
@@ -188,15 +214,18 @@ pub fn handle_fetch(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             pr.committed_leader_epoch = epoch;
             pr.metadata = Some(meta);
             pr.error_code = partition_error;
-            match resp.topics.iter_mut().find(|t| t.name.0.as_str() == name) {
-                Some(t) => t.partitions.push(pr),
-                None => {
+            push_partition(
+                &mut resp.topics,
+                &name,
+                pr,
+                |t: &OffsetFetchResponseTopic| t.name.0.as_str(),
+                |n| {
                     let mut t = OffsetFetchResponseTopic::default();
-                    t.name = topic(&name);
-                    t.partitions.push(pr);
-                    resp.topics.push(t);
-                }
-            }
+                    t.name = topic(n);
+                    t
+                },
+                |t| &mut t.partitions,
+            )
         }
     }
     frame(encode_response(
@@ -244,15 +273,18 @@ pub fn handle_delete(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 let mut pr = OffsetDeleteResponsePartition::default();
                 pr.partition_index = partition;
                 pr.error_code = code.err().map_or(0, |e| e.code());
-                match resp.topics.iter_mut().find(|t| t.name.0.as_str() == name) {
-                    Some(t) => t.partitions.push(pr),
-                    None => {
+                push_partition(
+                    &mut resp.topics,
+                    &name,
+                    pr,
+                    |t: &OffsetDeleteResponseTopic| t.name.0.as_str(),
+                    |n| {
                         let mut t = OffsetDeleteResponseTopic::default();
-                        t.name = topic(&name);
-                        t.partitions.push(pr);
-                        resp.topics.push(t);
-                    }
-                }
+                        t.name = topic(n);
+                        t
+                    },
+                    |t| &mut t.partitions,
+                )
             }
         }
         match encode_response(ApiKey::OffsetDelete, version, correlation, &resp) {

@@ -9,7 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -136,10 +141,16 @@ pub fn batch(values: &[&str]) -> Bytes {
             headers: Default::default(),
         })
         .collect();
+    encode_records(&records)
+}
+
+/// Records as uncompressed RecordBatch v2 bytes (one batch when offsets
+/// and sequences advance together).
+pub fn encode_records(records: &[Record]) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
@@ -147,4 +158,48 @@ pub fn batch(values: &[&str]) -> Bytes {
     )
     .expect("encode batch");
     buf.freeze()
+}
+
+/// A Produce request for one partition.
+pub fn produce_request(name: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(name.to_string()));
+    t.partition_data = vec![p];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 10_000;
+    r.topic_data = vec![t];
+    r
+}
+
+impl Client {
+    /// Produce one record set: (error code, base offset).
+    pub fn produce(&mut self, name: &str, partition: i32, acks: i16, records: Bytes) -> (i16, i64) {
+        let resp: ProduceResponse = self.send(
+            ApiKey::Produce,
+            9,
+            &produce_request(name, partition, acks, records),
+        );
+        let pr = &resp.responses[0].partition_responses[0];
+        (pr.error_code, pr.base_offset)
+    }
+
+    /// Log end offset of a partition (ListOffsets latest): (error code, offset).
+    pub fn end_offset(&mut self, name: &str, partition: i32) -> (i16, i64) {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(name.to_string()));
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let resp: ListOffsetsResponse = self.send(ApiKey::ListOffsets, 7, &req);
+        let pr = &resp.topics[0].partitions[0];
+        (pr.error_code, pr.offset)
+    }
 }
