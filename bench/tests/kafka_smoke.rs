@@ -6,7 +6,8 @@
 //! missing the test builds it (`cargo build -p odradek`, same profile).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn bench_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_odradek-bench"))
@@ -38,15 +39,32 @@ fn broker_exe() -> PathBuf {
 fn run(work: &Path, args: &[&str]) -> serde_json::Value {
     let json = work.join("report.json");
     let svg = work.join("report.svg");
-    let out = Command::new(bench_exe())
+    let mut child = Command::new(bench_exe())
         .args(args)
         .arg("--json")
         .arg(&json)
         .arg("--svg")
         .arg(&svg)
         .arg("--quiet")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run odradek-bench");
+    // generous for a loaded 2-CPU machine; a hang fails instead of blocking CI
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "odradek-bench {args:?} still running after 300 s:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -164,9 +182,12 @@ fn sink_with_a_rate_and_the_baseline() {
     assert_eq!(r["consume"]["messages"].as_u64(), Some(0));
     let b = &r["baseline"];
     for k in [
-        "disk_write_mb_per_s",
+        "disk_nosync_mb_per_s",
+        "disk_group_commit_mb_per_s",
         "loopback_tcp_mb_per_s",
-        "produce_vs_disk",
+        "produce_vs_disk_nosync",
+        "produce_vs_disk_group_commit",
+        "produce_vs_loopback",
     ] {
         assert!(b[k].as_f64().is_some_and(|v| v > 0.0), "baseline.{k}: {b}");
     }

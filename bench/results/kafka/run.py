@@ -21,6 +21,8 @@ for p in (1, 4):
     configs[f"backlog-p{p}"] = ["--partitions", str(p), "--consume-phase", "after", "--messages", "1000000", "--acks", "1", "--baseline"]
     configs[f"e2e-acks1-p{p}"] = ["--partitions", str(p), "--consumers", "1", "--acks", "1"]
     configs[f"sink-p{p}"] = ["--sink", "--partitions", str(p), "--consumers", "0", "--acks", "1"]
+configs["acks1-p4-flush1s"] = ["--partitions", "4", "--consumers", "0", "--acks", "1", "--broker-set", "log.flush.interval.ms=1000"]
+configs["acks1-p4-shards1"] = ["--partitions", "4", "--consumers", "0", "--acks", "1", "--broker-shards", "1"]
 
 
 def run(name, args, i):

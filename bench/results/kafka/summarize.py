@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Markdown tables (median (min-max) over runs) from the JSON files that
-run.py wrote. Usage: python3 bench/results/kafka/summarize.py OUT_DIR"""
+run.py wrote; runs of the same config in several directories are pooled.
+Usage: python3 bench/results/kafka/summarize.py OUT_DIR [OUT_DIR...]"""
 import glob, json, os, re, statistics, sys
 
-out = sys.argv[1]
 groups = {}
-for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+files = [f for d in sys.argv[1:] for f in sorted(glob.glob(os.path.join(d, "*.json")))]
+for f in files:
     name = re.sub(r"-\d+\.json$", "", os.path.basename(f))
     groups.setdefault(name, []).append(json.load(open(f)))
 

@@ -345,7 +345,7 @@ pub async fn producer(
         for o in open.iter().flatten() {
             wake = wake.min(o.first_sched + w.linger_ns);
         }
-        if let Some(s) = w.stop_at {
+        if let Some(s) = w.stop_at.filter(|_| !stopping) {
             wake = wake.min(s);
         }
         let blocked = queued > 0;

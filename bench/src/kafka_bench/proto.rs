@@ -40,8 +40,22 @@ pub fn encode_request<R: Encodable>(
     Ok(out)
 }
 
-/// Read one response frame (without the size prefix).
+/// A broker that does not answer within this long fails the run.
+pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Read one response frame (without the size prefix); fails after
+/// [`RESPONSE_TIMEOUT`].
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Bytes> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, read_frame_inner(r)).await {
+        Ok(res) => res,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no response within {} s", RESPONSE_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+async fn read_frame_inner<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Bytes> {
     let size = r.read_i32().await?;
     if size <= 0 || size > 1 << 30 {
         return Err(io::Error::new(
