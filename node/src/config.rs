@@ -356,7 +356,11 @@ impl BrokerConfig {
     }
 
     /// Apply every setting of a TOML document; returns the keys it set.
-    pub fn apply_toml(&mut self, text: &str, path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
+    pub fn apply_toml(
+        &mut self,
+        text: &str,
+        path: &std::path::Path,
+    ) -> Result<Vec<String>, ConfigError> {
         let value: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
@@ -462,26 +466,45 @@ mod tests {
     fn sample_config_documents_every_setting_with_its_default() {
         // Every known setting is named in the sample (set or commented),
         // except aliases, which share the main name's comment.
-        let aliases = ["broker.id", "log.dir", "shards", "log.roll.hours", "log.retention.minutes", "log.retention.hours"];
+        let aliases = [
+            "broker.id",
+            "log.dir",
+            "shards",
+            "log.roll.hours",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ];
         for key in SETTINGS {
             if aliases.contains(key) {
-                assert!(SAMPLE.contains(key), "alias `{key}` is mentioned in the sample config");
+                assert!(
+                    SAMPLE.contains(key),
+                    "alias `{key}` is mentioned in the sample config"
+                );
                 continue;
             }
-            let named = SAMPLE
-                .lines()
-                .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} =")));
+            let named = SAMPLE.lines().any(|l| {
+                l.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{key} ="))
+            });
             assert!(named, "`{key}` has a line in node/packaging/odradek.toml");
             // And `set` knows it (a value it accepts: the sample's or a number).
             let mut c = BrokerConfig::default();
-            assert!(!matches!(c.set(key, "1"), Err(ConfigError::Unknown(_))), "`{key}` is a setting");
+            assert!(
+                !matches!(c.set(key, "1"), Err(ConfigError::Unknown(_))),
+                "`{key}` is a setting"
+            );
         }
         // Applied to the defaults, the sample changes only log.dirs.
         let mut c = BrokerConfig::default();
-        c.apply_toml(SAMPLE, std::path::Path::new("odradek.toml")).expect("sample config loads");
+        c.apply_toml(SAMPLE, std::path::Path::new("odradek.toml"))
+            .expect("sample config loads");
         assert_eq!(c.log_dir, PathBuf::from("/var/lib/odradek"));
         c.log_dir = BrokerConfig::default().log_dir;
-        assert_eq!(format!("{c:?}"), format!("{:?}", BrokerConfig::default()), "the sample's values are the defaults");
+        assert_eq!(
+            format!("{c:?}"),
+            format!("{:?}", BrokerConfig::default()),
+            "the sample's values are the defaults"
+        );
     }
 
     #[test]

@@ -852,6 +852,11 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
         }
     };
     check(&log);
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "compaction never moves the log start"
+    );
     // A second pass finds nothing new; reopen reads the same.
     let again = block_on(log.compact()).unwrap();
     assert_eq!(again.records_removed, 0);
@@ -859,6 +864,7 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
     let (log, rep) = open(&s, compact_config());
     assert_eq!(rep.truncated_bytes, 0);
     assert_eq!(rep.rebuilt_indexes, 0, "the swap wrote valid indexes");
+    assert_eq!(log.log_start_offset(), 0);
     check(&log);
 }
 
@@ -1263,4 +1269,36 @@ fn truncation_and_appends_during_a_compaction_pass_are_safe() {
         let (log, _) = open(&s, compact_config());
         assert_eq!(read_all(&log), after);
     }
+}
+
+#[test]
+fn a_read_planned_before_a_swap_is_planned_again() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, compact_config());
+    for i in 0..120u16 {
+        block_on(log.append(keyed(&[((i % 3) as u8, Some(i))], 0, 0), 0)).unwrap();
+    }
+    let plan = match log.state.borrow().locate(40).unwrap() {
+        state::Locate::Scan(p) => p,
+        state::Locate::AtEnd => panic!("offset 40 is in the log"),
+    };
+    let window = block_on(plan.file.read_at(plan.scan_pos, plan.scan_len)).unwrap();
+    assert!(log
+        .state
+        .borrow()
+        .slice_from_scan(&plan, &window, 1 << 20)
+        .is_some());
+    let rep = block_on(log.compact()).unwrap();
+    assert!(rep.rewritten + rep.deleted > 0);
+    // The window came from the old file: its positions mean nothing now.
+    assert!(log
+        .state
+        .borrow()
+        .slice_from_scan(&plan, &window, 1 << 20)
+        .is_none());
+    // A fresh read finds the batch at or after 40 in the new file.
+    let slice = block_on(log.read(40, 1 << 20)).unwrap().unwrap();
+    let bytes = block_on(slice.file.read_at(slice.position, slice.len as usize)).unwrap();
+    let h = validate(&bytes, usize::MAX, Strictness::Stored).unwrap();
+    assert!(h.last_offset() >= 40);
 }
