@@ -1058,9 +1058,15 @@ fn run_compaction_ops(ops: Vec<COp>) {
             }
             COp::Compact => {
                 let end = log.log_end_offset();
+                let start = log.log_start_offset();
                 let active = *log.segment_bases().last().unwrap();
                 block_on(log.compact()).unwrap();
                 assert_eq!(log.log_end_offset(), end);
+                assert_eq!(
+                    log.log_start_offset(),
+                    start,
+                    "compaction moved the log start"
+                );
                 // Sealed keys are now unique.
                 let got = read_all(&log);
                 let mut seen = std::collections::HashSet::new();
@@ -1073,12 +1079,14 @@ fn run_compaction_ops(ops: Vec<COp>) {
             }
             COp::CrashInCompaction { steps, seed } => {
                 block_on(log.flush()).unwrap();
+                let start = log.log_start_offset();
                 log.crash_compaction_after(steps);
                 let _ = block_on(log.compact());
                 drop(log);
                 s.crash(seed);
                 log = open(&s, c.clone()).0;
                 assert_eq!(log.log_end_offset(), next, "all was flushed");
+                assert_eq!(log.log_start_offset(), start);
             }
             COp::Crash { seed } => {
                 let durable = log.durable_end_offset();
