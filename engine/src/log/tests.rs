@@ -1310,3 +1310,27 @@ fn a_read_planned_before_a_swap_is_planned_again() {
     let h = validate(&bytes, usize::MAX, Strictness::Stored).unwrap();
     assert!(h.last_offset() >= 40);
 }
+
+#[test]
+fn the_compaction_limit_keeps_segments_above_it_untouched() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, compact_config());
+    for i in 0..120u16 {
+        block_on(log.append(keyed(&[((i % 3) as u8, Some(i))], 0, 0), 0)).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() > 3);
+    log.set_compaction_limit(Some(0));
+    let rep = block_on(log.compact()).unwrap();
+    assert_eq!(rep.segments, 0, "nothing lies wholly below offset 0");
+    log.set_compaction_limit(Some(bases[2]));
+    let before = read_all(&log);
+    let rep = block_on(log.compact()).unwrap();
+    assert_eq!(rep.segments, 2, "{rep:?}");
+    let after = read_all(&log);
+    let above: Vec<_> = before.iter().filter(|r| r.0 >= bases[2]).collect();
+    assert_eq!(
+        after.iter().filter(|r| r.0 >= bases[2]).collect::<Vec<_>>(),
+        above
+    );
+}
