@@ -247,15 +247,17 @@ pub fn clean_batch(
     }
     let last_of_producer = h.producer_id >= 0
         && map.last_producer_batch.get(&h.producer_id) == Some(&(h.base_offset as u64));
-    let (attributes, body) = if survivors == 0 {
-        if !last_of_producer {
-            return Ok(BatchClean {
-                outcome: Cleaned::Drop,
-                removed,
-            });
-        }
-        (h.attributes & !batch::ATTR_COMPRESSION_MASK, Vec::new())
-    } else {
+    if survivors == 0 {
+        return Ok(BatchClean {
+            outcome: if last_of_producer {
+                Cleaned::Rewrite(empty_batch(b)?)
+            } else {
+                Cleaned::Drop
+            },
+            removed,
+        });
+    }
+    let (attributes, body) = {
         match h.compression() {
             codec::NONE => (h.attributes, kept),
             c => (h.attributes, codec::compress(c, &kept)?),
@@ -277,6 +279,20 @@ pub fn clean_batch(
         outcome: Cleaned::Rewrite(out),
         removed,
     })
+}
+
+/// The whole batch `b` without its records: `recordCount` 0, no
+/// compression, everything else (offsets, producer fields, timestamps) as
+/// it was. What stays of a batch whose header must outlive its records.
+pub fn empty_batch(b: &[u8]) -> Result<Vec<u8>, CompactError> {
+    let h = header_of(b)?;
+    let mut out = b[..HEADER_LEN].to_vec();
+    out[8..12].copy_from_slice(&(batch::MIN_BATCH_LENGTH as i32).to_be_bytes());
+    let attributes = h.attributes & !batch::ATTR_COMPRESSION_MASK;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[57..61].copy_from_slice(&0i32.to_be_bytes());
+    batch::set_crc(&mut out);
+    Ok(out)
 }
 
 /// Produce to a compacted topic: every record of every batch of `set` (a

@@ -15,7 +15,7 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from helpers import CALL_TIMEOUT, ck_consumer, ck_produce, ck_producer, topic_name  # noqa: E402
+from helpers import CALL_TIMEOUT, ck_consumer, ck_produce, ck_producer, stored_batches, topic_name  # noqa: E402
 
 # The cleaner checks every 200 ms.
 FAST_CLEANER = pytest.mark.broker_set("log.cleaner.backoff.ms=200")
@@ -41,6 +41,15 @@ def read_from_start(bootstrap: str, topic: str, timeout: float = 15.0):
                 assert m.error() is None, m.error()
                 got.append((m.offset(), m.key(), m.value()))
         return got, high
+    finally:
+        c.close()
+
+
+def c_low(bootstrap: str, topic: str) -> int:
+    c = ck_consumer(bootstrap)
+    try:
+        low, _ = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=CALL_TIMEOUT)
+        return low
     finally:
         c.close()
 
@@ -103,6 +112,11 @@ def test_compacted_topic_keeps_the_latest_value_per_key(broker, bootstrap):
         assert by_offset[o] == (k, v), f"record at {o} changed"
         last[k] = v
     assert last == latest
+    # The first segment lost every record but keeps one empty batch (so the
+    # log start does not move), which the consumer above read past.
+    first = stored_batches(pdir)[0]
+    assert first[2] == 0, f"first stored batch {first}"
+    assert c_low(bootstrap, topic) == 0, "compaction never moves the log start"
 
 
 @FAST_CLEANER

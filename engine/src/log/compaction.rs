@@ -21,7 +21,9 @@
 //! Recovery deletes any `.log.cleaned` and finishes steps 3–4 for any
 //! `.log.swap`; missing indexes are rebuilt by its scan. A segment that
 //! compaction leaves empty is deleted instead (`.log` first, then its
-//! indexes), as recovery would drop an empty sealed segment anyway.
+//! indexes), as recovery would drop an empty sealed segment anyway; the
+//! log's first segment keeps its last batch, emptied, so the log start
+//! never moves.
 //!
 //! Readers keep working: a [`FileSlice`] holds the old file's handle,
 //! which stays readable after the rename replaced its name (an open fd on
@@ -281,6 +283,14 @@ impl<S: Storage> PartitionLog<S> {
         let mut removed = 0u64;
         let mut changed = false;
         let mut pos = 0u64;
+        // The log's first segment is never left empty (see below).
+        let first = self
+            .state
+            .borrow()
+            .segments()
+            .next()
+            .is_some_and(|s| s.base_offset == t.base);
+        let mut last_batch = Bytes::new();
         while pos < t.size {
             let chunk = read_batches(&t.file, pos, t.size)
                 .await
@@ -294,6 +304,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             for (at, h) in batch::headers(&chunk) {
                 let b = chunk.slice(at..at + h.size());
+                last_batch = b.clone();
                 let verdict = match batch::validate(&b, usize::MAX, Strictness::Stored) {
                     Ok(_) => compact::clean_batch(&b, map, opts).ok(),
                     Err(_) => None,
@@ -348,6 +359,19 @@ impl<S: Storage> PartitionLog<S> {
             report.bytes_before += t.size;
             report.bytes_after += t.size;
             return Ok(true);
+        }
+        if first && seg.is_empty() && !last_batch.is_empty() {
+            // Deleting the first segment would move the log start: a
+            // consumer positioned inside it would get OFFSET_OUT_OF_RANGE
+            // (and maybe reset to the end), and the start would move again
+            // on reopen. Kafka never moves the log start by compaction.
+            // Keep the segment's last batch as an empty batch instead.
+            if let Ok(empty) = compact::empty_batch(&last_batch) {
+                let nh = BatchHeader::parse(&empty)?;
+                seg.record_batch(written + pending_len as u64, &nh, index_interval);
+                pending_len += empty.len();
+                pending.push(Bytes::from(empty));
+            }
         }
         if pending_len > 0 {
             out.write_all_at(written, pending)

@@ -396,6 +396,13 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow().config.clone()
     }
 
+    /// Let compaction clean only segments wholly below `limit` (for a
+    /// replicated log: its committed offset, so a truncation never cuts a
+    /// key's newer record after its older one was cleaned away).
+    pub fn set_compaction_limit(&self, limit: Option<u64>) {
+        self.state.borrow_mut().set_compaction_limit(limit);
+    }
+
     /// Change settings (retention, segment size, flush policy); takes effect
     /// from the next append or retention pass.
     pub fn set_config(&self, config: LogConfig) {

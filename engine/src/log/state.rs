@@ -140,6 +140,10 @@ pub struct LogState<F> {
     generation: u64,
     /// Idempotent producers' epochs and last batches.
     producers: ProducerStates,
+    /// Compaction cleans only segments wholly below this offset (a
+    /// replicated log sets its committed offset here, as Kafka's cleaner
+    /// stops at the high watermark). `None`: no limit.
+    compaction_limit: Option<u64>,
 }
 
 impl<F: Clone> LogState<F> {
@@ -158,6 +162,7 @@ impl<F: Clone> LogState<F> {
             last_flush_ms: now_ms,
             generation: 0,
             producers: ProducerStates::new(),
+            compaction_limit: None,
         }
     }
 
@@ -554,6 +559,11 @@ impl<F: Clone> LogState<F> {
         n
     }
 
+    /// See [`super::PartitionLog::set_compaction_limit`].
+    pub fn set_compaction_limit(&mut self, limit: Option<u64>) {
+        self.compaction_limit = limit;
+    }
+
     /// Bumped by every truncation or reset (compaction aborts a swap that
     /// straddles one).
     pub fn generation(&self) -> u64 {
@@ -562,7 +572,8 @@ impl<F: Clone> LogState<F> {
 
     /// The sealed segments compaction may clean now: the longest prefix of
     /// sealed segments whose newest record is at least
-    /// `min.compaction.lag.ms` old (never the active segment).
+    /// `min.compaction.lag.ms` old and that ends at or below the
+    /// compaction limit (never the active segment).
     pub fn cleanable(&self, now_ms: u64) -> CleanableRange {
         let lag = self.config.min_compaction_lag_ms;
         let mut r = CleanableRange {
@@ -575,6 +586,9 @@ impl<F: Clone> LogState<F> {
                 && seg.max_timestamp >= 0
                 && seg.max_timestamp as u64 > now_ms.saturating_sub(lag)
             {
+                break;
+            }
+            if self.compaction_limit.is_some_and(|l| seg.next_offset > l) {
                 break;
             }
             r.segments += 1;

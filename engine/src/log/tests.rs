@@ -852,6 +852,11 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
         }
     };
     check(&log);
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "compaction never moves the log start"
+    );
     // A second pass finds nothing new; reopen reads the same.
     let again = block_on(log.compact()).unwrap();
     assert_eq!(again.records_removed, 0);
@@ -859,6 +864,7 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
     let (log, rep) = open(&s, compact_config());
     assert_eq!(rep.truncated_bytes, 0);
     assert_eq!(rep.rebuilt_indexes, 0, "the swap wrote valid indexes");
+    assert_eq!(log.log_start_offset(), 0);
     check(&log);
 }
 
@@ -1052,9 +1058,15 @@ fn run_compaction_ops(ops: Vec<COp>) {
             }
             COp::Compact => {
                 let end = log.log_end_offset();
+                let start = log.log_start_offset();
                 let active = *log.segment_bases().last().unwrap();
                 block_on(log.compact()).unwrap();
                 assert_eq!(log.log_end_offset(), end);
+                assert_eq!(
+                    log.log_start_offset(),
+                    start,
+                    "compaction moved the log start"
+                );
                 // Sealed keys are now unique.
                 let got = read_all(&log);
                 let mut seen = std::collections::HashSet::new();
@@ -1067,12 +1079,14 @@ fn run_compaction_ops(ops: Vec<COp>) {
             }
             COp::CrashInCompaction { steps, seed } => {
                 block_on(log.flush()).unwrap();
+                let start = log.log_start_offset();
                 log.crash_compaction_after(steps);
                 let _ = block_on(log.compact());
                 drop(log);
                 s.crash(seed);
                 log = open(&s, c.clone()).0;
                 assert_eq!(log.log_end_offset(), next, "all was flushed");
+                assert_eq!(log.log_start_offset(), start);
             }
             COp::Crash { seed } => {
                 let durable = log.durable_end_offset();
@@ -1263,4 +1277,60 @@ fn truncation_and_appends_during_a_compaction_pass_are_safe() {
         let (log, _) = open(&s, compact_config());
         assert_eq!(read_all(&log), after);
     }
+}
+
+#[test]
+fn a_read_planned_before_a_swap_is_planned_again() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, compact_config());
+    for i in 0..120u16 {
+        block_on(log.append(keyed(&[((i % 3) as u8, Some(i))], 0, 0), 0)).unwrap();
+    }
+    let plan = match log.state.borrow().locate(40).unwrap() {
+        state::Locate::Scan(p) => p,
+        state::Locate::AtEnd => panic!("offset 40 is in the log"),
+    };
+    let window = block_on(plan.file.read_at(plan.scan_pos, plan.scan_len)).unwrap();
+    assert!(log
+        .state
+        .borrow()
+        .slice_from_scan(&plan, &window, 1 << 20)
+        .is_some());
+    let rep = block_on(log.compact()).unwrap();
+    assert!(rep.rewritten + rep.deleted > 0);
+    // The window came from the old file: its positions mean nothing now.
+    assert!(log
+        .state
+        .borrow()
+        .slice_from_scan(&plan, &window, 1 << 20)
+        .is_none());
+    // A fresh read finds the batch at or after 40 in the new file.
+    let slice = block_on(log.read(40, 1 << 20)).unwrap().unwrap();
+    let bytes = block_on(slice.file.read_at(slice.position, slice.len as usize)).unwrap();
+    let h = validate(&bytes, usize::MAX, Strictness::Stored).unwrap();
+    assert!(h.last_offset() >= 40);
+}
+
+#[test]
+fn the_compaction_limit_keeps_segments_above_it_untouched() {
+    let s = MemStorage::new(0);
+    let (log, _) = open(&s, compact_config());
+    for i in 0..120u16 {
+        block_on(log.append(keyed(&[((i % 3) as u8, Some(i))], 0, 0), 0)).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() > 3);
+    log.set_compaction_limit(Some(0));
+    let rep = block_on(log.compact()).unwrap();
+    assert_eq!(rep.segments, 0, "nothing lies wholly below offset 0");
+    log.set_compaction_limit(Some(bases[2]));
+    let before = read_all(&log);
+    let rep = block_on(log.compact()).unwrap();
+    assert_eq!(rep.segments, 2, "{rep:?}");
+    let after = read_all(&log);
+    let above: Vec<_> = before.iter().filter(|r| r.0 >= bases[2]).collect();
+    assert_eq!(
+        after.iter().filter(|r| r.0 >= bases[2]).collect::<Vec<_>>(),
+        above
+    );
 }
