@@ -1,0 +1,508 @@
+//! `odradek consume TOPIC`: Fetch from each partition's leader, print
+//! records with a kcat-like format (or JSON lines). With `--group` it starts
+//! from the group's committed offsets and commits what it printed (a
+//! "simple" consumer: OffsetCommit with no member id or generation, which
+//! Kafka accepts for a group without active members; no rebalancing).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    FetchRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use serde_json::json;
+
+use super::client::{Cluster, MAX_FRAME};
+use super::error::{check, CliError, Result};
+use super::records::{self, Record};
+use super::topic::list_offsets;
+use super::GlobalArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Read only this partition (default: all).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Where to start: beginning, end, an offset N, or -N (N before the end).
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "from_beginning")]
+    pub offset: Option<String>,
+    /// Start at the log start (same as --offset beginning).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after printing this many records.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Stop when no record arrived for this long.
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Stop once every partition is read up to its end (high watermark).
+    #[arg(long)]
+    pub exit_at_end: bool,
+    /// Output format (kcat's): %t topic, %p partition, %o offset, %k key,
+    /// %v value, %T timestamp (ms), %h headers (k=v,...), %K key length,
+    /// %S value length, %% a percent sign; \n \t \r \\ escapes.
+    #[arg(long, short = 'f', default_value = "%v\\n")]
+    pub format: String,
+    /// Start from GROUP's committed offsets and commit progress to it.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+/// Where a partition starts when the group has no committed offset.
+enum Start {
+    Beginning,
+    End,
+    At(i64),
+    FromEnd(i64),
+}
+
+fn parse_start(a: &ConsumeArgs) -> Result<Start> {
+    if a.from_beginning {
+        return Ok(Start::Beginning);
+    }
+    match a.offset.as_deref() {
+        None | Some("end") => Ok(Start::End),
+        Some("beginning") => Ok(Start::Beginning),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(Start::At(n)),
+            Ok(n) => Ok(Start::FromEnd(n.saturating_neg())),
+            Err(_) => Err(CliError::Usage(format!(
+                "--offset {s:?}: expected beginning, end, N or -N"
+            ))),
+        },
+    }
+}
+
+/// A format string, parsed once.
+enum Piece {
+    Lit(Vec<u8>),
+    Topic,
+    Partition,
+    Offset,
+    Key,
+    Value,
+    Timestamp,
+    Headers,
+    KeyLen,
+    ValueLen,
+}
+
+fn parse_format(f: &str) -> Result<Vec<Piece>> {
+    let mut out = Vec::new();
+    let mut lit = Vec::new();
+    let mut chars = f.chars();
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            '%' => match chars.next() {
+                Some('t') => Piece::Topic,
+                Some('p') => Piece::Partition,
+                Some('o') => Piece::Offset,
+                Some('k') => Piece::Key,
+                Some('v') => Piece::Value,
+                Some('T') => Piece::Timestamp,
+                Some('h') => Piece::Headers,
+                Some('K') => Piece::KeyLen,
+                Some('S') => Piece::ValueLen,
+                Some('%') => {
+                    lit.push(b'%');
+                    continue;
+                }
+                other => {
+                    return Err(CliError::Usage(format!(
+                        "--format: unknown placeholder %{}",
+                        other.map(String::from).unwrap_or_default()
+                    )))
+                }
+            },
+            '\\' => {
+                match chars.next() {
+                    Some('n') => lit.push(b'\n'),
+                    Some('t') => lit.push(b'\t'),
+                    Some('r') => lit.push(b'\r'),
+                    Some('\\') => lit.push(b'\\'),
+                    Some(o) => {
+                        lit.push(b'\\');
+                        let mut b = [0; 4];
+                        lit.extend_from_slice(o.encode_utf8(&mut b).as_bytes());
+                    }
+                    None => lit.push(b'\\'),
+                }
+                continue;
+            }
+            c => {
+                let mut b = [0; 4];
+                lit.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                continue;
+            }
+        };
+        if !lit.is_empty() {
+            out.push(Piece::Lit(std::mem::take(&mut lit)));
+        }
+        out.push(piece);
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit));
+    }
+    Ok(out)
+}
+
+fn render(out: &mut Vec<u8>, fmt: &[Piece], topic: &str, partition: i32, r: &Record) {
+    for p in fmt {
+        match p {
+            Piece::Lit(l) => out.extend_from_slice(l),
+            Piece::Topic => out.extend_from_slice(topic.as_bytes()),
+            Piece::Partition => out.extend_from_slice(partition.to_string().as_bytes()),
+            Piece::Offset => out.extend_from_slice(r.offset.to_string().as_bytes()),
+            Piece::Key => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
+            Piece::Value => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
+            Piece::Timestamp => out.extend_from_slice(r.timestamp.to_string().as_bytes()),
+            Piece::KeyLen => {
+                let n = r.key.as_ref().map_or(-1, |k| k.len() as i64);
+                out.extend_from_slice(n.to_string().as_bytes())
+            }
+            Piece::ValueLen => {
+                let n = r.value.as_ref().map_or(-1, |v| v.len() as i64);
+                out.extend_from_slice(n.to_string().as_bytes())
+            }
+            Piece::Headers => {
+                for (i, (k, v)) in r.headers.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(k.as_bytes());
+                    out.push(b'=');
+                    out.extend_from_slice(v.as_deref().unwrap_or_default());
+                }
+            }
+        }
+    }
+}
+
+fn lossy(b: &Option<bytes::Bytes>) -> serde_json::Value {
+    match b {
+        Some(b) => json!(String::from_utf8_lossy(b)),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+struct PartState {
+    position: i64,
+    leader: i32,
+    high_watermark: i64,
+    max_bytes: i32,
+}
+
+pub fn run(args: ConsumeArgs, g: &GlobalArgs) -> Result<()> {
+    let start = parse_start(&args)?;
+    let fmt = parse_format(&args.format)?;
+    let mut cluster = Cluster::connect(&g.bootstrap, g.timeout())?;
+    let topic = args.topic.clone();
+    let md = cluster.metadata(Some(std::slice::from_ref(&topic)))?;
+    let t = md.topics.first().ok_or_else(|| CliError::Malformed {
+        addr: g.bootstrap.clone(),
+        detail: "Metadata answered no topic".into(),
+    })?;
+    check(|| format!("consuming {topic}"), t.error_code, None)?;
+    let mut leaders: BTreeMap<i32, i32> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    if let Some(p) = args.partition {
+        if !leaders.contains_key(&p) {
+            return Err(CliError::kafka(format!("consuming {topic}-{p}"), 3, None));
+        }
+        leaders.retain(|k, _| *k == p);
+    }
+    let wanted: Vec<(String, i32)> = leaders.keys().map(|&p| (topic.clone(), p)).collect();
+
+    // Committed offsets of the group, if any.
+    let mut committed: HashMap<i32, i64> = HashMap::new();
+    if let Some(group) = &args.group {
+        let mut req = OffsetFetchRequest::default();
+        let conn = cluster.coordinator(group)?;
+        // v1: offsets in __consumer_offsets; v7: the last single-group shape.
+        let version = conn.version::<OffsetFetchRequest>(1, 7)?;
+        req.group_id = GroupId(sb(group));
+        let mut ft = OffsetFetchRequestTopic::default();
+        ft.name = TopicName(sb(&topic));
+        ft.partition_indexes = leaders.keys().copied().collect();
+        req.topics = Some(vec![ft]);
+        let resp = conn.send_at(&req, version)?;
+        check(
+            || format!("fetching offsets of group {group}"),
+            resp.error_code,
+            None,
+        )?;
+        for t in resp.topics {
+            for p in t.partitions {
+                check(
+                    || format!("fetching offsets of group {group}"),
+                    p.error_code,
+                    None,
+                )?;
+                if p.committed_offset >= 0 {
+                    committed.insert(p.partition_index, p.committed_offset);
+                }
+            }
+        }
+    }
+
+    let need_ends = matches!(start, Start::End | Start::FromEnd(_));
+    let need_starts = matches!(start, Start::Beginning | Start::FromEnd(_));
+    let ends = if need_ends {
+        list_offsets(&mut cluster, &md, &wanted, -1)?
+    } else {
+        HashMap::new()
+    };
+    let starts = if need_starts {
+        list_offsets(&mut cluster, &md, &wanted, -2)?
+    } else {
+        HashMap::new()
+    };
+    let get = |m: &HashMap<(String, i32), std::result::Result<i64, i16>>, p: i32| -> Result<i64> {
+        match m.get(&(topic.clone(), p)) {
+            Some(Ok(o)) => Ok(*o),
+            Some(Err(c)) => Err(CliError::kafka(
+                format!("listing offsets of {topic}-{p}"),
+                *c,
+                None,
+            )),
+            None => Err(CliError::kafka(
+                format!("listing offsets of {topic}-{p}"),
+                3,
+                None,
+            )),
+        }
+    };
+    let mut parts: BTreeMap<i32, PartState> = BTreeMap::new();
+    for (&p, &leader) in &leaders {
+        let position = match committed.get(&p) {
+            Some(&o) => o,
+            None => match start {
+                Start::Beginning => get(&starts, p)?,
+                Start::End => get(&ends, p)?,
+                Start::At(n) => n,
+                Start::FromEnd(n) => (get(&ends, p)? - n).max(get(&starts, p)?),
+            },
+        };
+        parts.insert(
+            p,
+            PartState {
+                position,
+                leader,
+                high_watermark: -1,
+                max_bytes: 1 << 20,
+            },
+        );
+    }
+
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let max_wait = idle.map_or(500, |d| d.as_millis().clamp(10, 500) as i32);
+    let mut last_record = Instant::now();
+    let mut last_commit = Instant::now();
+    let mut printed: u64 = 0;
+    let mut committed_at: HashMap<i32, i64> = committed.clone();
+    let stdout = std::io::stdout();
+    let mut buf = Vec::new();
+    let result = (|| -> Result<()> {
+        loop {
+            if args.max_messages.is_some_and(|m| printed >= m) {
+                return Ok(());
+            }
+            if args.exit_at_end
+                && parts
+                    .values()
+                    .all(|s| s.high_watermark >= 0 && s.position >= s.high_watermark)
+            {
+                return Ok(());
+            }
+            let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+            for (&p, s) in &parts {
+                by_leader.entry(s.leader).or_default().push(p);
+            }
+            for (leader, ps) in by_leader {
+                if leader < 0 {
+                    return Err(CliError::kafka(format!("consuming {topic}"), 5, None));
+                }
+                let mut ft = FetchTopic::default();
+                ft.topic = TopicName(sb(&topic));
+                ft.partitions = ps
+                    .iter()
+                    .filter_map(|p| parts.get(p).map(|s| (p, s)))
+                    .map(|(&p, s)| {
+                        let mut fp = FetchPartition::default();
+                        fp.partition = p;
+                        fp.fetch_offset = s.position;
+                        fp.partition_max_bytes = s.max_bytes;
+                        fp
+                    })
+                    .collect();
+                let mut req = FetchRequest::default();
+                req.max_wait_ms = max_wait;
+                req.min_bytes = 1;
+                req.max_bytes = 16 << 20;
+                req.topics = vec![ft];
+                let conn = cluster.broker(leader)?;
+                // v4: the first with RecordBatch v2; v12: the last by topic name.
+                let (_, resp) = conn.send(&req, 4, 12)?;
+                check(|| format!("fetching {topic}"), resp.error_code, None)?;
+                for rt in resp.responses {
+                    for pd in rt.partitions {
+                        let p = pd.partition_index;
+                        let Some(state) = parts.get_mut(&p) else {
+                            continue;
+                        };
+                        if pd.error_code == 1 {
+                            // OFFSET_OUT_OF_RANGE: start over at the log start.
+                            let md = cluster.metadata(Some(std::slice::from_ref(&topic)))?;
+                            let s = list_offsets(&mut cluster, &md, &[(topic.clone(), p)], -2)?;
+                            let o = get(&s, p)?;
+                            eprintln!(
+                                "odradek: {topic}-{p}: offset {} out of range, resetting to {o}",
+                                state_pos(&parts, p)
+                            );
+                            if let Some(state) = parts.get_mut(&p) {
+                                state.position = o;
+                            }
+                            continue;
+                        }
+                        check(|| format!("fetching {topic}-{p}"), pd.error_code, None)?;
+                        state.high_watermark = pd.high_watermark;
+                        let Some(data) = pd.records else { continue };
+                        let (recs, next) =
+                            records::decode(&data).map_err(|e| CliError::Malformed {
+                                addr: format!("{topic}-{p}"),
+                                detail: e.to_string(),
+                            })?;
+                        if next.is_none() && !data.is_empty() {
+                            // Only a partial batch fits: ask for more next time.
+                            state.max_bytes = state
+                                .max_bytes
+                                .saturating_mul(2)
+                                .min((MAX_FRAME / 2) as i32);
+                        }
+                        buf.clear();
+                        let from = state.position;
+                        for r in recs.iter().filter(|r| r.offset >= from) {
+                            if args.max_messages.is_some_and(|m| printed >= m) {
+                                break;
+                            }
+                            if g.json {
+                                let headers: serde_json::Map<String, serde_json::Value> = r
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), lossy(v)))
+                                    .collect();
+                                let line = json!({
+                                    "topic": topic, "partition": p, "offset": r.offset,
+                                    "timestamp": r.timestamp, "key": lossy(&r.key),
+                                    "value": lossy(&r.value), "headers": headers,
+                                });
+                                buf.extend_from_slice(line.to_string().as_bytes());
+                                buf.push(b'\n');
+                            } else {
+                                render(&mut buf, &fmt, &topic, p, r);
+                            }
+                            printed += 1;
+                            state.position = r.offset + 1;
+                            last_record = Instant::now();
+                        }
+                        if args.max_messages.is_none_or(|m| printed < m) {
+                            if let Some(n) = next {
+                                state.position = state.position.max(n);
+                            }
+                        }
+                        let mut out = stdout.lock();
+                        out.write_all(&buf)
+                            .and_then(|_| out.flush())
+                            .map_err(CliError::output)?;
+                    }
+                }
+            }
+            if let Some(group) = &args.group {
+                if last_commit.elapsed() >= Duration::from_secs(1) {
+                    commit(&mut cluster, group, &topic, &parts, &mut committed_at)?;
+                    last_commit = Instant::now();
+                }
+            }
+            if idle.is_some_and(|d| last_record.elapsed() >= d) {
+                return Ok(());
+            }
+        }
+    })();
+    if let Some(group) = &args.group {
+        // Commit what was printed, also after an error or a closed stdout.
+        let c = commit(&mut cluster, group, &topic, &parts, &mut committed_at);
+        if result.is_ok() {
+            c?;
+        }
+    }
+    result
+}
+
+fn state_pos(parts: &BTreeMap<i32, PartState>, p: i32) -> i64 {
+    parts.get(&p).map_or(-1, |s| s.position)
+}
+
+/// Commit the positions that moved since the last commit.
+fn commit(
+    cluster: &mut Cluster,
+    group: &str,
+    topic: &str,
+    parts: &BTreeMap<i32, PartState>,
+    done: &mut HashMap<i32, i64>,
+) -> Result<()> {
+    let moved: Vec<(i32, i64)> = parts
+        .iter()
+        .filter(|(p, s)| done.get(p) != Some(&s.position))
+        .map(|(&p, s)| (p, s.position))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(sb(topic));
+    t.partitions = moved
+        .iter()
+        .map(|&(p, o)| {
+            let mut cp = OffsetCommitRequestPartition::default();
+            cp.partition_index = p;
+            cp.committed_offset = o;
+            cp
+        })
+        .collect();
+    let mut req = OffsetCommitRequest::default();
+    req.group_id = GroupId(sb(group));
+    req.generation_id_or_member_epoch = -1;
+    req.member_id = sb("");
+    req.topics = vec![t];
+    let conn = cluster.coordinator(group)?;
+    // v2: stored in __consumer_offsets; v9: the last by topic name.
+    let (_, resp) = conn.send(&req, 2, 9)?;
+    for rt in resp.topics {
+        for p in rt.partitions {
+            check(
+                || format!("committing offsets of group {group}"),
+                p.error_code,
+                None,
+            )?;
+        }
+    }
+    for (p, o) in moved {
+        done.insert(p, o);
+    }
+    Ok(())
+}
