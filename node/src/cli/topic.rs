@@ -493,24 +493,7 @@ fn alter(
     let timeout = timeout_ms(g);
     let conn = admin_conn(cluster)?;
     let mut done = Vec::new();
-    if let Some(count) = partitions {
-        let mut t = CreatePartitionsTopic::default();
-        t.name = tn(name);
-        t.count = count;
-        t.assignments = None;
-        let mut req = CreatePartitionsRequest::default();
-        req.topics = vec![t];
-        req.timeout_ms = timeout;
-        let (_, resp) = conn.send(&req, 0, 3)?;
-        for r in &resp.results {
-            check(
-                || format!("adding partitions to {name}"),
-                r.error_code,
-                msg(&r.error_message),
-            )?;
-        }
-        done.push(format!("partitions={count}"));
-    }
+    let mut configs_req = None;
     if !configs.is_empty() || !delete_configs.is_empty() {
         let mut res = AlterConfigsResource::default();
         res.resource_type = 2;
@@ -533,14 +516,46 @@ fn alter(
         }
         let mut req = IncrementalAlterConfigsRequest::default();
         req.resources = vec![res];
-        let (_, resp) = conn.send(&req, 0, 1)?;
-        for r in &resp.responses {
+        configs_req = Some(req);
+    }
+    let alter_configs =
+        |conn: &mut Conn, req: &mut IncrementalAlterConfigsRequest, validate_only| -> Result<()> {
+            req.validate_only = validate_only;
+            let (_, resp) = conn.send(&*req, 0, 1)?;
+            for r in &resp.responses {
+                check(
+                    || format!("altering configs of {name}"),
+                    r.error_code,
+                    msg(&r.error_message),
+                )?;
+            }
+            Ok(())
+        };
+    if let Some(count) = partitions {
+        // Two requests cannot be atomic; at least do not add partitions and
+        // then fail on a config the broker refuses.
+        if let Some(req) = configs_req.as_mut() {
+            alter_configs(conn, req, true)?;
+        }
+        let mut t = CreatePartitionsTopic::default();
+        t.name = tn(name);
+        t.count = count;
+        t.assignments = None;
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![t];
+        req.timeout_ms = timeout;
+        let (_, resp) = conn.send(&req, 0, 3)?;
+        for r in &resp.results {
             check(
-                || format!("altering configs of {name}"),
+                || format!("adding partitions to {name}"),
                 r.error_code,
                 msg(&r.error_message),
             )?;
         }
+        done.insert(0, format!("partitions={count}"));
+    }
+    if let Some(req) = configs_req.as_mut() {
+        alter_configs(conn, req, false)?;
     }
     if g.json {
         output::json(&json!({"name": name, "altered": done}))
@@ -578,10 +593,9 @@ fn delete(cluster: &mut Cluster, g: &GlobalArgs, names: &[String]) -> Result<()>
             msg(&r.error_message),
         ) {
             Ok(()) => deleted.push(n),
-            Err(e) => {
-                eprintln!("odradek: {e}");
-                first_err.get_or_insert(e);
-            }
+            // Every failure is reported; the first decides the exit code.
+            Err(e) if first_err.is_none() => first_err = Some(e),
+            Err(e) => eprintln!("odradek: {e}"),
         }
     }
     if g.json {

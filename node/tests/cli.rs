@@ -1,0 +1,645 @@
+//! The admin CLI end to end: a real broker in-process, the real `odradek`
+//! binary as a subprocess for every command, JSON output parsed and checked,
+//! and the exit codes scripts rely on.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{start, Client};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use serde_json::Value;
+
+const FAST: &[(&str, &str)] = &[("group.initial.rebalance.delay.ms", "0")];
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `odradek --bootstrap ADDR ARGS...` with `stdin`.
+fn cli(addr: &str, args: &[&str], stdin: &str) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .arg("--bootstrap")
+        .arg(addr)
+        .args(args)
+        .env_remove("ODRADEK_BOOTSTRAP")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run odradek");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !o.stderr.contains("panicked"),
+        "odradek {args:?} panicked: {}",
+        o.stderr
+    );
+    o
+}
+
+/// Run and expect exit 0.
+fn ok(addr: &str, args: &[&str], stdin: &str) -> String {
+    let o = cli(addr, args, stdin);
+    assert_eq!(o.code, 0, "odradek {args:?}: {}{}", o.stdout, o.stderr);
+    o.stdout
+}
+
+/// Run with `--json` and expect exit 0 and one JSON document.
+fn json(addr: &str, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = ok(addr, &a, "");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn partition<'a>(describe: &'a Value, p: i64) -> &'a Value {
+    describe["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["partition"] == p)
+        .unwrap_or_else(|| panic!("partition {p} in {describe}"))
+}
+
+#[test]
+fn topic_lifecycle_produce_consume() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let a = &server.local_addr.to_string();
+
+    let out = ok(
+        a,
+        &[
+            "topic",
+            "create",
+            "t1",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    assert!(out.contains("created topic t1"), "{out}");
+    let again = cli(a, &["topic", "create", "t1"], "");
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("TOPIC_ALREADY_EXISTS"),
+        "{}",
+        again.stderr
+    );
+    ok(a, &["topic", "create", "t1", "--if-not-exists"], "");
+
+    let list = json(a, &["topic", "list"]);
+    let t1 = list["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "t1")
+        .expect("t1 listed");
+    assert_eq!(t1["partitions"], 2);
+    let table = ok(a, &["topic", "list"], "");
+    assert!(
+        table.lines().next().unwrap().starts_with("TOPIC"),
+        "{table}"
+    );
+
+    // Produce keyed lines with a header; the key decides the partition.
+    let lines: String = (0..10)
+        .map(|i| format!("key{}:value-{i}\n", i % 4))
+        .collect();
+    let out = ok(
+        a,
+        &[
+            "produce",
+            "t1",
+            "--key-separator",
+            ":",
+            "--header",
+            "src=test",
+            "--acks",
+            "all",
+        ],
+        &lines,
+    );
+    assert!(out.contains("wrote 10 record(s)"), "{out}");
+    // Empty stdin: nothing written, and JSON says so.
+    let p = json(a, &["produce", "t1", "--partition", "1", "--acks", "1"]);
+    assert_eq!(p["records"], 0);
+    let d = json(a, &["topic", "describe", "t1"]);
+    let t = &d["topics"][0];
+    assert_eq!(t["name"], "t1");
+    assert_eq!(t["partitions"].as_array().unwrap().len(), 2);
+    let ends: i64 = (0..2)
+        .map(|p| partition(&d, p)["log_end_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(ends, 10);
+    assert_eq!(partition(&d, 0)["log_start_offset"], 0);
+    assert_eq!(partition(&d, 0)["leader"], partition(&d, 0)["replicas"][0]);
+    assert_eq!(partition(&d, 0)["isr"].as_array().unwrap().len(), 1);
+    assert_eq!(t["configs"]["retention.ms"]["value"], "3600000");
+    assert_eq!(
+        t["configs"]["retention.ms"]["source"],
+        "DYNAMIC_TOPIC_CONFIG"
+    );
+    let human = ok(a, &["topic", "describe", "t1"], "");
+    assert!(human.contains("PARTITION  LEADER"), "{human}");
+
+    // Consume everything back, formatted.
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "t1",
+            "--from-beginning",
+            "--max-messages",
+            "10",
+            "--format",
+            "%p|%o|%k|%v|%h\\n",
+        ],
+        "",
+    );
+    let mut got: Vec<(i64, i64, String, String, String)> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!(f.len(), 5, "{l}");
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].into(),
+                f[3].into(),
+                f[4].into(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 10, "{out}");
+    for (_, _, _, _, h) in &got {
+        assert_eq!(h, "src=test");
+    }
+    // One partition per key; offsets dense per partition.
+    for k in 0..4 {
+        let key = format!("key{k}");
+        let parts: std::collections::HashSet<i64> =
+            got.iter().filter(|r| r.2 == key).map(|r| r.0).collect();
+        assert_eq!(parts.len(), 1, "{key} in one partition: {out}");
+    }
+    got.sort();
+    let mut values: Vec<String> = got.iter().map(|r| r.3.clone()).collect();
+    values.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("value-{i}")).collect();
+    want.sort();
+    assert_eq!(values, want);
+
+    // --max-messages stops early; --partition/--offset select; JSON lines.
+    let two = ok(
+        a,
+        &["consume", "t1", "--from-beginning", "--max-messages", "2"],
+        "",
+    );
+    assert_eq!(two.lines().count(), 2, "{two}");
+    let p0_end = partition(&d, 0)["log_end_offset"].as_i64().unwrap();
+    let out = ok(
+        a,
+        &[
+            "--json",
+            "consume",
+            "t1",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--exit-at-end",
+        ],
+        "",
+    );
+    let recs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len() as i64, (p0_end - 1).max(0), "{out}");
+    for r in &recs {
+        assert_eq!(r["partition"], 0);
+        assert!(r["offset"].as_i64().unwrap() >= 1);
+        assert_eq!(r["headers"]["src"], "test");
+        assert!(r["key"].as_str().unwrap().starts_with("key"));
+        assert!(r["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    }
+    let last = ok(
+        a,
+        &[
+            "consume",
+            "t1",
+            "--partition",
+            "0",
+            "--offset=-1",
+            "--exit-at-end",
+            "-f",
+            "%o\\n",
+        ],
+        "",
+    );
+    if p0_end > 0 {
+        assert_eq!(last.trim(), (p0_end - 1).to_string());
+    }
+    // From the end with an idle timeout: nothing, exit 0, promptly.
+    let t0 = Instant::now();
+    let idle = ok(a, &["consume", "t1", "--timeout-ms", "300"], "");
+    assert_eq!(idle, "");
+    assert!(t0.elapsed() < Duration::from_secs(8));
+
+    // Alter: more partitions, set and delete configs.
+    ok(
+        a,
+        &[
+            "topic",
+            "alter",
+            "t1",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=1000",
+            "--config",
+            "segment.ms=3600000",
+        ],
+        "",
+    );
+    let d = json(a, &["topic", "describe", "t1"]);
+    assert_eq!(d["topics"][0]["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(d["topics"][0]["configs"]["retention.ms"]["value"], "1000");
+    assert_eq!(d["topics"][0]["configs"]["segment.ms"]["value"], "3600000");
+    ok(
+        a,
+        &["topic", "alter", "t1", "--delete-config", "retention.ms"],
+        "",
+    );
+    let d = json(a, &["topic", "describe", "t1"]);
+    assert_ne!(
+        d["topics"][0]["configs"]["retention.ms"]["source"],
+        "DYNAMIC_TOPIC_CONFIG"
+    );
+    // Shrinking is refused, and a bad config adds no partitions first.
+    let shrink = cli(a, &["topic", "alter", "t1", "--partitions", "2"], "");
+    assert_eq!(shrink.code, 4);
+    assert!(
+        shrink.stderr.contains("INVALID_PARTITIONS"),
+        "{}",
+        shrink.stderr
+    );
+    let bad = cli(
+        a,
+        &[
+            "topic",
+            "alter",
+            "t1",
+            "--partitions",
+            "5",
+            "--config",
+            "no.such.config=1",
+        ],
+        "",
+    );
+    assert_eq!(bad.code, 4, "{}", bad.stderr);
+    let d = json(a, &["topic", "describe", "t1"]);
+    assert_eq!(d["topics"][0]["partitions"].as_array().unwrap().len(), 3);
+
+    // Delete; then it is unknown.
+    let out = ok(a, &["topic", "delete", "t1"], "");
+    assert!(out.contains("deleted topic t1"), "{out}");
+    let gone = cli(a, &["topic", "describe", "t1"], "");
+    assert_eq!(gone.code, 4);
+    assert!(
+        gone.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        gone.stderr
+    );
+    server.shutdown();
+}
+
+/// A ConsumerProtocolAssignment v0 for `topic` partitions `ps`.
+fn assignment(topic: &str, ps: &[i32]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(1);
+    b.put_i16(topic.len() as i16);
+    b.put_slice(topic.as_bytes());
+    b.put_i32(ps.len() as i32);
+    for p in ps {
+        b.put_i32(*p);
+    }
+    b.put_i32(-1);
+    b.freeze()
+}
+
+#[test]
+fn groups_offsets_and_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), FAST);
+    let a = &server.local_addr.to_string();
+    ok(a, &["topic", "create", "lagged", "--partitions", "2"], "");
+    let lines: String = (0..5).map(|i| format!("m{i}\n")).collect();
+    ok(a, &["produce", "lagged", "--partition", "0"], &lines);
+
+    // A raw OffsetCommit of 2 for partition 0 (a "simple" consumer).
+    let mut c = Client::connect(server.local_addr);
+    let mut fc = FindCoordinatorRequest::default();
+    fc.key = s("raw");
+    let r: FindCoordinatorResponse = c.send(ApiKey::FindCoordinator, 3, &fc);
+    assert_eq!(r.error_code, 0);
+    let mut part = OffsetCommitRequestPartition::default();
+    part.partition_index = 0;
+    part.committed_offset = 2;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(s("lagged"));
+    t.partitions = vec![part];
+    let mut oc = OffsetCommitRequest::default();
+    oc.group_id = GroupId(s("raw"));
+    oc.generation_id_or_member_epoch = -1;
+    oc.member_id = s("");
+    oc.topics = vec![t];
+    let r: OffsetCommitResponse = c.send(ApiKey::OffsetCommit, 8, &oc);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    let list = json(a, &["group", "list"]);
+    assert!(
+        list["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["group"] == "raw"),
+        "{list}"
+    );
+    let d = json(a, &["group", "describe", "raw"]);
+    let off = d["offsets"].as_array().unwrap();
+    assert_eq!(off.len(), 1, "{d}");
+    assert_eq!(off[0]["topic"], "lagged");
+    assert_eq!(off[0]["partition"], 0);
+    assert_eq!(off[0]["committed_offset"], 2);
+    assert_eq!(off[0]["log_end_offset"], 5);
+    assert_eq!(off[0]["lag"], 3);
+    assert_eq!(d["total_lag"], 3);
+    let human = ok(a, &["group", "describe", "raw"], "");
+    assert!(human.contains("LAG"), "{human}");
+
+    // consume --group: commits what it printed, and resumes from there.
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "lagged",
+            "--group",
+            "cg",
+            "--from-beginning",
+            "--max-messages",
+            "4",
+            "--partition",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(out, "m0\nm1\nm2\nm3\n");
+    let d = json(a, &["group", "describe", "cg"]);
+    let p0 = d["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["partition"] == 0)
+        .unwrap()
+        .clone();
+    assert_eq!(p0["committed_offset"], 4, "{d}");
+    assert_eq!(p0["lag"], 1);
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "lagged",
+            "--group",
+            "cg",
+            "--from-beginning",
+            "--exit-at-end",
+            "--partition",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(out, "m4\n");
+
+    // A live member with a consumer assignment shows up decoded.
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = s("range");
+    p.metadata = Bytes::from_static(b"\0\x01\0\0\0\x01\0\x06lagged\xff\xff\xff\xff");
+    let mut jr = JoinGroupRequest::default();
+    jr.group_id = GroupId(s("live"));
+    jr.session_timeout_ms = 30_000;
+    jr.rebalance_timeout_ms = 5_000;
+    jr.member_id = s("");
+    jr.protocol_type = s("consumer");
+    jr.protocols = vec![p];
+    let mut fc = FindCoordinatorRequest::default();
+    fc.key = s("live");
+    let _: FindCoordinatorResponse = c.send(ApiKey::FindCoordinator, 3, &fc);
+    let j: JoinGroupResponse = c.send(ApiKey::JoinGroup, 3, &jr);
+    assert_eq!(j.error_code, 0);
+    let mut sr = SyncGroupRequest::default();
+    sr.group_id = GroupId(s("live"));
+    sr.generation_id = j.generation_id;
+    sr.member_id = j.member_id.clone();
+    let mut sa = SyncGroupRequestAssignment::default();
+    sa.member_id = j.member_id.clone();
+    sa.assignment = assignment("lagged", &[0, 1]);
+    sr.assignments = vec![sa];
+    let sg: SyncGroupResponse = c.send(ApiKey::SyncGroup, 3, &sr);
+    assert_eq!(sg.error_code, 0);
+    let d = json(a, &["group", "describe", "live"]);
+    assert_eq!(d["state"], "Stable", "{d}");
+    let m = &d["members"][0];
+    assert_eq!(m["member_id"], j.member_id.as_str());
+    assert_eq!(m["assignment"][0]["topic"], "lagged");
+    assert_eq!(m["assignment"][0]["partitions"], serde_json::json!([0, 1]));
+    // No commits, but assigned partitions are listed with their end offsets.
+    let offs = d["offsets"].as_array().unwrap();
+    assert_eq!(offs.len(), 2, "{d}");
+    assert!(offs
+        .iter()
+        .all(|o| o["member_id"] == j.member_id.as_str() && o["committed_offset"].is_null()));
+
+    let missing = cli(a, &["group", "describe", "never-seen"], "");
+    assert_eq!(missing.code, 4, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("GROUP_ID_NOT_FOUND"),
+        "{}",
+        missing.stderr
+    );
+    server.shutdown();
+}
+
+#[test]
+fn cluster_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let a = &server.local_addr.to_string();
+    let d = json(a, &["cluster", "info"]);
+    assert!(!d["cluster_id"].as_str().unwrap().is_empty());
+    let brokers = d["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 1);
+    assert_eq!(brokers[0]["port"], server.local_addr.port());
+    assert_eq!(d["controller_id"], brokers[0]["node_id"]);
+    let fetch = d["api_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "Fetch")
+        .unwrap()
+        .clone();
+    assert_eq!(fetch["key"], 1);
+    assert!(fetch["max_version"].as_i64().unwrap() >= 12);
+    let human = ok(a, &["cluster", "info"], "");
+    assert!(
+        human.contains("Cluster id:") && human.contains("ApiVersions"),
+        "{human}"
+    );
+    server.shutdown();
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+#[test]
+fn exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let a = &server.local_addr.to_string();
+
+    // Usage errors: 2.
+    for args in [
+        &["topic", "frobnicate"][..],
+        &["produce"][..],
+        &["produce", "t", "--acks", "7"][..],
+        &["topic", "create", "x", "--config", "novalue"][..],
+        &["consume", "t", "--offset", "sideways"][..],
+        &["topic", "alter", "x"][..],
+    ] {
+        let o = cli(a, args, "");
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+    }
+    // Unreachable bootstrap: 3.
+    let closed = closed_port().to_string();
+    let o = cli(&closed, &["topic", "list"], "");
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("cannot connect"), "{}", o.stderr);
+    // Kafka errors: 4, with the error's name.
+    let o = cli(a, &["topic", "describe", "nope"], "");
+    assert_eq!(o.code, 4, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        o.stderr
+    );
+    let o = cli(a, &["produce", "nope"], "x\n");
+    assert_eq!(o.code, 4, "{}", o.stderr);
+    let o = cli(
+        a,
+        &["topic", "create", "bad", "--replication-factor", "3"],
+        "",
+    );
+    assert_eq!(o.code, 4, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("INVALID_REPLICATION_FACTOR"),
+        "{}",
+        o.stderr
+    );
+    // The codes are documented in --help.
+    let help = ok(a, &["--help"], "");
+    assert!(
+        help.contains("Exit codes") && help.contains("3  cannot connect"),
+        "{help}"
+    );
+    server.shutdown();
+}
+
+/// A fake broker that answers the first request with `reply` (written
+/// raw, frame size included), then closes.
+fn fake_broker(reply: Vec<u8>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut size = [0u8; 4];
+            if s.read_exact(&mut size).is_ok() {
+                let mut req = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+                let _ = s.read_exact(&mut req);
+                let _ = s.write_all(&reply);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    });
+    addr
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as i32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn malformed_responses_are_errors_not_crashes() {
+    // Correlation id 1 (the CLI's first request), then a body.
+    let with_corr = |body: &[u8]| {
+        let mut b = 1i32.to_be_bytes().to_vec();
+        b.extend_from_slice(body);
+        frame(&b)
+    };
+    let cases: Vec<(&str, Vec<u8>, i32)> = vec![
+        ("oversized frame", i32::MAX.to_be_bytes().to_vec(), 5),
+        ("negative frame", (-5i32).to_be_bytes().to_vec(), 5),
+        ("garbage body", with_corr(&[0xde, 0xad]), 5),
+        ("wrong correlation id", frame(&[0, 0, 0, 9, 0, 0]), 5),
+        // error 0, then a compact array claiming 4 billion entries.
+        (
+            "huge array count",
+            with_corr(&[0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            5,
+        ),
+        ("closed mid-frame", 100i32.to_be_bytes().to_vec(), 3),
+        ("closed at once", Vec::new(), 3),
+    ];
+    for (what, reply, code) in cases {
+        let addr = fake_broker(reply).to_string();
+        let o = cli(
+            &addr,
+            &["--request-timeout-ms", "3000", "topic", "list"],
+            "",
+        );
+        assert_eq!(o.code, code, "{what}: {}", o.stderr);
+    }
+}
