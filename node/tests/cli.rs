@@ -76,7 +76,7 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn partition<'a>(describe: &'a Value, p: i64) -> &'a Value {
+fn partition(describe: &Value, p: i64) -> &Value {
     describe["topics"][0]["partitions"]
         .as_array()
         .unwrap()

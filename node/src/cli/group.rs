@@ -89,6 +89,16 @@ fn assignment(b: &bytes::Bytes) -> Option<Vec<(String, Vec<i32>)>> {
     )
 }
 
+/// topic, partition, committed offset, log end offset, lag, owning member.
+type OffsetRow = (
+    String,
+    i32,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -178,14 +188,7 @@ fn describe(cluster: &mut Cluster, g: &GlobalArgs, group: &str) -> Result<()> {
         let md = cluster.metadata(Some(&topics))?;
         list_offsets(cluster, &md, &keys, -1)?
     };
-    let rows: Vec<(
-        String,
-        i32,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-    )> = keys
+    let rows: Vec<OffsetRow> = keys
         .iter()
         .map(|k| {
             let c = committed.get(k).copied();

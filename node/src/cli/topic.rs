@@ -299,6 +299,9 @@ pub fn list_offsets(
     Ok(out)
 }
 
+/// name, value (None: null or sensitive), source, read-only.
+type ConfigEntry = (String, Option<String>, &'static str, bool);
+
 /// Kafka's names for DescribeConfigs sources.
 fn source_name(s: i8) -> &'static str {
     match s {
@@ -357,8 +360,7 @@ fn describe(cluster: &mut Cluster, g: &GlobalArgs, names: &[String]) -> Result<(
         })
         .collect();
     let (_, cfg) = cluster.bootstrap.send(&req, 1, 4)?;
-    let mut configs: HashMap<String, Vec<(String, Option<String>, &'static str, bool)>> =
-        HashMap::new();
+    let mut configs: HashMap<String, Vec<ConfigEntry>> = HashMap::new();
     for r in &cfg.results {
         check(
             || format!("describing configs of {}", r.resource_name),
