@@ -643,3 +643,107 @@ fn malformed_responses_are_errors_not_crashes() {
         assert_eq!(o.code, code, "{what}: {}", o.stderr);
     }
 }
+
+/// A fake broker that answers its requests with `replies` in turn (bodies
+/// after the correlation id; the id is filled in), records each request's
+/// (API key, version), and after the last reply records one more request
+/// and closes.
+fn scripted_broker(
+    replies: Vec<Vec<u8>>,
+) -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(i16, i16)>>>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let n = replies.len();
+        for (i, body) in replies.into_iter().chain([Vec::new()]).enumerate() {
+            let mut size = [0u8; 4];
+            if s.read_exact(&mut size).is_err() {
+                return;
+            }
+            let mut req = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+            if s.read_exact(&mut req).is_err() || req.len() < 8 {
+                return;
+            }
+            let key = i16::from_be_bytes([req[0], req[1]]);
+            let version = i16::from_be_bytes([req[2], req[3]]);
+            log.lock().unwrap().push((key, version));
+            if i == n {
+                return;
+            }
+            let mut resp = req[4..8].to_vec(); // correlation id
+            resp.extend_from_slice(&body);
+            let _ = s.write_all(&frame(&resp));
+        }
+    });
+    (addr, seen)
+}
+
+/// ApiVersions response body, v0 (no throttle time) or v1/v2.
+fn api_versions_body(version: i16, error: i16, apis: &[(i16, i16, i16)]) -> Vec<u8> {
+    let mut b = error.to_be_bytes().to_vec();
+    b.extend_from_slice(&(apis.len() as i32).to_be_bytes());
+    for (k, min, max) in apis {
+        for v in [k, min, max] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    if version >= 1 {
+        b.extend_from_slice(&0i32.to_be_bytes());
+    }
+    b
+}
+
+/// ApiVersions v3 response body (flexible encoding).
+fn api_versions_v3_body(apis: &[(i16, i16, i16)]) -> Vec<u8> {
+    let mut b = 0i16.to_be_bytes().to_vec();
+    b.push(apis.len() as u8 + 1); // compact array length
+    for (k, min, max) in apis {
+        for v in [k, min, max] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.push(0); // tagged fields
+    }
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(0);
+    b
+}
+
+#[test]
+fn versions_follow_what_the_broker_advertises() {
+    // KIP-511: a broker without ApiVersions v3 answers at v0 with
+    // UNSUPPORTED_VERSION; the CLI retries at the broker's highest version,
+    // then sends Metadata at the highest version both sides support.
+    let (addr, seen) = scripted_broker(vec![
+        api_versions_body(0, 35, &[(18, 0, 2)]),
+        api_versions_body(2, 0, &[(18, 0, 2), (3, 1, 5)]),
+    ]);
+    let o = cli(
+        &addr.to_string(),
+        &["--request-timeout-ms", "3000", "topic", "list"],
+        "",
+    );
+    assert_eq!(
+        o.code, 3,
+        "connection closed after the script: {}",
+        o.stderr
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![(18, 3), (18, 2), (3, 5)]);
+
+    // No common Metadata version (the CLI needs v4+): exit 5, and nothing
+    // beyond ApiVersions is sent.
+    let (addr, seen) = scripted_broker(vec![api_versions_v3_body(&[(18, 0, 3), (3, 0, 3)])]);
+    let o = cli(
+        &addr.to_string(),
+        &["--request-timeout-ms", "3000", "topic", "list"],
+        "",
+    );
+    assert_eq!(o.code, 5, "{}", o.stderr);
+    assert!(o.stderr.contains("Metadata"), "{}", o.stderr);
+    assert_eq!(*seen.lock().unwrap(), vec![(18, 3)]);
+}

@@ -235,10 +235,13 @@ fn describe(cluster: &mut Cluster, g: &GlobalArgs, group: &str) -> Result<()> {
         }))
     } else {
         output::line(&format!(
-            "Group: {group}  state: {}  protocol: {} {}  coordinator: {coordinator_addr}",
+            "Group: {group}  state: {}  protocol: {}  coordinator: {coordinator_addr}",
             dg.group_state.as_str(),
-            dg.protocol_type.as_str(),
-            dg.protocol_data.as_str()
+            match (dg.protocol_type.as_str(), dg.protocol_data.as_str()) {
+                ("", "") => "-".to_string(),
+                (t, "") => t.to_string(),
+                (t, d) => format!("{t}/{d}"),
+            },
         ))?;
         output::line("")?;
         let mrows: Vec<Vec<String>> = members
@@ -269,7 +272,11 @@ fn describe(cluster: &mut Cluster, g: &GlobalArgs, group: &str) -> Result<()> {
                 ]
             })
             .collect();
-        output::table(&["MEMBER", "CLIENT_ID", "HOST", "ASSIGNMENT"], &mrows)?;
+        if mrows.is_empty() {
+            output::line("(no active members)")?;
+        } else {
+            output::table(&["MEMBER", "CLIENT_ID", "HOST", "ASSIGNMENT"], &mrows)?;
+        }
         output::line("")?;
         let opt = |v: &Option<i64>| v.map_or_else(|| "-".into(), |v| v.to_string());
         let orows: Vec<Vec<String>> = rows

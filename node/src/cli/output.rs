@@ -38,10 +38,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
 
 /// Print one JSON document.
 pub fn json(v: &Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)
-        .map_err(|e| CliError::output(std::io::Error::other(e)))?;
-    writeln!(out).map_err(CliError::output)
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::Local(format!("encoding JSON: {e}")))?;
+    writeln!(std::io::stdout().lock(), "{text}").map_err(CliError::output)
 }
 
 /// Print a line of text.
