@@ -327,6 +327,26 @@ fn topic_lifecycle_produce_consume() {
     let d = json(a, &["topic", "describe", "t1"]);
     assert_eq!(d["topics"][0]["partitions"].as_array().unwrap().len(), 3);
 
+    // acks=0: the broker does not answer; the records still arrive.
+    let out = ok(
+        a,
+        &["produce", "t1", "--acks", "0", "--partition", "2"],
+        "fire\nforget\n",
+    );
+    assert!(out.contains("sent 2 record(s)"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = json(a, &["topic", "describe", "t1"]);
+        if partition(&d, 2)["log_end_offset"].as_i64().unwrap() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acks=0 records never arrived: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Delete; then it is unknown.
     let out = ok(a, &["topic", "delete", "t1"], "");
     assert!(out.contains("deleted topic t1"), "{out}");
@@ -556,6 +576,32 @@ fn exit_codes() {
     let o = cli(&closed, &["topic", "list"], "");
     assert_eq!(o.code, 3, "{}", o.stderr);
     assert!(o.stderr.contains("cannot connect"), "{}", o.stderr);
+    // A bootstrap list: the first reachable broker is used.
+    ok(&format!("{closed},{a}"), &["topic", "list"], "");
+    // A broker that accepts but never answers: 3, "timed out", promptly.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let t0 = Instant::now();
+    let o = cli(
+        &silent.local_addr().unwrap().to_string(),
+        &["--request-timeout-ms", "300", "cluster", "info"],
+        "",
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("timed out"), "{}", o.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    drop(silent);
+    // The bootstrap comes from ODRADEK_BOOTSTRAP when no flag is given.
+    let o = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["--json", "cluster", "info"])
+        .env("ODRADEK_BOOTSTRAP", a)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Kafka errors: 4, with the error's name.
     let o = cli(a, &["topic", "describe", "nope"], "");
     assert_eq!(o.code, 4, "{}", o.stderr);

@@ -332,14 +332,32 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Connect to the first reachable broker of `bootstrap`, a
+    /// comma-separated list of HOST:PORT, as Kafka's tools take it.
     pub fn connect(bootstrap: &str, timeout: Duration) -> Result<Self> {
-        Ok(Cluster {
-            bootstrap: Conn::connect(bootstrap, timeout)?,
-            timeout,
-            brokers: HashMap::new(),
-            conns: HashMap::new(),
-            bootstrap_id: None,
-        })
+        let mut last = None;
+        for addr in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Conn::connect(addr, timeout) {
+                Ok(conn) => {
+                    return Ok(Cluster {
+                        bootstrap: conn,
+                        timeout,
+                        brokers: HashMap::new(),
+                        conns: HashMap::new(),
+                        bootstrap_id: None,
+                    })
+                }
+                Err(
+                    e @ (CliError::Connect { .. } | CliError::Timeout { .. } | CliError::Io { .. }),
+                ) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CliError::Usage("--bootstrap: no HOST:PORT given".into())))
     }
 
     pub fn timeout(&self) -> Duration {

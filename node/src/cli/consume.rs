@@ -310,7 +310,11 @@ pub fn run(args: ConsumeArgs, g: &GlobalArgs) -> Result<()> {
     }
 
     let idle = args.timeout_ms.map(Duration::from_millis);
-    let max_wait = idle.map_or(500, |d| d.as_millis().clamp(10, 500) as i32);
+    // Long-poll at most 500 ms (so idle timeouts and commits stay timely)
+    // and well inside the request timeout.
+    let max_wait = idle
+        .map_or(500, |d| d.as_millis().clamp(10, 500))
+        .min(g.timeout().as_millis() / 2) as i32;
     let mut last_record = Instant::now();
     let mut last_commit = Instant::now();
     let mut printed: u64 = 0;
