@@ -690,16 +690,14 @@ fn malformed_responses_are_errors_not_crashes() {
     }
 }
 
+/// (API key, version) of each request a fake broker received.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(i16, i16)>>>;
+
 /// A fake broker that answers its requests with `replies` in turn (bodies
 /// after the correlation id; the id is filled in), records each request's
 /// (API key, version), and after the last reply records one more request
 /// and closes.
-fn scripted_broker(
-    replies: Vec<Vec<u8>>,
-) -> (
-    SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<(i16, i16)>>>,
-) {
+fn scripted_broker(replies: Vec<Vec<u8>>) -> (SocketAddr, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
