@@ -425,7 +425,8 @@ fn groups_offsets_and_lag() {
     let human = ok(a, &["group", "describe", "raw"], "");
     assert!(human.contains("LAG"), "{human}");
 
-    // consume --group: commits what it printed, and resumes from there.
+    // consume --group: a member; commits what it printed, leaves, and the
+    // next member resumes from there.
     let out = ok(
         a,
         &[
@@ -436,13 +437,17 @@ fn groups_offsets_and_lag() {
             "--from-beginning",
             "--max-messages",
             "4",
-            "--partition",
-            "0",
         ],
         "",
     );
     assert_eq!(out, "m0\nm1\nm2\nm3\n");
     let d = json(a, &["group", "describe", "cg"]);
+    assert_eq!(d["protocol_type"], "consumer", "{d}");
+    assert_eq!(
+        d["members"].as_array().unwrap().len(),
+        0,
+        "left the group: {d}"
+    );
     let p0 = d["offsets"]
         .as_array()
         .unwrap()
@@ -461,8 +466,6 @@ fn groups_offsets_and_lag() {
             "cg",
             "--from-beginning",
             "--exit-at-end",
-            "--partition",
-            "0",
         ],
         "",
     );
@@ -790,4 +793,98 @@ fn versions_follow_what_the_broker_advertises() {
     assert_eq!(o.code, 5, "{}", o.stderr);
     assert!(o.stderr.contains("Metadata"), "{}", o.stderr);
     assert_eq!(*seen.lock().unwrap(), vec![(18, 3)]);
+}
+
+/// Spawn `odradek --bootstrap ADDR ARGS...` with stdout piped.
+fn spawn(addr: &str, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .arg("--bootstrap")
+        .arg(addr)
+        .args(args)
+        .env_remove("ODRADEK_BOOTSTRAP")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run odradek")
+}
+
+/// Wait until `group` is Stable with members holding `sizes` partitions.
+fn wait_for_split(a: &str, group: &str, sizes: &[usize]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = cli(a, &["--json", "group", "describe", group], "");
+        if o.code == 0 {
+            let d: Value = serde_json::from_str(&o.stdout).unwrap();
+            let members = d["members"].as_array().unwrap();
+            let got: Vec<usize> = members
+                .iter()
+                .filter_map(|m| m["assignment"][0]["partitions"].as_array().map(|p| p.len()))
+                .collect();
+            if d["state"] == "Stable" && got == sizes {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} never reached {sizes:?}: {}",
+            o.stdout
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_group_members_split_the_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), FAST);
+    let a = &server.local_addr.to_string();
+    ok(a, &["topic", "create", "duo", "--partitions", "2"], "");
+    let args = [
+        "consume",
+        "duo",
+        "--group",
+        "duo-g",
+        "--max-messages",
+        "1",
+        "--timeout-ms",
+        "30000",
+        "-f",
+        "%p:%v\\n",
+    ];
+    // The first member gets both partitions; when the second joins, the
+    // first learns of the rebalance from its heartbeat and gives one up.
+    let mut first = spawn(a, &args);
+    wait_for_split(a, "duo-g", &[2]);
+    let mut second = spawn(a, &args);
+    wait_for_split(a, "duo-g", &[1, 1]);
+    ok(a, &["produce", "duo", "--partition", "0"], "zero\n");
+    ok(a, &["produce", "duo", "--partition", "1"], "one\n");
+    let mut outs = Vec::new();
+    for child in [&mut first, &mut second] {
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "{status}: {err}");
+        outs.push(out);
+    }
+    outs.sort();
+    assert_eq!(outs, vec!["0:zero\n".to_string(), "1:one\n".to_string()]);
+    // Both committed and left.
+    let d = json(a, &["group", "describe", "duo-g"]);
+    assert_eq!(d["members"].as_array().unwrap().len(), 0, "{d}");
+    assert_eq!(d["total_lag"], 0, "{d}");
+    server.shutdown();
 }

@@ -1,8 +1,7 @@
 //! `odradek consume TOPIC`: Fetch from each partition's leader, print
-//! records with a kcat-like format (or JSON lines). With `--group` it starts
-//! from the group's committed offsets and commits what it printed (a
-//! "simple" consumer: OffsetCommit with no member id or generation, which
-//! Kafka accepts for a group without active members; no rebalancing).
+//! records with a kcat-like format (or JSON lines). With `--group` it is a
+//! group member ([`super::member`]): it reads the partitions the group
+//! assigns it, from their committed offsets, and commits what it printed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -21,6 +20,7 @@ use serde_json::json;
 
 use super::client::{Cluster, MAX_FRAME};
 use super::error::{check, CliError, Result};
+use super::member::{needs_rejoin, Member};
 use super::records::{self, Record};
 use super::topic::list_offsets;
 use super::GlobalArgs;
@@ -51,8 +51,9 @@ pub struct ConsumeArgs {
     /// %S value length, %% a percent sign; \n \t \r \\ escapes.
     #[arg(long, short = 'f', default_value = "%v\\n")]
     pub format: String,
-    /// Start from GROUP's committed offsets and commit progress to it.
-    #[arg(long, value_name = "GROUP")]
+    /// Consume as a member of GROUP (joins it, reads the partitions it is
+    /// assigned from their committed offsets, commits what it printed).
+    #[arg(long, value_name = "GROUP", conflicts_with = "partition")]
     pub group: Option<String>,
 }
 
@@ -204,6 +205,298 @@ struct PartState {
     max_bytes: i32,
 }
 
+type Offsets = HashMap<(String, i32), std::result::Result<i64, i16>>;
+
+/// The consuming state: partitions read, their positions, what is printed.
+struct Consumer<'a> {
+    cluster: Cluster,
+    topic: String,
+    args: &'a ConsumeArgs,
+    json: bool,
+    fmt: Vec<Piece>,
+    start: Start,
+    max_wait: i32,
+    parts: BTreeMap<i32, PartState>,
+    printed: u64,
+    last_record: Instant,
+    /// Positions last committed (or read from the group), per partition.
+    committed_at: HashMap<i32, i64>,
+    buf: Vec<u8>,
+}
+
+impl Consumer<'_> {
+    fn offset(&self, m: &Offsets, p: i32) -> Result<i64> {
+        let ctx = || format!("listing offsets of {}-{p}", self.topic);
+        match m.get(&(self.topic.clone(), p)) {
+            Some(Ok(o)) => Ok(*o),
+            Some(Err(c)) => Err(CliError::kafka(ctx(), *c, None)),
+            None => Err(CliError::kafka(ctx(), 3, None)),
+        }
+    }
+
+    /// Read `partitions` from now on: from the group's committed offsets
+    /// when there are any, else from the start option.
+    fn assign(&mut self, partitions: &[i32], group: Option<&str>) -> Result<()> {
+        let topic = self.topic.clone();
+        let md = self.cluster.metadata(Some(std::slice::from_ref(&topic)))?;
+        let leaders: HashMap<i32, i32> = md
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect();
+        let mut committed: HashMap<i32, i64> = HashMap::new();
+        if let (Some(group), false) = (group, partitions.is_empty()) {
+            let conn = self.cluster.coordinator(group)?;
+            // v1: offsets in __consumer_offsets; v7: the last single-group shape.
+            let version = conn.version::<OffsetFetchRequest>(1, 7)?;
+            let mut req = OffsetFetchRequest::default();
+            req.group_id = GroupId(sb(group));
+            let mut ft = OffsetFetchRequestTopic::default();
+            ft.name = TopicName(sb(&topic));
+            ft.partition_indexes = partitions.to_vec();
+            req.topics = Some(vec![ft]);
+            let resp = conn.send_at(&req, version)?;
+            let ctx = || format!("fetching offsets of group {group}");
+            check(ctx, resp.error_code, None)?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    check(ctx, p.error_code, None)?;
+                    if p.committed_offset >= 0 {
+                        committed.insert(p.partition_index, p.committed_offset);
+                    }
+                }
+            }
+        }
+        let wanted: Vec<(String, i32)> = partitions
+            .iter()
+            .filter(|p| !committed.contains_key(p))
+            .map(|&p| (topic.clone(), p))
+            .collect();
+        let need_ends = matches!(self.start, Start::End | Start::FromEnd(_)) && !wanted.is_empty();
+        let need_starts =
+            matches!(self.start, Start::Beginning | Start::FromEnd(_)) && !wanted.is_empty();
+        let ends = if need_ends {
+            list_offsets(&mut self.cluster, &md, &wanted, -1)?
+        } else {
+            HashMap::new()
+        };
+        let starts = if need_starts {
+            list_offsets(&mut self.cluster, &md, &wanted, -2)?
+        } else {
+            HashMap::new()
+        };
+        self.parts.clear();
+        for &p in partitions {
+            let position = match committed.get(&p) {
+                Some(&o) => o,
+                None => match self.start {
+                    Start::Beginning => self.offset(&starts, p)?,
+                    Start::End => self.offset(&ends, p)?,
+                    Start::At(n) => n,
+                    Start::FromEnd(n) => (self.offset(&ends, p)? - n).max(self.offset(&starts, p)?),
+                },
+            };
+            let leader = *leaders
+                .get(&p)
+                .ok_or_else(|| CliError::kafka(format!("consuming {topic}-{p}"), 3, None))?;
+            self.parts.insert(
+                p,
+                PartState {
+                    position,
+                    leader,
+                    high_watermark: -1,
+                    max_bytes: 1 << 20,
+                },
+            );
+        }
+        self.committed_at = committed;
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.args.max_messages.is_some_and(|m| self.printed >= m)
+    }
+
+    fn at_end(&self) -> bool {
+        self.parts
+            .values()
+            .all(|s| s.high_watermark >= 0 && s.position >= s.high_watermark)
+    }
+
+    /// One Fetch to each leader; print what comes back.
+    fn fetch_round(&mut self) -> Result<()> {
+        if self.parts.is_empty() {
+            // Nothing assigned (more members than partitions): just wait.
+            std::thread::sleep(Duration::from_millis(self.max_wait.max(10) as u64));
+            return Ok(());
+        }
+        let topic = self.topic.clone();
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for (&p, s) in &self.parts {
+            by_leader.entry(s.leader).or_default().push(p);
+        }
+        for (leader, ps) in by_leader {
+            if leader < 0 {
+                return Err(CliError::kafka(format!("consuming {topic}"), 5, None));
+            }
+            let mut ft = FetchTopic::default();
+            ft.topic = TopicName(sb(&topic));
+            ft.partitions = ps
+                .iter()
+                .filter_map(|p| self.parts.get(p).map(|s| (p, s)))
+                .map(|(&p, s)| {
+                    let mut fp = FetchPartition::default();
+                    fp.partition = p;
+                    fp.fetch_offset = s.position;
+                    fp.partition_max_bytes = s.max_bytes;
+                    fp
+                })
+                .collect();
+            let mut req = FetchRequest::default();
+            req.max_wait_ms = self.max_wait;
+            req.min_bytes = 1;
+            req.max_bytes = 16 << 20;
+            req.topics = vec![ft];
+            let conn = self.cluster.broker(leader)?;
+            // v4: the first with RecordBatch v2; v12: the last by topic name.
+            let (_, resp) = conn.send(&req, 4, 12)?;
+            check(|| format!("fetching {topic}"), resp.error_code, None)?;
+            for rt in resp.responses {
+                for pd in rt.partitions {
+                    self.partition_data(pd)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_data(
+        &mut self,
+        pd: kafka_protocol::messages::fetch_response::PartitionData,
+    ) -> Result<()> {
+        let topic = self.topic.clone();
+        let p = pd.partition_index;
+        if pd.error_code == 1 {
+            // OFFSET_OUT_OF_RANGE: start over at the log start.
+            let md = self.cluster.metadata(Some(std::slice::from_ref(&topic)))?;
+            let s = list_offsets(&mut self.cluster, &md, &[(topic.clone(), p)], -2)?;
+            let o = self.offset(&s, p)?;
+            if let Some(state) = self.parts.get_mut(&p) {
+                eprintln!(
+                    "odradek: {topic}-{p}: offset {} out of range, resetting to {o}",
+                    state.position
+                );
+                state.position = o;
+            }
+            return Ok(());
+        }
+        check(|| format!("fetching {topic}-{p}"), pd.error_code, None)?;
+        let Some(state) = self.parts.get_mut(&p) else {
+            return Ok(());
+        };
+        state.high_watermark = pd.high_watermark;
+        let Some(data) = pd.records else {
+            return Ok(());
+        };
+        let (recs, next) = records::decode(&data).map_err(|e| CliError::Malformed {
+            addr: format!("{topic}-{p}"),
+            detail: e.to_string(),
+        })?;
+        if next.is_none() && !data.is_empty() {
+            // Only a partial batch fits: ask for more next time.
+            state.max_bytes = state
+                .max_bytes
+                .saturating_mul(2)
+                .min((MAX_FRAME / 2) as i32);
+        }
+        self.buf.clear();
+        let from = state.position;
+        for r in recs.iter().filter(|r| r.offset >= from) {
+            if self.args.max_messages.is_some_and(|m| self.printed >= m) {
+                break;
+            }
+            if self.json {
+                let headers: serde_json::Map<String, serde_json::Value> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), lossy(v)))
+                    .collect();
+                let line = json!({
+                    "topic": topic, "partition": p, "offset": r.offset,
+                    "timestamp": r.timestamp, "key": lossy(&r.key),
+                    "value": lossy(&r.value), "headers": headers,
+                });
+                self.buf.extend_from_slice(line.to_string().as_bytes());
+                self.buf.push(b'\n');
+            } else {
+                render(&mut self.buf, &self.fmt, &topic, p, r);
+            }
+            self.printed += 1;
+            state.position = r.offset + 1;
+            self.last_record = Instant::now();
+        }
+        if self.args.max_messages.is_none_or(|m| self.printed < m) {
+            if let Some(n) = next {
+                state.position = state.position.max(n);
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&self.buf)
+            .and_then(|_| out.flush())
+            .map_err(CliError::output)
+    }
+
+    /// Commit the positions that moved since the last commit. `Ok(true)`
+    /// when the group is rebalancing and the member must rejoin.
+    fn commit(&mut self, member: &Member) -> Result<bool> {
+        let moved: Vec<(i32, i64)> = self
+            .parts
+            .iter()
+            .filter(|(p, s)| self.committed_at.get(p) != Some(&s.position))
+            .map(|(&p, s)| (p, s.position))
+            .collect();
+        if moved.is_empty() {
+            return Ok(false);
+        }
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(sb(&self.topic));
+        t.partitions = moved
+            .iter()
+            .map(|&(p, o)| {
+                let mut cp = OffsetCommitRequestPartition::default();
+                cp.partition_index = p;
+                cp.committed_offset = o;
+                cp
+            })
+            .collect();
+        let mut req = OffsetCommitRequest::default();
+        req.group_id = GroupId(sb(&member.group));
+        req.generation_id_or_member_epoch = member.generation;
+        req.member_id = sb(&member.member_id);
+        req.topics = vec![t];
+        let conn = self.cluster.coordinator(&member.group)?;
+        // v2: stored in __consumer_offsets; v9: the last by topic name.
+        let (_, resp) = conn.send(&req, 2, 9)?;
+        for rt in resp.topics {
+            for p in rt.partitions {
+                if needs_rejoin(p.error_code) {
+                    return Ok(true);
+                }
+                check(
+                    || format!("committing offsets of group {}", member.group),
+                    p.error_code,
+                    None,
+                )?;
+            }
+        }
+        for (p, o) in moved {
+            self.committed_at.insert(p, o);
+        }
+        Ok(false)
+    }
+}
+
 pub fn run(args: ConsumeArgs, g: &GlobalArgs) -> Result<()> {
     let start = parse_start(&args)?;
     let fmt = parse_format(&args.format)?;
@@ -215,298 +508,82 @@ pub fn run(args: ConsumeArgs, g: &GlobalArgs) -> Result<()> {
         detail: "Metadata answered no topic".into(),
     })?;
     check(|| format!("consuming {topic}"), t.error_code, None)?;
-    let mut leaders: BTreeMap<i32, i32> = t
-        .partitions
-        .iter()
-        .map(|p| (p.partition_index, p.leader_id.0))
-        .collect();
-    if let Some(p) = args.partition {
-        if !leaders.contains_key(&p) {
-            return Err(CliError::kafka(format!("consuming {topic}-{p}"), 3, None));
-        }
-        leaders.retain(|k, _| *k == p);
-    }
-    let wanted: Vec<(String, i32)> = leaders.keys().map(|&p| (topic.clone(), p)).collect();
-
-    // Committed offsets of the group, if any.
-    let mut committed: HashMap<i32, i64> = HashMap::new();
-    if let Some(group) = &args.group {
-        let mut req = OffsetFetchRequest::default();
-        let conn = cluster.coordinator(group)?;
-        // v1: offsets in __consumer_offsets; v7: the last single-group shape.
-        let version = conn.version::<OffsetFetchRequest>(1, 7)?;
-        req.group_id = GroupId(sb(group));
-        let mut ft = OffsetFetchRequestTopic::default();
-        ft.name = TopicName(sb(&topic));
-        ft.partition_indexes = leaders.keys().copied().collect();
-        req.topics = Some(vec![ft]);
-        let resp = conn.send_at(&req, version)?;
-        check(
-            || format!("fetching offsets of group {group}"),
-            resp.error_code,
-            None,
-        )?;
-        for t in resp.topics {
-            for p in t.partitions {
-                check(
-                    || format!("fetching offsets of group {group}"),
-                    p.error_code,
-                    None,
-                )?;
-                if p.committed_offset >= 0 {
-                    committed.insert(p.partition_index, p.committed_offset);
-                }
-            }
-        }
-    }
-
-    let need_ends = matches!(start, Start::End | Start::FromEnd(_));
-    let need_starts = matches!(start, Start::Beginning | Start::FromEnd(_));
-    let ends = if need_ends {
-        list_offsets(&mut cluster, &md, &wanted, -1)?
-    } else {
-        HashMap::new()
-    };
-    let starts = if need_starts {
-        list_offsets(&mut cluster, &md, &wanted, -2)?
-    } else {
-        HashMap::new()
-    };
-    let get = |m: &HashMap<(String, i32), std::result::Result<i64, i16>>, p: i32| -> Result<i64> {
-        match m.get(&(topic.clone(), p)) {
-            Some(Ok(o)) => Ok(*o),
-            Some(Err(c)) => Err(CliError::kafka(
-                format!("listing offsets of {topic}-{p}"),
-                *c,
-                None,
-            )),
-            None => Err(CliError::kafka(
-                format!("listing offsets of {topic}-{p}"),
-                3,
-                None,
-            )),
-        }
-    };
-    let mut parts: BTreeMap<i32, PartState> = BTreeMap::new();
-    for (&p, &leader) in &leaders {
-        let position = match committed.get(&p) {
-            Some(&o) => o,
-            None => match start {
-                Start::Beginning => get(&starts, p)?,
-                Start::End => get(&ends, p)?,
-                Start::At(n) => n,
-                Start::FromEnd(n) => (get(&ends, p)? - n).max(get(&starts, p)?),
-            },
-        };
-        parts.insert(
-            p,
-            PartState {
-                position,
-                leader,
-                high_watermark: -1,
-                max_bytes: 1 << 20,
-            },
-        );
-    }
-
+    let all: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
     let idle = args.timeout_ms.map(Duration::from_millis);
-    // Long-poll at most 500 ms (so idle timeouts and commits stay timely)
-    // and well inside the request timeout.
+    // Long-poll at most 500 ms (so idle timeouts and heartbeats stay
+    // timely) and well inside the request timeout.
     let max_wait = idle
         .map_or(500, |d| d.as_millis().clamp(10, 500))
         .min(g.timeout().as_millis() / 2) as i32;
-    let mut last_record = Instant::now();
+
+    let (mut member, initial) = match &args.group {
+        Some(group) => {
+            let (m, ps) = Member::join(&mut cluster, group, &topic)?;
+            (Some(m), ps)
+        }
+        None => match args.partition {
+            Some(p) if !all.contains(&p) => {
+                return Err(CliError::kafka(format!("consuming {topic}-{p}"), 3, None))
+            }
+            Some(p) => (None, vec![p]),
+            None => (None, all),
+        },
+    };
+    let mut c = Consumer {
+        cluster,
+        topic,
+        args: &args,
+        json: g.json,
+        fmt,
+        start,
+        max_wait,
+        parts: BTreeMap::new(),
+        printed: 0,
+        last_record: Instant::now(),
+        committed_at: HashMap::new(),
+        buf: Vec::new(),
+    };
+    c.assign(&initial, args.group.as_deref())?;
+
     let mut last_commit = Instant::now();
-    let mut printed: u64 = 0;
-    let mut committed_at: HashMap<i32, i64> = committed.clone();
-    let stdout = std::io::stdout();
-    let mut buf = Vec::new();
     let result = (|| -> Result<()> {
         loop {
-            if args.max_messages.is_some_and(|m| printed >= m) {
+            if c.done() || (args.exit_at_end && c.at_end()) {
                 return Ok(());
             }
-            if args.exit_at_end
-                && parts
-                    .values()
-                    .all(|s| s.high_watermark >= 0 && s.position >= s.high_watermark)
-            {
-                return Ok(());
-            }
-            let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-            for (&p, s) in &parts {
-                by_leader.entry(s.leader).or_default().push(p);
-            }
-            for (leader, ps) in by_leader {
-                if leader < 0 {
-                    return Err(CliError::kafka(format!("consuming {topic}"), 5, None));
-                }
-                let mut ft = FetchTopic::default();
-                ft.topic = TopicName(sb(&topic));
-                ft.partitions = ps
-                    .iter()
-                    .filter_map(|p| parts.get(p).map(|s| (p, s)))
-                    .map(|(&p, s)| {
-                        let mut fp = FetchPartition::default();
-                        fp.partition = p;
-                        fp.fetch_offset = s.position;
-                        fp.partition_max_bytes = s.max_bytes;
-                        fp
-                    })
-                    .collect();
-                let mut req = FetchRequest::default();
-                req.max_wait_ms = max_wait;
-                req.min_bytes = 1;
-                req.max_bytes = 16 << 20;
-                req.topics = vec![ft];
-                let conn = cluster.broker(leader)?;
-                // v4: the first with RecordBatch v2; v12: the last by topic name.
-                let (_, resp) = conn.send(&req, 4, 12)?;
-                check(|| format!("fetching {topic}"), resp.error_code, None)?;
-                for rt in resp.responses {
-                    for pd in rt.partitions {
-                        let p = pd.partition_index;
-                        let Some(state) = parts.get_mut(&p) else {
-                            continue;
-                        };
-                        if pd.error_code == 1 {
-                            // OFFSET_OUT_OF_RANGE: start over at the log start.
-                            let md = cluster.metadata(Some(std::slice::from_ref(&topic)))?;
-                            let s = list_offsets(&mut cluster, &md, &[(topic.clone(), p)], -2)?;
-                            let o = get(&s, p)?;
-                            eprintln!(
-                                "odradek: {topic}-{p}: offset {} out of range, resetting to {o}",
-                                state_pos(&parts, p)
-                            );
-                            if let Some(state) = parts.get_mut(&p) {
-                                state.position = o;
-                            }
-                            continue;
-                        }
-                        check(|| format!("fetching {topic}-{p}"), pd.error_code, None)?;
-                        state.high_watermark = pd.high_watermark;
-                        let Some(data) = pd.records else { continue };
-                        let (recs, next) =
-                            records::decode(&data).map_err(|e| CliError::Malformed {
-                                addr: format!("{topic}-{p}"),
-                                detail: e.to_string(),
-                            })?;
-                        if next.is_none() && !data.is_empty() {
-                            // Only a partial batch fits: ask for more next time.
-                            state.max_bytes = state
-                                .max_bytes
-                                .saturating_mul(2)
-                                .min((MAX_FRAME / 2) as i32);
-                        }
-                        buf.clear();
-                        let from = state.position;
-                        for r in recs.iter().filter(|r| r.offset >= from) {
-                            if args.max_messages.is_some_and(|m| printed >= m) {
-                                break;
-                            }
-                            if g.json {
-                                let headers: serde_json::Map<String, serde_json::Value> = r
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| (k.clone(), lossy(v)))
-                                    .collect();
-                                let line = json!({
-                                    "topic": topic, "partition": p, "offset": r.offset,
-                                    "timestamp": r.timestamp, "key": lossy(&r.key),
-                                    "value": lossy(&r.value), "headers": headers,
-                                });
-                                buf.extend_from_slice(line.to_string().as_bytes());
-                                buf.push(b'\n');
-                            } else {
-                                render(&mut buf, &fmt, &topic, p, r);
-                            }
-                            printed += 1;
-                            state.position = r.offset + 1;
-                            last_record = Instant::now();
-                        }
-                        if args.max_messages.is_none_or(|m| printed < m) {
-                            if let Some(n) = next {
-                                state.position = state.position.max(n);
-                            }
-                        }
-                        let mut out = stdout.lock();
-                        out.write_all(&buf)
-                            .and_then(|_| out.flush())
-                            .map_err(CliError::output)?;
-                    }
-                }
-            }
-            if let Some(group) = &args.group {
-                if last_commit.elapsed() >= Duration::from_secs(1) {
-                    commit(&mut cluster, group, &topic, &parts, &mut committed_at)?;
+            c.fetch_round()?;
+            if let Some(m) = member.as_mut() {
+                let mut rejoin = m.heartbeat(&mut c.cluster)?;
+                if !rejoin && last_commit.elapsed() >= Duration::from_secs(1) {
+                    rejoin = c.commit(m)?;
                     last_commit = Instant::now();
                 }
+                if rejoin {
+                    // Hand over what we read before the partitions move.
+                    let _ = c.commit(m);
+                    let ps = m.rejoin(&mut c.cluster)?;
+                    c.assign(&ps, Some(&m.group.clone()))?;
+                }
             }
-            if idle.is_some_and(|d| last_record.elapsed() >= d) {
+            if idle.is_some_and(|d| c.last_record.elapsed() >= d) {
                 return Ok(());
             }
         }
     })();
-    if let Some(group) = &args.group {
-        // Commit what was printed, also after an error or a closed stdout.
-        let c = commit(&mut cluster, group, &topic, &parts, &mut committed_at);
+    if let Some(m) = &member {
+        // Commit what was printed, also after an error or a closed stdout,
+        // then leave so the rest of the group rebalances at once.
+        let committed = c.commit(m);
+        let left = m.leave(&mut c.cluster);
         if result.is_ok() {
-            c?;
+            if committed? {
+                eprintln!(
+                    "odradek: group {} rebalanced; last offsets not committed",
+                    m.group
+                );
+            }
+            left?;
         }
     }
     result
-}
-
-fn state_pos(parts: &BTreeMap<i32, PartState>, p: i32) -> i64 {
-    parts.get(&p).map_or(-1, |s| s.position)
-}
-
-/// Commit the positions that moved since the last commit.
-fn commit(
-    cluster: &mut Cluster,
-    group: &str,
-    topic: &str,
-    parts: &BTreeMap<i32, PartState>,
-    done: &mut HashMap<i32, i64>,
-) -> Result<()> {
-    let moved: Vec<(i32, i64)> = parts
-        .iter()
-        .filter(|(p, s)| done.get(p) != Some(&s.position))
-        .map(|(&p, s)| (p, s.position))
-        .collect();
-    if moved.is_empty() {
-        return Ok(());
-    }
-    let mut t = OffsetCommitRequestTopic::default();
-    t.name = TopicName(sb(topic));
-    t.partitions = moved
-        .iter()
-        .map(|&(p, o)| {
-            let mut cp = OffsetCommitRequestPartition::default();
-            cp.partition_index = p;
-            cp.committed_offset = o;
-            cp
-        })
-        .collect();
-    let mut req = OffsetCommitRequest::default();
-    req.group_id = GroupId(sb(group));
-    req.generation_id_or_member_epoch = -1;
-    req.member_id = sb("");
-    req.topics = vec![t];
-    let conn = cluster.coordinator(group)?;
-    // v2: stored in __consumer_offsets; v9: the last by topic name.
-    let (_, resp) = conn.send(&req, 2, 9)?;
-    for rt in resp.topics {
-        for p in rt.partitions {
-            check(
-                || format!("committing offsets of group {group}"),
-                p.error_code,
-                None,
-            )?;
-        }
-    }
-    for (p, o) in moved {
-        done.insert(p, o);
-    }
-    Ok(())
 }

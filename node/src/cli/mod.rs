@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod consume;
 pub mod error;
 pub mod group;
+pub mod member;
 pub mod output;
 pub mod produce;
 pub mod records;
