@@ -114,3 +114,48 @@ def test_cli_refuses_compressed_batches_cleanly(bootstrap):
                          capture_output=True, timeout=TIMEOUT)
     assert res.returncode == 5, res.stderr
     assert b"gzip" in res.stderr
+
+
+def wait_for_members(bootstrap: str, group: str, sizes: list[int]) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        res = subprocess.run([str(broker_bin()), "--bootstrap", bootstrap, "--json", "group", "describe", group],
+                             capture_output=True, timeout=TIMEOUT)
+        if res.returncode == 0:
+            d = json.loads(res.stdout)
+            got = sorted(len((m["assignment"] or [{"partitions": []}])[0]["partitions"]) for m in d["members"])
+            if d["state"] == "Stable" and got == sizes:
+                return d
+        assert time.monotonic() < deadline, f"group never reached {sizes}: {res.stdout!r} {res.stderr!r}"
+        time.sleep(0.3)
+
+
+def test_cli_group_member_shares_partitions_with_kcat(bootstrap):
+    topic = topic_name("cli-share")
+    group = topic_name("share")
+    cli(bootstrap, "topic", "create", topic, "--partitions", "2")
+    peer = subprocess.Popen(
+        [KCAT, "-b", bootstrap, "-G", group, topic, "-q", "-X", "partition.assignment.strategy=range"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    mine = None
+    try:
+        wait_for_members(bootstrap, group, [2])
+        mine = subprocess.Popen(
+            [str(broker_bin()), "--bootstrap", bootstrap, "consume", topic, "--group", group,
+             "--max-messages", "1", "--timeout-ms", "30000", "-f", "%p:%v\\n"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        d = wait_for_members(bootstrap, group, [1, 1])
+        cli_member = next(m for m in d["members"] if m["client_id"] == "odradek-cli")
+        (assigned,) = cli_member["assignment"][0]["partitions"]
+        cli(bootstrap, "produce", topic, "--partition", "0", input=b"zero\n")
+        cli(bootstrap, "produce", topic, "--partition", "1", input=b"one\n")
+        out, err = mine.communicate(timeout=TIMEOUT)
+        assert mine.returncode == 0, err
+        assert out.decode() == {0: "0:zero\n", 1: "1:one\n"}[assigned]
+    finally:
+        if mine is not None and mine.poll() is None:
+            mine.kill()
+        peer.terminate()
+        peer.wait(timeout=TIMEOUT)
