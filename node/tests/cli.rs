@@ -266,6 +266,28 @@ fn topic_lifecycle_produce_consume() {
     if p0_end > 0 {
         assert_eq!(last.trim(), (p0_end - 1).to_string());
     }
+    // An offset past the end starts at the end (not over from the start).
+    let past = cli(
+        a,
+        &[
+            "consume",
+            "t1",
+            "--partition",
+            "0",
+            "--offset",
+            "1000",
+            "--timeout-ms",
+            "300",
+        ],
+        "",
+    );
+    assert_eq!(
+        (past.code, past.stdout.as_str()),
+        (0, ""),
+        "{}",
+        past.stderr
+    );
+    assert!(past.stderr.contains("out of range"), "{}", past.stderr);
     // From the end with an idle timeout: nothing, exit 0, promptly.
     let t0 = Instant::now();
     let idle = ok(a, &["consume", "t1", "--timeout-ms", "300"], "");

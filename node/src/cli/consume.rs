@@ -378,10 +378,15 @@ impl Consumer<'_> {
         let topic = self.topic.clone();
         let p = pd.partition_index;
         if pd.error_code == 1 {
-            // OFFSET_OUT_OF_RANGE: start over at the log start.
+            // OFFSET_OUT_OF_RANGE: before the log start (retention deleted
+            // the records) go to the start; past the end, to the end.
             let md = self.cluster.metadata(Some(std::slice::from_ref(&topic)))?;
-            let s = list_offsets(&mut self.cluster, &md, &[(topic.clone(), p)], -2)?;
-            let o = self.offset(&s, p)?;
+            let tp = [(topic.clone(), p)];
+            let firsts = list_offsets(&mut self.cluster, &md, &tp, -2)?;
+            let ends = list_offsets(&mut self.cluster, &md, &tp, -1)?;
+            let (first, end) = (self.offset(&firsts, p)?, self.offset(&ends, p)?);
+            let at = self.parts.get(&p).map_or(0, |s| s.position);
+            let o = if at < first { first } else { end };
             if let Some(state) = self.parts.get_mut(&p) {
                 eprintln!(
                     "odradek: {topic}-{p}: offset {} out of range, resetting to {o}",
