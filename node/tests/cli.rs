@@ -369,6 +369,40 @@ fn topic_lifecycle_produce_consume() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Many lines: several batches, every record once, in order.
+    let many: String = (0..2500).map(|i| format!("bulk-{i}\n")).collect();
+    let w = cli(
+        a,
+        &[
+            "--json",
+            "produce",
+            "t1",
+            "--partition",
+            "0",
+            "--batch-records",
+            "1000",
+        ],
+        &many,
+    );
+    assert_eq!(w.code, 0, "{}", w.stderr);
+    let w: Value = serde_json::from_str(&w.stdout).unwrap();
+    assert_eq!(w["records"], 2500);
+    let bulk = ok(
+        a,
+        &[
+            "consume",
+            "t1",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--exit-at-end",
+        ],
+        "",
+    );
+    let bulk: Vec<&str> = bulk.lines().filter(|l| l.starts_with("bulk-")).collect();
+    let want: Vec<String> = (0..2500).map(|i| format!("bulk-{i}")).collect();
+    assert_eq!(bulk, want);
+
     // Delete; then it is unknown.
     let out = ok(a, &["topic", "delete", "t1"], "");
     assert!(out.contains("deleted topic t1"), "{out}");
@@ -634,6 +668,15 @@ fn exit_codes() {
         o.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"),
         "{}",
         o.stderr
+    );
+    // With --json the error is JSON on stderr.
+    let o = cli(a, &["--json", "topic", "describe", "nope"], "");
+    assert_eq!(o.code, 4);
+    let e: Value = serde_json::from_str(o.stderr.trim()).unwrap();
+    assert_eq!(e["kafka_error"], "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(
+        (e["kafka_error_code"].as_i64(), e["exit_code"].as_i64()),
+        (Some(3), Some(4))
     );
     let o = cli(a, &["produce", "nope"], "x\n");
     assert_eq!(o.code, 4, "{}", o.stderr);

@@ -86,7 +86,17 @@ pub fn run(cmd: AdminCommand, global: &GlobalArgs) -> i32 {
         Ok(()) => exit::OK,
         Err(CliError::BrokenPipe) => exit::OK,
         Err(e) => {
-            eprintln!("odradek: {e}");
+            if global.json {
+                // Scripts that asked for JSON get the error as JSON too.
+                let mut v = serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()});
+                if let CliError::Kafka { code, name, .. } = &e {
+                    v["kafka_error_code"] = serde_json::json!(code);
+                    v["kafka_error"] = serde_json::json!(name);
+                }
+                eprintln!("{v}");
+            } else {
+                eprintln!("odradek: {e}");
+            }
             e.exit_code()
         }
     }
