@@ -18,13 +18,81 @@ pub struct Record {
 pub enum RecordError {
     #[error("batch at offset {0}: magic {1}, only RecordBatch v2 is supported")]
     Magic(i64, i8),
-    #[error("batch at offset {0} is compressed ({1}); the CLI reads uncompressed batches only")]
+    #[error("batch at offset {0} is compressed with {1}, which the CLI cannot decompress (it reads none, gzip, snappy and lz4)")]
     Compressed(i64, &'static str),
     #[error("batch at offset {0}: {1}")]
     Corrupt(i64, &'static str),
 }
 
 const HEADER_LEN: usize = 61;
+
+/// Most bytes one compressed batch may expand to: a small batch from the
+/// network must not become gigabytes in memory.
+pub const MAX_DECOMPRESSED: usize = 64 << 20;
+
+enum Decompress {
+    Unsupported(&'static str),
+    Failed(&'static str),
+}
+
+/// Read all of `r`, failing if it yields more than `cap` bytes.
+fn read_capped(r: impl std::io::Read, cap: usize) -> Result<Vec<u8>, Decompress> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| Decompress::Failed("corrupt compressed data"))?;
+    if out.len() > cap {
+        return Err(Decompress::Failed("decompresses to more than 64 MiB"));
+    }
+    Ok(out)
+}
+
+/// Snappy as Kafka clients write it: raw, or in the xerial framing the Java
+/// client uses (magic, two version words, then length-prefixed blocks).
+fn unsnappy(b: &[u8], cap: usize) -> Result<Vec<u8>, Decompress> {
+    const XERIAL: &[u8] = b"\x82SNAPPY\x00";
+    let bad = || Decompress::Failed("corrupt snappy data");
+    let block = |b: &[u8], out: &mut Vec<u8>| -> Result<(), Decompress> {
+        let n = snap::raw::decompress_len(b).map_err(|_| bad())?;
+        if out.len().saturating_add(n) > cap {
+            return Err(Decompress::Failed("decompresses to more than 64 MiB"));
+        }
+        let start = out.len();
+        out.resize(start + n, 0);
+        let got = snap::raw::Decoder::new()
+            .decompress(b, &mut out[start..])
+            .map_err(|_| bad())?;
+        out.truncate(start + got);
+        Ok(())
+    };
+    let mut out = Vec::new();
+    if !b.starts_with(XERIAL) {
+        block(b, &mut out)?;
+        return Ok(out);
+    }
+    let mut at = 16; // magic (8), version (4), compatible version (4)
+    while at < b.len() {
+        let len = b.get(at..at + 4).ok_or_else(bad)?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let chunk = b
+            .get(at + 4..(at + 4).saturating_add(len))
+            .ok_or_else(bad)?;
+        block(chunk, &mut out)?;
+        at += 4 + len;
+    }
+    Ok(out)
+}
+
+fn decompress(codec: i16, b: &[u8], cap: usize) -> Result<Vec<u8>, Decompress> {
+    match codec {
+        1 => read_capped(flate2::read::MultiGzDecoder::new(b), cap),
+        2 => unsnappy(b, cap),
+        3 => read_capped(lz4_flex::frame::FrameDecoder::new(b), cap),
+        4 => Err(Decompress::Unsupported("zstd")),
+        _ => Err(Decompress::Unsupported("an unknown codec")),
+    }
+}
 
 struct Reader<'a> {
     b: &'a [u8],
@@ -115,23 +183,18 @@ pub fn decode(data: &Bytes) -> Result<(Vec<Record>, Option<i64>), RecordError> {
         );
         let control = attributes & 0x20 != 0;
         if !control {
-            let codec = match attributes & 0x07 {
-                0 => None,
-                1 => Some("gzip"),
-                2 => Some("snappy"),
-                3 => Some("lz4"),
-                4 => Some("zstd"),
-                _ => Some("unknown codec"),
-            };
-            if let Some(c) = codec {
-                return Err(RecordError::Compressed(base_offset, c));
-            }
             let log_append_time = attributes & 0x08 != 0;
-            let base = at + HEADER_LEN;
-            let mut r = Reader {
-                b: &data[base..at + total],
-                at: 0,
+            let raw = data.slice(at + HEADER_LEN..at + total);
+            let body = match attributes & 0x07 {
+                0 => raw,
+                codec => Bytes::from(decompress(codec, &raw, MAX_DECOMPRESSED).map_err(
+                    |e| match e {
+                        Decompress::Unsupported(c) => RecordError::Compressed(base_offset, c),
+                        Decompress::Failed(what) => RecordError::Corrupt(base_offset, what),
+                    },
+                )?),
             };
+            let mut r = Reader { b: &body, at: 0 };
             let corrupt = |what| RecordError::Corrupt(base_offset, what);
             for _ in 0..count.max(0) {
                 let len = r.varint().ok_or(corrupt("record length"))?;
@@ -145,13 +208,13 @@ pub fn decode(data: &Bytes) -> Result<(Vec<Record>, Option<i64>), RecordError> {
                 rec.take(1).ok_or(corrupt("record attributes"))?;
                 let ts_delta = rec.varint().ok_or(corrupt("timestamp delta"))?;
                 let off_delta = rec.varint().ok_or(corrupt("offset delta"))?;
-                let key = rec.bytes(data, base).ok_or(corrupt("record key"))?;
-                let value = rec.bytes(data, base).ok_or(corrupt("record value"))?;
+                let key = rec.bytes(&body, 0).ok_or(corrupt("record key"))?;
+                let value = rec.bytes(&body, 0).ok_or(corrupt("record value"))?;
                 let n_headers = rec.varint().ok_or(corrupt("header count"))?;
                 let mut headers = Vec::new();
                 for _ in 0..n_headers.max(0) {
-                    let k = rec.bytes(data, base).ok_or(corrupt("header key"))?;
-                    let v = rec.bytes(data, base).ok_or(corrupt("header value"))?;
+                    let k = rec.bytes(&body, 0).ok_or(corrupt("header key"))?;
+                    let v = rec.bytes(&body, 0).ok_or(corrupt("header value"))?;
                     let k = k
                         .map(|k| String::from_utf8_lossy(&k).into_owned())
                         .unwrap_or_default();
@@ -180,6 +243,47 @@ mod tests {
     use super::*;
     use odradek_engine::batch::{BatchBuilder, Record as BRecord};
 
+    /// `batch` with its records replaced by `records` and codec bits set.
+    fn compressed_raw(batch: &Bytes, codec: i16, records: &[u8]) -> Bytes {
+        let mut b = batch[..HEADER_LEN].to_vec();
+        b.extend_from_slice(records);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let attrs = i16::from_be_bytes([b[21], b[22]]) | codec;
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    /// `batch` with its records compressed by `codec` (1 gzip, 2 snappy in
+    /// xerial framing, 3 lz4 frame).
+    fn compressed(batch: &Bytes, codec: i16) -> Bytes {
+        use std::io::Write;
+        let plain = &batch[HEADER_LEN..];
+        let packed = match codec {
+            1 => {
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(plain).unwrap();
+                e.finish().unwrap()
+            }
+            2 => {
+                let block = snap::raw::Encoder::new().compress_vec(plain).unwrap();
+                let mut v = b"\x82SNAPPY\x00".to_vec();
+                v.extend_from_slice(&1i32.to_be_bytes());
+                v.extend_from_slice(&1i32.to_be_bytes());
+                v.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                v.extend_from_slice(&block);
+                v
+            }
+            _ => {
+                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                e.write_all(plain).unwrap();
+                e.finish().unwrap()
+            }
+        };
+        compressed_raw(batch, codec, &packed)
+    }
+
     #[test]
     fn round_trip_with_keys_and_headers() {
         let mut b = BatchBuilder::new(1000);
@@ -201,6 +305,29 @@ mod tests {
         assert_eq!(recs[0].key.as_deref(), Some(&b"k"[..]));
         assert_eq!(recs[0].headers[0].0, "h");
         assert_eq!(recs[1].value.as_deref(), Some(&b"second"[..]));
+        for codec in 1..=3 {
+            let c = compressed(&data, codec);
+            let (crecs, cnext) = decode(&c).unwrap();
+            assert_eq!(cnext, Some(42), "codec {codec}");
+            assert_eq!(crecs.len(), 2);
+            assert_eq!(crecs[1].value.as_deref(), Some(&b"second"[..]));
+            for cut in 0..c.len() {
+                let _ = decode(&c.slice(..cut));
+            }
+        }
+        assert_eq!(
+            decode(&compressed_raw(&data, 4, b"whatever")).unwrap_err(),
+            RecordError::Compressed(40, "zstd")
+        );
+        // A gzip bomb stops at the cap.
+        let zeros = vec![0u8; MAX_DECOMPRESSED + 1];
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(matches!(
+            decode(&compressed_raw(&data, 1, &bomb)),
+            Err(RecordError::Corrupt(40, _))
+        ));
         // Every truncation is either a partial batch or an error, never a panic.
         for cut in 0..data.len() {
             let _ = decode(&data.slice(..cut));
