@@ -13,9 +13,11 @@
 //! - [`connection`]: one client connection: read, dispatch, write in order.
 //! - [`groups`]: the group coordinator and committed offsets.
 //! - [`handlers`]: one module per API.
+//! - [`cli`]: the admin CLI (`odradek topic ...`), a Kafka-protocol client.
 
 pub mod alloc;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod durable;

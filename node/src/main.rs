@@ -10,17 +10,22 @@ use odradek_node::server::Server;
 #[command(
     name = "odradek",
     version,
-    about = "Odradek: a Kafka-compatible event streaming broker"
+    about = "Odradek: a Kafka-compatible event streaming broker",
+    after_help = odradek_node::cli::EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    admin: odradek_node::cli::GlobalArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Start a broker (defaults: 127.0.0.1:9092, data in ./data, one shard per CPU).
     Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(odradek_node::cli::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -139,6 +144,7 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(cmd) => std::process::exit(odradek_node::cli::run(cmd, &cli.admin)),
         Command::Serve(args) => {
             init_logging(args.log_level.as_deref(), args.log_json);
             let (config, advertised) = match build_config(&args) {
