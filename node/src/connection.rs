@@ -63,11 +63,14 @@ pub async fn serve(ctx: Ctx, stream: TcpStream, peer: std::net::SocketAddr) {
     let write_task = compio::runtime::spawn(write_loop(writer, rx, peer));
     match read_loop(&ctx, reader, tx).await {
         Ok(()) => tracing::debug!(%peer, "connection closed by peer"),
+        // A reset socket is the peer's business; bad input (a frame cut
+        // short included) is worth a line.
+        Err(FrameError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(%peer, "connection lost: {e}")
+        }
         Err(e) => {
-            if !matches!(e, FrameError::Io(_)) {
-                m.connections_closed_bad_input
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            m.connections_closed_bad_input
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(%peer, "closing connection: {e}")
         }
     }

@@ -575,7 +575,7 @@ impl<S: Storage> PartitionLog<S> {
         self.state
             .borrow_mut()
             .push_segment(Segment::new(base, file, now));
-        tracing::debug!(dir = %self.dir.display(), base, "segment rolled");
+        tracing::info!(dir = %self.dir.display(), base, "segment rolled");
         Ok(())
     }
 
