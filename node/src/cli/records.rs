@@ -18,10 +18,10 @@ pub struct Record {
 pub enum RecordError {
     #[error("batch at offset {0}: magic {1}, only RecordBatch v2 is supported")]
     Magic(i64, i8),
-    #[error("batch at offset {0} is compressed with {1}, which the CLI cannot decompress (it reads none, gzip, snappy and lz4)")]
-    Compressed(i64, &'static str),
+    #[error("batch at offset {0} uses unknown compression codec {1}")]
+    Compressed(i64, i16),
     #[error("batch at offset {0}: {1}")]
-    Corrupt(i64, &'static str),
+    Corrupt(i64, String),
 }
 
 const HEADER_LEN: usize = 61;
@@ -29,70 +29,6 @@ const HEADER_LEN: usize = 61;
 /// Most bytes one compressed batch may expand to: a small batch from the
 /// network must not become gigabytes in memory.
 pub const MAX_DECOMPRESSED: usize = 64 << 20;
-
-enum Decompress {
-    Unsupported(&'static str),
-    Failed(&'static str),
-}
-
-/// Read all of `r`, failing if it yields more than `cap` bytes.
-fn read_capped(r: impl std::io::Read, cap: usize) -> Result<Vec<u8>, Decompress> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    r.take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| Decompress::Failed("corrupt compressed data"))?;
-    if out.len() > cap {
-        return Err(Decompress::Failed("decompresses to more than 64 MiB"));
-    }
-    Ok(out)
-}
-
-/// Snappy as Kafka clients write it: raw, or in the xerial framing the Java
-/// client uses (magic, two version words, then length-prefixed blocks).
-fn unsnappy(b: &[u8], cap: usize) -> Result<Vec<u8>, Decompress> {
-    const XERIAL: &[u8] = b"\x82SNAPPY\x00";
-    let bad = || Decompress::Failed("corrupt snappy data");
-    let block = |b: &[u8], out: &mut Vec<u8>| -> Result<(), Decompress> {
-        let n = snap::raw::decompress_len(b).map_err(|_| bad())?;
-        if out.len().saturating_add(n) > cap {
-            return Err(Decompress::Failed("decompresses to more than 64 MiB"));
-        }
-        let start = out.len();
-        out.resize(start + n, 0);
-        let got = snap::raw::Decoder::new()
-            .decompress(b, &mut out[start..])
-            .map_err(|_| bad())?;
-        out.truncate(start + got);
-        Ok(())
-    };
-    let mut out = Vec::new();
-    if !b.starts_with(XERIAL) {
-        block(b, &mut out)?;
-        return Ok(out);
-    }
-    let mut at = 16; // magic (8), version (4), compatible version (4)
-    while at < b.len() {
-        let len = b.get(at..at + 4).ok_or_else(bad)?;
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let chunk = b
-            .get(at + 4..(at + 4).saturating_add(len))
-            .ok_or_else(bad)?;
-        block(chunk, &mut out)?;
-        at += 4 + len;
-    }
-    Ok(out)
-}
-
-fn decompress(codec: i16, b: &[u8], cap: usize) -> Result<Vec<u8>, Decompress> {
-    match codec {
-        1 => read_capped(flate2::read::MultiGzDecoder::new(b), cap),
-        2 => unsnappy(b, cap),
-        3 => read_capped(lz4_flex::frame::FrameDecoder::new(b), cap),
-        4 => Err(Decompress::Unsupported("zstd")),
-        _ => Err(Decompress::Unsupported("an unknown codec")),
-    }
-}
 
 struct Reader<'a> {
     b: &'a [u8],
@@ -160,7 +96,10 @@ pub fn decode(data: &Bytes) -> Result<(Vec<Record>, Option<i64>), RecordError> {
         let base_offset = be_i64(data, at);
         let batch_len = be_i32(data, at + 8);
         if batch_len < (HEADER_LEN - 12) as i32 {
-            return Err(RecordError::Corrupt(base_offset, "batch length too small"));
+            return Err(RecordError::Corrupt(
+                base_offset,
+                "batch length too small".into(),
+            ));
         }
         let total = 12 + batch_len as usize;
         if data.len() - at < total {
@@ -187,15 +126,19 @@ pub fn decode(data: &Bytes) -> Result<(Vec<Record>, Option<i64>), RecordError> {
             let raw = data.slice(at + HEADER_LEN..at + total);
             let body = match attributes & 0x07 {
                 0 => raw,
-                codec => Bytes::from(decompress(codec, &raw, MAX_DECOMPRESSED).map_err(
-                    |e| match e {
-                        Decompress::Unsupported(c) => RecordError::Compressed(base_offset, c),
-                        Decompress::Failed(what) => RecordError::Corrupt(base_offset, what),
-                    },
-                )?),
+                codec => Bytes::from(
+                    odradek_engine::codec::decompress(codec, &raw, MAX_DECOMPRESSED).map_err(
+                        |e| match e {
+                            odradek_engine::codec::CodecError::Unknown(c) => {
+                                RecordError::Compressed(base_offset, c)
+                            }
+                            e => RecordError::Corrupt(base_offset, e.to_string()),
+                        },
+                    )?,
+                ),
             };
             let mut r = Reader { b: &body, at: 0 };
-            let corrupt = |what| RecordError::Corrupt(base_offset, what);
+            let corrupt = |what: &str| RecordError::Corrupt(base_offset, what.to_string());
             for _ in 0..count.max(0) {
                 let len = r.varint().ok_or(corrupt("record length"))?;
                 let len = usize::try_from(len).map_err(|_| corrupt("negative record length"))?;
@@ -315,9 +258,13 @@ mod tests {
                 let _ = decode(&c.slice(..cut));
             }
         }
+        // zstd comes from the engine's codecs too.
+        let zstd = odradek_engine::codec::compress(4, &data[HEADER_LEN..]).unwrap();
+        let (zrecs, _) = decode(&compressed_raw(&data, 4, &zstd)).unwrap();
+        assert_eq!(zrecs[1].value.as_deref(), Some(&b"second"[..]));
         assert_eq!(
-            decode(&compressed_raw(&data, 4, b"whatever")).unwrap_err(),
-            RecordError::Compressed(40, "zstd")
+            decode(&compressed_raw(&data, 5, b"whatever")).unwrap_err(),
+            RecordError::Compressed(40, 5)
         );
         // A gzip bomb stops at the cap.
         let zeros = vec![0u8; MAX_DECOMPRESSED + 1];

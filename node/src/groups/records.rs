@@ -125,13 +125,7 @@ impl OffsetValue {
 
     pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader(b);
-        let version = r.i16()?;
-        if version != 3 {
-            return Err(RecordError::Version {
-                what: "offset value",
-                version,
-            });
-        }
+        r.version(3, "offset value")?;
         let offset = r.i64()?;
         let leader_epoch = r.i32()?;
         let metadata = r.str()?;
@@ -170,13 +164,7 @@ impl GroupValue {
 
     pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader(b);
-        let version = r.i16()?;
-        if version != 3 {
-            return Err(RecordError::Version {
-                what: "group value",
-                version,
-            });
-        }
+        r.version(3, "group value")?;
         let protocol_type = r.str()?;
         let generation = r.i32()?;
         let protocol = r.opt_str()?;
@@ -231,6 +219,14 @@ pub fn decode_key(b: &[u8]) -> Result<Key, RecordError> {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    /// The leading version field, which must be `want`.
+    fn version(&mut self, want: i16, what: &'static str) -> Result<(), RecordError> {
+        match self.i16()? {
+            v if v == want => Ok(()),
+            version => Err(RecordError::Version { what, version }),
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         if self.0.len() < n {
             return Err(RecordError::Short);
