@@ -435,7 +435,8 @@ pub struct BatchBuilder {
     max_delta: i64,
 }
 
-fn put_varint(out: &mut BytesMut, v: i64) {
+/// Append `v` as a zigzag varint, as RecordBatch v2 records encode it.
+pub fn put_varint(out: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.put_u8((z as u8) | 0x80);

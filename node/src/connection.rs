@@ -44,6 +44,13 @@ pub enum Part {
 /// The second phase of a request.
 pub type Pending = Pin<Box<dyn Future<Output = Reply>>>;
 
+/// A request whose reply the writer awaits, with what metrics need.
+struct InFlight {
+    key: kafka_protocol::messages::ApiKey,
+    started: std::time::Instant,
+    reply: Pending,
+}
+
 /// Requests in flight per connection before the reader waits.
 const MAX_IN_FLIGHT: usize = 32;
 /// Read granularity: a frame's buffer grows by at most this per read, so a
@@ -59,8 +66,8 @@ pub async fn serve(ctx: Ctx, stream: TcpStream, peer: std::net::SocketAddr) {
     m.connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (reader, writer) = stream.into_split();
-    let (tx, rx) = flume::bounded::<Pending>(MAX_IN_FLIGHT);
-    let write_task = compio::runtime::spawn(write_loop(writer, rx, peer));
+    let (tx, rx) = flume::bounded::<InFlight>(MAX_IN_FLIGHT);
+    let write_task = compio::runtime::spawn(write_loop(ctx.clone(), writer, rx, peer));
     match read_loop(&ctx, reader, tx).await {
         Ok(()) => tracing::debug!(%peer, "connection closed by peer"),
         // A reset socket is the peer's business; bad input (a frame cut
@@ -96,7 +103,7 @@ async fn read_more(
 async fn read_loop(
     ctx: &Ctx,
     mut stream: TcpStream,
-    tx: flume::Sender<Pending>,
+    tx: flume::Sender<InFlight>,
 ) -> Result<(), FrameError> {
     let max = ctx.broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -120,21 +127,31 @@ async fn read_loop(
         }
         let mut frame = buf.split_to(4 + size);
         let _ = frame.split_to(4);
-        let pending = handlers::dispatch(ctx, frame.freeze()).await?;
-        if tx.send_async(pending).await.is_err() {
+        let started = std::time::Instant::now();
+        let (key, reply) = handlers::dispatch(ctx, frame.freeze()).await?;
+        let in_flight = InFlight {
+            key,
+            started,
+            reply,
+        };
+        if tx.send_async(in_flight).await.is_err() {
             return Ok(()); // writer gone: the socket failed
         }
     }
 }
 
 async fn write_loop(
+    ctx: Ctx,
     mut stream: TcpStream,
-    rx: flume::Receiver<Pending>,
+    rx: flume::Receiver<InFlight>,
     peer: std::net::SocketAddr,
 ) {
     let mut pipe: Option<SplicePipe> = None;
-    while let Ok(pending) = rx.recv_async().await {
-        let reply = pending.await;
+    while let Ok(in_flight) = rx.recv_async().await {
+        let reply = in_flight.reply.await;
+        ctx.broker
+            .metrics
+            .request(ctx.shard.id, in_flight.key, in_flight.started.elapsed());
         let res = match reply {
             Reply::None => Ok(()),
             Reply::Frame(b) => write_bytes(&mut stream, b).await,

@@ -65,7 +65,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             });
         }
     }
-    tracing::trace!(parts = ?wants.iter().map(|w| (w.partition, w.offset)).collect::<Vec<_>>(), "fetch");
     let ctx = ctx.clone();
     let correlation = req.header.correlation_id;
     let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64);

@@ -24,19 +24,11 @@ use crate::protocol::{self, FrameError};
 
 /// Parse a frame and run the request's first phase; the returned future
 /// produces the reply. An error closes the connection.
-pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<Pending, FrameError> {
-    let started = std::time::Instant::now();
+pub async fn dispatch(ctx: &Ctx, frame: Bytes) -> Result<(ApiKey, Pending), FrameError> {
     let req = protocol::parse_request(frame)?;
     tracing::trace!(key = ?req.key, version = req.version, "request");
     let key = req.key;
-    let pending = route(ctx, req).await?;
-    let broker = ctx.broker.clone();
-    let shard = ctx.shard.id;
-    Ok(Box::pin(async move {
-        let reply = pending.await;
-        broker.metrics.request(shard, key, started.elapsed());
-        reply
-    }))
+    Ok((key, route(ctx, req).await?))
 }
 
 async fn route(ctx: &Ctx, req: protocol::Request) -> Result<Pending, FrameError> {

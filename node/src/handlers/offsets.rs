@@ -24,6 +24,7 @@ use crate::broker::Ctx;
 use crate::connection::{frame, Pending, Reply};
 use crate::groups::coordinator::CommitArgs;
 use crate::groups::state::Committed;
+use crate::metadata::Topics;
 use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
 fn topic(name: &str) -> TopicName {
@@ -50,11 +51,9 @@ fn push_partition<T, P>(
     partitions(&mut topics[i]).push(partition);
 }
 
-/// Whether `topic`-`partition` exists.
-fn known(ctx: &Ctx, topic: &str, partition: i32) -> bool {
-    ctx.broker
-        .registry
-        .snapshot()
+/// Whether `topic`-`partition` exists in `topics`.
+fn known(topics: &Topics, topic: &str, partition: i32) -> bool {
+    topics
         .get(topic)
         .is_some_and(|m| (0..m.partitions).contains(&partition))
 }
@@ -62,6 +61,7 @@ fn known(ctx: &Ctx, topic: &str, partition: i32) -> bool {
 pub fn handle_commit(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let body: OffsetCommitRequest = decode_body(req, "OffsetCommit request")?;
     let max_meta = ctx.broker.config.offset_metadata_max_bytes;
+    let topics = ctx.broker.registry.snapshot();
     // (topic, partition, error or None = goes to the coordinator)
     let mut results: Vec<(String, i32, Option<E>)> = Vec::new();
     let mut commits = Vec::new();
@@ -69,7 +69,7 @@ pub fn handle_commit(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         let name = t.name.0.to_string();
         for p in &t.partitions {
             let meta = p.committed_metadata.as_deref().unwrap_or("");
-            let early = if !known(ctx, &name, p.partition_index) {
+            let early = if !known(&topics, &name, p.partition_index) {
                 Some(E::UnknownTopicOrPartition)
             } else if meta.len() > max_meta {
                 Some(E::OffsetMetadataTooLarge)
@@ -238,12 +238,13 @@ pub fn handle_fetch(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
 
 pub fn handle_delete(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let body: OffsetDeleteRequest = decode_body(req, "OffsetDelete request")?;
+    let topics = ctx.broker.registry.snapshot();
     let mut results: Vec<(String, i32, Option<E>)> = Vec::new();
     let mut partitions = Vec::new();
     for t in &body.topics {
         for p in &t.partitions {
             let name = t.name.0.to_string();
-            if known(ctx, &name, p.partition_index) {
+            if known(&topics, &name, p.partition_index) {
                 partitions.push((name.clone(), p.partition_index));
                 results.push((name, p.partition_index, None));
             } else {
