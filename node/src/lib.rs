@@ -27,4 +27,5 @@ pub mod metadata;
 pub mod metrics;
 pub mod producer_ids;
 pub mod protocol;
+pub mod replication;
 pub mod server;

@@ -1,0 +1,532 @@
+//! One partition replica: a raft-rs `RawNode` over a [`LogStore`], driven
+//! by events and returning work. The caller (a shard, or the simulator):
+//!
+//! 1. calls [`Replica::tick`] on its clock, [`Replica::step`] with messages
+//!    from peers, [`Replica::propose`] with producers' batches;
+//! 2. takes [`Replica::ready`]: sends `send` now; carries out `writes`
+//!    in order, persists `meta`, syncs, and then calls
+//!    [`Replica::synced`] and sends `send_after_sync`; reads `fetch`;
+//! 3. answers producers from [`Replica::take_completions`].
+//!
+//! Raft's safety needs a replica to acknowledge only what is synced: the
+//! follower's append responses are in `send_after_sync`, and the leader
+//! counts itself toward a commit only after `synced`. So the high
+//! watermark (commit) never covers data a majority could lose in a crash.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, MessageType};
+use raft::{RawNode, StateRole};
+
+use super::entry;
+use raft::Storage as _;
+use super::store::{FetchRequest, LogStore, LogWrite, RaftMeta};
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This broker's node id (never 0).
+    pub id: u64,
+    /// Ticks without a leader's word before a follower campaigns.
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// A follower is in sync while it caught up with the commit at most
+    /// this long ago (`replica.lag.time.max.ms`).
+    pub lag_max_ms: u64,
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+    /// Cached entry bytes beyond which applied entries are evicted even
+    /// if a follower still needs them (it is then sent them from the log).
+    pub cache_bytes: usize,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            lag_max_ms: 30_000,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Candidate,
+    Follower,
+}
+
+/// When a producer is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=1: once the leader wrote the batch.
+    Leader,
+    /// acks=all: once Raft committed it (a majority synced it).
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProduceError {
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("{isr} replicas in sync, {min} required")]
+    NotEnoughReplicas { isr: usize, min: usize },
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+}
+
+/// A producer's answer: the batch's first and last offset, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub token: u64,
+    pub result: Result<(u64, u64), ProduceError>,
+}
+
+/// Work from one [`Replica::ready`] call.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Pass to [`Replica::synced`] once `writes` and `meta` are durable
+    /// (and those of every earlier `Ready`: completion is in order).
+    pub number: u64,
+    /// Send now.
+    pub send: Vec<Message>,
+    /// Carry out in order.
+    pub writes: Vec<LogWrite>,
+    /// Persist (atomically replace the partition's Raft state).
+    pub meta: Option<RaftMeta>,
+    /// Send after the sync.
+    pub send_after_sync: Vec<Message>,
+    /// Old entries to read from the log for a lagging follower.
+    pub fetch: Option<FetchRequest>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    index: u64,
+    term: u64,
+    token: u64,
+    acks: Acks,
+}
+
+/// What the replica stopped on: a Raft or storage invariant broke.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Entry(#[from] entry::EntryError),
+}
+
+pub struct Replica {
+    node: RawNode<LogStore>,
+    id: u64,
+    lag_max_ms: u64,
+    cache_cap: usize,
+    now_ms: u64,
+    role: Role,
+    leader: Option<u64>,
+    /// Offset below which data is committed (the high watermark).
+    hw: u64,
+    applied: u64,
+    pending: VecDeque<Pending>,
+    completions: Vec<Completion>,
+    /// Last time each follower had everything committed (leader only).
+    caught_up_ms: HashMap<u64, u64>,
+}
+
+impl Replica {
+    pub fn new(cfg: &ReplicaConfig, store: LogStore, now_ms: u64) -> Result<Self, ReplicaError> {
+        let commit = raft::Storage::initial_state(&store)?.hard_state.commit;
+        let hw = store.end_offset(commit).unwrap_or(store.anchor().offset);
+        let rc = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_tick,
+            heartbeat_tick: cfg.heartbeat_tick,
+            applied: commit,
+            max_size_per_msg: cfg.max_size_per_msg,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            pre_vote: true,
+            check_quorum: true,
+            ..raft::Config::default()
+        };
+        rc.validate()?;
+        let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => cfg.id));
+        let mut node = RawNode::new(&rc, store, &logger)?;
+        node.set_batch_append(true);
+        Ok(Self {
+            node,
+            id: cfg.id,
+            lag_max_ms: cfg.lag_max_ms,
+            cache_cap: cfg.cache_bytes,
+            now_ms,
+            role: Role::Follower,
+            leader: None,
+            hw,
+            applied: commit,
+            pending: VecDeque::new(),
+            completions: Vec::new(),
+            caught_up_ms: HashMap::new(),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+
+    /// The current Raft term: the partition's leader epoch.
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    /// Offset below which everything is committed: what consumers may read.
+    pub fn high_watermark(&self) -> u64 {
+        self.hw
+    }
+
+    /// Offset the next entry will get (this replica's log end).
+    pub fn log_end_offset(&self) -> u64 {
+        self.node.store().next_offset()
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    pub fn store(&self) -> &LogStore {
+        self.node.store()
+    }
+
+    /// The voters of the group (the partition's replicas).
+    pub fn voters(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.node.store().conf_state().voters.clone();
+        v.sort_unstable();
+        v
+    }
+
+    /// The raft index a follower is known to hold (leader only).
+    pub fn matched(&self, peer: u64) -> Option<u64> {
+        self.node.raft.prs().get(peer).map(|p| p.matched)
+    }
+
+    /// The in-sync replicas: the leader and every follower that held all
+    /// committed entries within `lag_max_ms`. Empty unless leader. A
+    /// follower counts only from acknowledged (synced) data, and a new
+    /// leader admits followers only once they answer it, so a replica that
+    /// lost data in a crash is not in sync until it has caught up again.
+    pub fn isr(&self) -> Vec<u64> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let mut isr = vec![self.id];
+        for (&peer, &at) in &self.caught_up_ms {
+            if self.now_ms.saturating_sub(at) <= self.lag_max_ms
+                && self.node.raft.prs().get(peer).is_some()
+            {
+                isr.push(peer);
+            }
+        }
+        isr.sort_unstable();
+        isr
+    }
+
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.node.tick();
+        self.track_isr();
+    }
+
+    /// A message from a peer. Stale or unknown-peer messages are dropped.
+    pub fn step(&mut self, m: Message) {
+        if let Err(e) = self.node.step(m) {
+            tracing::debug!(id = self.id, error = %e, "raft message dropped");
+        }
+    }
+
+    /// Start an election now (tests, leadership transfer, bootstrap).
+    pub fn campaign(&mut self) {
+        if let Err(e) = self.node.campaign() {
+            tracing::debug!(id = self.id, error = %e, "campaign refused");
+        }
+    }
+
+    /// Propose one producer batch. `min_insync` applies to acks=all.
+    pub fn propose(
+        &mut self,
+        token: u64,
+        acks: Acks,
+        min_insync: usize,
+        batch: Bytes,
+    ) -> Result<(), ProduceError> {
+        if self.role != Role::Leader {
+            return Err(ProduceError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        entry::single_batch(&batch).map_err(ProduceError::InvalidBatch)?;
+        if acks == Acks::All {
+            let isr = self.isr().len();
+            if isr < min_insync {
+                return Err(ProduceError::NotEnoughReplicas {
+                    isr,
+                    min: min_insync,
+                });
+            }
+        }
+        // Stepping a proposal (rather than `RawNode::propose`, which takes
+        // a Vec) keeps the producer's bytes uncopied.
+        let before = self.node.raft.raft_log.last_index();
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.id;
+        let mut e = raft::eraftpb::Entry::default();
+        e.data = batch;
+        m.mut_entries().push(e);
+        let stepped = self.node.step(m);
+        let index = self.node.raft.raft_log.last_index();
+        if stepped.is_err() || index != before + 1 {
+            return Err(ProduceError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        self.pending.push_back(Pending {
+            index,
+            term: self.node.raft.term,
+            token,
+            acks,
+        });
+        Ok(())
+    }
+
+    /// The next round of work, if any.
+    pub fn ready(&mut self) -> Result<Option<Ready>, ReplicaError> {
+        if !self.node.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.node.ready();
+        let mut out = Ready {
+            number: rd.number(),
+            send: rd.take_messages(),
+            ..Ready::default()
+        };
+        if let Some(ss) = rd.ss() {
+            self.set_role(ss.raft_state, ss.leader_id);
+        }
+        let mut meta_changed = false;
+        if !rd.snapshot().is_empty() {
+            let offset = self.node.mut_store().apply_snapshot(rd.snapshot());
+            out.writes.push(LogWrite::Reset { offset });
+            self.hw = self.hw.max(offset);
+            self.applied = rd.snapshot().get_metadata().index;
+            meta_changed = true;
+        }
+        meta_changed |= self.apply(rd.take_committed_entries())?;
+        out.writes
+            .extend(self.node.mut_store().append(rd.entries())?);
+        if let Some(hs) = rd.hs() {
+            self.node.mut_store().set_hardstate(hs.clone());
+            meta_changed = true;
+        }
+        out.send_after_sync = rd.take_persisted_messages();
+        self.node.advance_append_async(rd);
+        // Committed entries delivered after the append (the light ready).
+        self.node.advance_apply_to(self.applied);
+        if meta_changed {
+            out.meta = Some(self.node.store().meta());
+        }
+        self.evict();
+        out.fetch = self.node.store().take_fetch_request();
+        self.track_isr();
+        Ok(Some(out))
+    }
+
+    /// Everything of `Ready`s up to `number` is durable.
+    pub fn synced(&mut self, number: u64) {
+        self.node.on_persist_ready(number);
+    }
+
+    /// Appends up to raft index `index` are written (page cache): acks=1
+    /// proposals up to there are answered.
+    pub fn written(&mut self, index: u64) {
+        let store = self.node.store();
+        let mut keep = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.acks == Acks::Leader && p.index <= index {
+                let r = match (store.term(p.index), store.base_offset(p.index)) {
+                    (Ok(t), Some(base)) if t == p.term => Ok((
+                        base,
+                        store.end_offset(p.index).unwrap_or(base + 1) - 1,
+                    )),
+                    _ => Err(ProduceError::NotLeader {
+                        leader: self.leader,
+                    }),
+                };
+                self.completions.push(Completion {
+                    token: p.token,
+                    result: r,
+                });
+            } else {
+                keep.push_back(p);
+            }
+        }
+        self.pending = keep;
+    }
+
+    /// Batches read for `ready().fetch`.
+    pub fn entries_fetched(
+        &mut self,
+        req: &FetchRequest,
+        batches: impl IntoIterator<Item = (u64, u64, Bytes)>,
+    ) {
+        for ctx in self.node.store().fetched(req, batches) {
+            self.node.on_entries_fetched(ctx);
+        }
+    }
+
+    pub fn take_completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.completions)
+    }
+
+    fn set_role(&mut self, state: StateRole, leader: u64) {
+        let role = match state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
+            StateRole::Follower => Role::Follower,
+        };
+        if self.role == Role::Leader && role != Role::Leader {
+            // Not answered as committed: the producer retries on the new
+            // leader (idempotence removes a duplicate if it did commit).
+            for p in self.pending.drain(..) {
+                self.completions.push(Completion {
+                    token: p.token,
+                    result: Err(ProduceError::NotLeader {
+                        leader: (leader != 0).then_some(leader),
+                    }),
+                });
+            }
+        }
+        if role == Role::Leader && self.role != Role::Leader {
+            self.caught_up_ms.clear();
+        }
+        self.role = role;
+        self.leader = (leader != 0).then_some(leader);
+    }
+
+    /// Committed entries: move the high watermark, apply configuration
+    /// changes, answer acks=all proposals. Returns whether the conf changed.
+    fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<bool, ReplicaError> {
+        let mut conf_changed = false;
+        for e in &entries {
+            match e.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data)
+                        .map_err(|x| raft::Error::CodecError(x))?;
+                    let cs = self.node.apply_conf_change(&cc)?;
+                    self.node.mut_store().set_conf_state(cs);
+                    conf_changed = true;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc: ConfChangeV2 = protobuf::Message::parse_from_bytes(&e.data)
+                        .map_err(|x| raft::Error::CodecError(x))?;
+                    let cs = self.node.apply_conf_change(&cc)?;
+                    self.node.mut_store().set_conf_state(cs);
+                    conf_changed = true;
+                }
+                EntryType::EntryNormal => {}
+            }
+            self.applied = e.index;
+        }
+        let store = self.node.store();
+        if let Some(end) = store.end_offset(self.applied) {
+            self.hw = self.hw.max(end);
+        }
+        while let Some(p) = self.pending.front() {
+            if p.index > self.applied {
+                break;
+            }
+            let p = self.pending.pop_front().expect("checked");
+            let r = match (store.term(p.index), store.base_offset(p.index)) {
+                (Ok(t), Some(base)) if t == p.term => {
+                    Ok((base, store.end_offset(p.index).unwrap_or(base + 1) - 1))
+                }
+                _ => Err(ProduceError::NotLeader {
+                    leader: self.leader,
+                }),
+            };
+            // acks=1 proposals not yet answered by `written` are answered
+            // here: committed implies written.
+            self.completions.push(Completion {
+                token: p.token,
+                result: r,
+            });
+        }
+        Ok(conf_changed)
+    }
+
+    /// Drop cached entries every replica has (or, past the cap, applied
+    /// ones: a lagging follower is then served from the log).
+    fn evict(&mut self) {
+        let through = if self.role == Role::Leader {
+            let min_match = self
+                .node
+                .raft
+                .prs()
+                .iter()
+                .map(|(_, p)| p.matched)
+                .min()
+                .unwrap_or(0);
+            if self.node.store().cached_bytes() > self.cache_cap {
+                self.applied
+            } else {
+                self.applied.min(min_match)
+            }
+        } else {
+            self.applied
+        };
+        self.node.mut_store().evict_through(through);
+    }
+
+    fn track_isr(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let commit = self.commit_index();
+        let now = self.now_ms;
+        let id = self.id;
+        for (&peer, p) in self.node.raft.prs().iter() {
+            if peer != id && p.matched >= commit {
+                self.caught_up_ms.insert(peer, now);
+            }
+        }
+    }
+}
+
+/// raft-rs logs through slog; forward to `tracing` at debug level.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            _ => tracing::debug!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}

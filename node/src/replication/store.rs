@@ -1,0 +1,657 @@
+//! The Raft log of one partition, as raft-rs sees it, over the partition
+//! log's batches: hard state, configuration, the index → offset translation
+//! and a cache of recent entries. Pure bookkeeping: it says what to write
+//! ([`LogWrite`]) and what to read ([`FetchRequest`]); the caller does I/O.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use serde::{Deserialize, Serialize};
+
+use super::entry::{self, EntryError};
+
+/// The entry just below the first one held: its index, term, and the
+/// offset where the next entry starts. Everything at or below it is
+/// compacted away (the log may still hold those batches, for consumers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub index: u64,
+    pub term: u64,
+    pub offset: u64,
+}
+
+/// What is persisted beside the log (one small file per partition,
+/// replaced atomically): Raft's hard state, the voters, the anchor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftMeta {
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+    pub voters: Vec<u64>,
+    #[serde(default)]
+    pub learners: Vec<u64>,
+    pub anchor: Anchor,
+}
+
+impl RaftMeta {
+    /// A new partition replicated on `voters`, its log starting at `offset`.
+    pub fn new(voters: Vec<u64>, offset: u64) -> Self {
+        Self {
+            voters,
+            anchor: Anchor {
+                offset,
+                ..Anchor::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// A write the partition log must carry out, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogWrite {
+    /// Drop everything at and above `offset` (entries a new leader overwrote).
+    Truncate { offset: u64 },
+    /// Write `data` (one batch) at exactly `base_offset`, epoch = `term`.
+    Append {
+        index: u64,
+        term: u64,
+        base_offset: u64,
+        data: Bytes,
+    },
+    /// A snapshot replaced the log: it now starts, empty, at `offset`.
+    Reset { offset: u64 },
+}
+
+/// Entries raft-rs wants (to send a lagging follower) that are no longer
+/// cached: read the batches in `[from_offset, to_offset)` and hand them to
+/// [`super::replica::Replica::entries_fetched`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub low: u64,
+    pub high: u64,
+    pub from_offset: u64,
+    pub to_offset: u64,
+}
+
+/// Why the log on disk cannot be this Raft log.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("batch at offset {found}, expected the next entry at {expected}")]
+    Gap { expected: u64, found: u64 },
+    #[error("entry {index} has term {term}, below the previous entry's {prev}")]
+    TermWentBack { index: u64, term: u64, prev: u64 },
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    term: u64,
+    base: u64,
+    count: u64,
+}
+
+/// Bytes of fetched (old) entries kept for lagging followers.
+const FETCHED_CAP: usize = 16 << 20;
+
+#[derive(Default)]
+struct Fetching {
+    wanted: Option<(u64, u64)>,
+    contexts: Vec<GetEntriesContext>,
+    fetched: BTreeMap<u64, Entry>,
+    fetched_bytes: usize,
+}
+
+pub struct LogStore {
+    hard: HardState,
+    conf: ConfState,
+    anchor: Anchor,
+    /// Entries `anchor.index + 1 ..`: term and offsets.
+    slots: VecDeque<Slot>,
+    /// Entries `cache_from ..= last_index`, with data.
+    cache: VecDeque<Entry>,
+    cache_from: u64,
+    cache_bytes: usize,
+    fetching: RefCell<Fetching>,
+}
+
+impl LogStore {
+    /// A store for `meta` with no entries above the anchor yet.
+    pub fn new(meta: &RaftMeta) -> Self {
+        let mut hard = HardState::default();
+        hard.term = meta.term;
+        hard.vote = meta.vote;
+        hard.commit = meta.anchor.index;
+        let mut conf = ConfState::default();
+        conf.voters = meta.voters.clone();
+        conf.learners = meta.learners.clone();
+        Self {
+            hard,
+            conf,
+            anchor: meta.anchor,
+            slots: VecDeque::new(),
+            cache: VecDeque::new(),
+            cache_from: meta.anchor.index + 1,
+            cache_bytes: 0,
+            fetching: RefCell::default(),
+        }
+    }
+
+    /// Rebuild from `meta` and the batches the log holds from
+    /// `meta.anchor.offset` on, as `(base_offset, epoch, bytes)`. Entries
+    /// above the persisted commit are cached (raft-rs reads them
+    /// synchronously when they commit). A commit beyond what the log holds
+    /// (lost data) is clamped, and reported.
+    pub fn recover(
+        meta: &RaftMeta,
+        batches: impl IntoIterator<Item = (u64, u64, Bytes)>,
+    ) -> Result<(Self, Option<u64>), RecoverError> {
+        let mut s = Self::new(meta);
+        let mut prev = meta.anchor.term;
+        for (offset, term, data) in batches {
+            let index = s.last() + 1;
+            let expected = s.next_offset();
+            if offset != expected {
+                return Err(RecoverError::Gap {
+                    expected,
+                    found: offset,
+                });
+            }
+            if term < prev {
+                return Err(RecoverError::TermWentBack { index, term, prev });
+            }
+            prev = term;
+            let e = entry::from_batch(index, term, data)?;
+            let count = entry::offset_count(&e)?;
+            s.slots.push_back(Slot {
+                term,
+                base: offset,
+                count,
+            });
+            if index > meta.commit {
+                s.cache_push(e);
+            } else {
+                s.cache_from = index + 1;
+            }
+        }
+        let mut lost = None;
+        if meta.commit > s.last() {
+            lost = Some(meta.commit);
+        }
+        s.hard.commit = meta.commit.min(s.last()).max(meta.anchor.index);
+        Ok((s, lost))
+    }
+
+    fn cache_push(&mut self, e: Entry) {
+        if self.cache.is_empty() {
+            self.cache_from = e.index;
+        }
+        self.cache_bytes += e.data.len();
+        self.cache.push_back(e);
+    }
+
+    /// What to persist now.
+    pub fn meta(&self) -> RaftMeta {
+        RaftMeta {
+            term: self.hard.term,
+            vote: self.hard.vote,
+            commit: self.hard.commit,
+            voters: self.conf.voters.clone(),
+            learners: self.conf.learners.clone(),
+            anchor: self.anchor,
+        }
+    }
+
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
+    }
+
+    pub fn set_hardstate(&mut self, hs: HardState) {
+        self.hard = hs;
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf = cs;
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+
+    fn last(&self) -> u64 {
+        self.anchor.index + self.slots.len() as u64
+    }
+
+    /// Where the next entry will start.
+    pub fn next_offset(&self) -> u64 {
+        self.slots
+            .back()
+            .map_or(self.anchor.offset, |s| s.base + s.count)
+    }
+
+    fn slot(&self, index: u64) -> Option<&Slot> {
+        let i = index.checked_sub(self.anchor.index + 1)?;
+        self.slots.get(i as usize)
+    }
+
+    /// The offset just past entry `index` (its batch's last offset + 1).
+    pub fn end_offset(&self, index: u64) -> Option<u64> {
+        if index == self.anchor.index {
+            return Some(self.anchor.offset);
+        }
+        self.slot(index).map(|s| s.base + s.count)
+    }
+
+    /// The first offset of entry `index`.
+    pub fn base_offset(&self, index: u64) -> Option<u64> {
+        self.slot(index).map(|s| s.base)
+    }
+
+    /// The term of the entry holding `offset` (for leader-epoch lookups).
+    pub fn term_at_offset(&self, offset: u64) -> Option<u64> {
+        let i = self.slots.partition_point(|s| s.base + s.count <= offset);
+        self.slots.get(i).filter(|s| s.base <= offset).map(|s| s.term)
+    }
+
+    /// The end offset of the last entry with term <= `term` (Kafka's
+    /// OffsetForLeaderEpoch), or `None` if it lies below the anchor.
+    pub fn end_offset_for_term(&self, term: u64) -> Option<u64> {
+        let i = self.slots.partition_point(|s| s.term <= term);
+        if i == 0 {
+            return (self.anchor.term <= term).then_some(self.anchor.offset);
+        }
+        let s = self.slots[i - 1];
+        Some(s.base + s.count)
+    }
+
+    /// Take entries handed over by a `Ready` into the log, saying what to
+    /// write. Entries at or below the last index overwrite (truncate) it.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<Vec<LogWrite>, EntryError> {
+        let mut writes = Vec::with_capacity(entries.len() + 1);
+        let Some(first) = entries.first() else {
+            return Ok(writes);
+        };
+        if first.index <= self.last() {
+            let keep = first.index.saturating_sub(self.anchor.index + 1) as usize;
+            let offset = self.slots.get(keep).map_or(self.next_offset(), |s| s.base);
+            self.slots.truncate(keep);
+            while self.cache.back().is_some_and(|e| e.index >= first.index) {
+                let e = self.cache.pop_back().expect("checked");
+                self.cache_bytes -= e.data.len();
+            }
+            if self.cache.is_empty() {
+                self.cache_from = first.index;
+            }
+            self.fetching.borrow_mut().fetched.split_off(&first.index);
+            writes.push(LogWrite::Truncate { offset });
+        }
+        for e in entries {
+            let count = entry::offset_count(e)?;
+            let base = self.next_offset();
+            self.slots.push_back(Slot {
+                term: e.term,
+                base,
+                count,
+            });
+            writes.push(LogWrite::Append {
+                index: e.index,
+                term: e.term,
+                base_offset: base,
+                data: entry::to_batch(e),
+            });
+            self.cache_push(e.clone());
+        }
+        Ok(writes)
+    }
+
+    /// Drop cached data of entries up to `index` (they stay readable from
+    /// the log through a fetch).
+    pub fn evict_through(&mut self, index: u64) {
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            let e = self.cache.pop_front().expect("checked");
+            self.cache_bytes -= e.data.len();
+            self.cache_from = e.index + 1;
+        }
+    }
+
+    pub fn cached_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    /// Forget entries up to `index` (Raft log compaction; they must be
+    /// committed and applied). The batches stay in the partition log.
+    pub fn compact_to(&mut self, index: u64) {
+        if index <= self.anchor.index || index > self.last() {
+            return;
+        }
+        let end = self.end_offset(index).expect("in range");
+        let term = self.slot(index).expect("in range").term;
+        let n = (index - self.anchor.index) as usize;
+        self.slots.drain(..n);
+        self.evict_through(index);
+        if self.cache.is_empty() {
+            self.cache_from = index + 1;
+        }
+        self.anchor = Anchor {
+            index,
+            term,
+            offset: end,
+        };
+        let mut f = self.fetching.borrow_mut();
+        f.fetched = f.fetched.split_off(&(index + 1));
+    }
+
+    /// Install a leader's snapshot: the log restarts, empty, after it.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> u64 {
+        let m = snap.get_metadata();
+        let offset = decode_snapshot_offset(&snap.data).unwrap_or(self.next_offset());
+        self.anchor = Anchor {
+            index: m.index,
+            term: m.term,
+            offset,
+        };
+        self.slots.clear();
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.cache_from = m.index + 1;
+        self.conf = m.get_conf_state().clone();
+        self.hard.commit = self.hard.commit.max(m.index);
+        let mut f = self.fetching.borrow_mut();
+        f.fetched.clear();
+        f.fetched_bytes = 0;
+        offset
+    }
+
+    /// A read raft-rs asked for, not yet handed to the caller.
+    pub fn take_fetch_request(&self) -> Option<FetchRequest> {
+        let (low, high) = self.fetching.borrow_mut().wanted.take()?;
+        Some(FetchRequest {
+            low,
+            high,
+            from_offset: self.base_offset(low)?,
+            to_offset: self.end_offset(high - 1)?,
+        })
+    }
+
+    /// Batches read for a [`FetchRequest`]; returns the waiting contexts
+    /// (raft-rs retries its sends with them).
+    pub fn fetched(
+        &self,
+        req: &FetchRequest,
+        batches: impl IntoIterator<Item = (u64, u64, Bytes)>,
+    ) -> Vec<GetEntriesContext> {
+        let mut f = self.fetching.borrow_mut();
+        if f.fetched_bytes > FETCHED_CAP {
+            f.fetched.clear();
+            f.fetched_bytes = 0;
+        }
+        let mut index = req.low;
+        for (offset, _epoch, data) in batches {
+            if index >= req.high || self.base_offset(index) != Some(offset) {
+                break;
+            }
+            let Some(term) = self.slot(index).map(|s| s.term) else {
+                break;
+            };
+            match entry::from_batch(index, term, data) {
+                Ok(e) => {
+                    f.fetched_bytes += e.data.len();
+                    f.fetched.insert(index, e);
+                }
+                Err(e) => {
+                    tracing::warn!(index, error = %e, "fetched batch is not the entry");
+                    break;
+                }
+            }
+            index += 1;
+        }
+        std::mem::take(&mut f.contexts)
+    }
+}
+
+fn limit(entries: &mut Vec<Entry>, max: Option<u64>) {
+    let Some(max) = max else { return };
+    let mut size = 0u64;
+    let keep = entries
+        .iter()
+        .take_while(|e| {
+            size += e.data.len() as u64 + 16;
+            size <= max
+        })
+        .count();
+    entries.truncate(keep.max(1));
+}
+
+fn decode_snapshot_offset(data: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(data.get(..8)?.try_into().ok()?))
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard.clone(), self.conf.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into();
+        if low <= self.anchor.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 || low > high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= self.cache_from {
+            let from = (low - self.cache_from) as usize;
+            let to = (high - self.cache_from) as usize;
+            let mut v: Vec<Entry> = self.cache.range(from..to).cloned().collect();
+            limit(&mut v, max);
+            return Ok(v);
+        }
+        let mut f = self.fetching.borrow_mut();
+        if f.fetched.contains_key(&low) {
+            let mut v: Vec<Entry> = f
+                .fetched
+                .range(low..high)
+                .map(|(_, e)| e.clone())
+                .enumerate()
+                .take_while(|(i, e)| e.index == low + *i as u64)
+                .map(|(_, e)| e)
+                .collect();
+            limit(&mut v, max);
+            return Ok(v);
+        }
+        if context.can_async() {
+            let high = high.min(self.cache_from);
+            f.wanted = Some(match f.wanted {
+                Some((l, h)) => (l.min(low), h.max(high)),
+                None => (low, high),
+            });
+            f.contexts.push(context);
+            return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+        }
+        Err(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.anchor.index {
+            return Ok(self.anchor.term);
+        }
+        if idx < self.anchor.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.slot(idx)
+            .map(|s| s.term)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.anchor.index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let mut m = SnapshotMetadata::default();
+        m.index = self.anchor.index;
+        m.term = self.anchor.term;
+        m.set_conf_state(self.conf.clone());
+        snap.set_metadata(m);
+        snap.data = Bytes::copy_from_slice(&self.anchor.offset.to_be_bytes());
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_engine::batch::sample_batch;
+    use raft::Storage;
+
+    fn data(index: u64, term: u64, records: usize) -> Entry {
+        Entry {
+            index,
+            term,
+            data: sample_batch(records, 4, 0).freeze(),
+            ..Entry::default()
+        }
+    }
+
+    fn noop(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Entry::default()
+        }
+    }
+
+    fn writes_offsets(w: &[LogWrite]) -> Vec<(u64, u64)> {
+        w.iter()
+            .filter_map(|w| match w {
+                LogWrite::Append {
+                    index, base_offset, ..
+                } => Some((*index, *base_offset)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offsets_follow_record_counts_and_truncation_rewinds() {
+        let mut s = LogStore::new(&RaftMeta::new(vec![1, 2, 3], 100));
+        let w = s
+            .append(&[noop(1, 1), data(2, 1, 3), data(3, 1, 2)])
+            .unwrap();
+        assert_eq!(writes_offsets(&w), vec![(1, 100), (2, 101), (3, 104)]);
+        assert_eq!(s.next_offset(), 106);
+        assert_eq!(s.end_offset(2), Some(104));
+        assert_eq!(s.term(3).unwrap(), 1);
+        // A new leader overwrites entry 3 onward.
+        let w = s.append(&[data(3, 2, 5), noop(4, 2)]).unwrap();
+        assert_eq!(w[0], LogWrite::Truncate { offset: 104 });
+        assert_eq!(writes_offsets(&w), vec![(3, 104), (4, 109)]);
+        assert_eq!(s.last(), 4);
+        assert_eq!(s.end_offset_for_term(1), Some(104));
+        assert_eq!(s.end_offset_for_term(2), Some(110));
+        assert_eq!(s.term_at_offset(105), Some(2));
+        assert_eq!(s.term_at_offset(100), Some(1));
+        assert_eq!(s.term_at_offset(110), None);
+        let got = s.entries(2, 5, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn recovery_rebuilds_the_same_translation() {
+        let mut s = LogStore::new(&RaftMeta::new(vec![1], 0));
+        let entries = [noop(1, 1), data(2, 1, 3), noop(3, 2), data(4, 2, 1)];
+        let w = s.append(&entries).unwrap();
+        let batches: Vec<(u64, u64, Bytes)> = w
+            .into_iter()
+            .filter_map(|w| match w {
+                LogWrite::Append {
+                    term,
+                    base_offset,
+                    data,
+                    ..
+                } => Some((base_offset, term, data)),
+                _ => None,
+            })
+            .collect();
+        let mut meta = s.meta();
+        meta.commit = 2;
+        let (r, lost) = LogStore::recover(&meta, batches.clone()).unwrap();
+        assert_eq!(lost, None);
+        assert_eq!(r.next_offset(), s.next_offset());
+        for i in 1..=4 {
+            assert_eq!(r.term(i).unwrap(), s.term(i).unwrap());
+            assert_eq!(r.end_offset(i), s.end_offset(i));
+        }
+        // Uncommitted entries are cached with their data.
+        let e = r.entries(3, 5, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(e, entries[2..].to_vec());
+        // Committed ones need a fetch.
+        assert!(r.entries(1, 3, None, GetEntriesContext::empty(false)).is_err());
+        // A commit beyond the log is clamped and reported.
+        meta.commit = 9;
+        let (r, lost) = LogStore::recover(&meta, batches.clone()).unwrap();
+        assert_eq!(lost, Some(9));
+        assert_eq!(r.initial_state().unwrap().hard_state.commit, 4);
+        // A hole is refused.
+        let mut holed = batches;
+        holed.remove(1);
+        assert!(matches!(
+            LogStore::recover(&meta, holed),
+            Err(RecoverError::Gap { .. })
+        ));
+    }
+
+    #[test]
+    fn evicted_entries_are_fetched_asynchronously() {
+        let mut s = LogStore::new(&RaftMeta::new(vec![1, 2], 0));
+        let w = s
+            .append(&[noop(1, 1), data(2, 1, 2), data(3, 1, 2)])
+            .unwrap();
+        s.evict_through(2);
+        let ctx = GetEntriesContext::empty(true);
+        assert!(matches!(
+            s.entries(1, 4, None, ctx),
+            Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+        ));
+        let req = s.take_fetch_request().unwrap();
+        assert_eq!((req.low, req.high, req.from_offset, req.to_offset), (1, 3, 0, 3));
+        let batches = w.into_iter().filter_map(|w| match w {
+            LogWrite::Append {
+                term,
+                base_offset,
+                data,
+                ..
+            } => Some((base_offset, term, data)),
+            _ => None,
+        });
+        assert_eq!(s.fetched(&req, batches).len(), 1);
+        let got = s.entries(1, 3, None, GetEntriesContext::empty(true)).unwrap();
+        assert_eq!(got.len(), 2);
+        // Compaction moves the anchor past them.
+        s.compact_to(2);
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert_eq!(s.anchor().offset, 3);
+        let snap = s.snapshot(0, 2).unwrap();
+        assert_eq!(snap.get_metadata().index, 2);
+        let mut other = LogStore::new(&RaftMeta::new(vec![1, 2], 0));
+        assert_eq!(other.apply_snapshot(&snap), 3);
+        assert_eq!(other.next_offset(), 3);
+        assert_eq!(other.last_index().unwrap(), 2);
+    }
+}
