@@ -29,6 +29,12 @@ pub struct ReplicaConfig {
     pub id: u64,
     /// Ticks without a leader's word before a follower campaigns.
     pub election_tick: usize,
+    /// raft-rs draws each election timeout from `[min, max)` ticks with
+    /// its own thread RNG; 0 means its default (`election_tick ..
+    /// 2 * election_tick`). The simulator pins it (`max = min + 1`) and
+    /// randomizes per replica with its seeded RNG, to stay deterministic.
+    pub min_election_tick: usize,
+    pub max_election_tick: usize,
     pub heartbeat_tick: usize,
     /// A follower is in sync while it caught up with the commit at most
     /// this long ago (`replica.lag.time.max.ms`).
@@ -45,6 +51,8 @@ impl ReplicaConfig {
         Self {
             id,
             election_tick: 10,
+            min_election_tick: 0,
+            max_election_tick: 0,
             heartbeat_tick: 2,
             lag_max_ms: 30_000,
             max_size_per_msg: 1 << 20,
@@ -146,6 +154,8 @@ impl Replica {
         let rc = raft::Config {
             id: cfg.id,
             election_tick: cfg.election_tick,
+            min_election_tick: cfg.min_election_tick,
+            max_election_tick: cfg.max_election_tick,
             heartbeat_tick: cfg.heartbeat_tick,
             applied: commit,
             max_size_per_msg: cfg.max_size_per_msg,
@@ -156,8 +166,12 @@ impl Replica {
         };
         rc.validate()?;
         let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => cfg.id));
-        let mut node = RawNode::new(&rc, store, &logger)?;
-        node.set_batch_append(true);
+        // Not `set_batch_append(true)`: raft-rs 0.7 then merges entries
+        // into an empty append of another index (`is_continuous_ents` is
+        // true for an empty message) and the follower acknowledges entries
+        // it does not hold — found by the simulator (seed 2). The
+        // transport coalesces a peer's messages instead.
+        let node = RawNode::new(&rc, store, &logger)?;
         Ok(Self {
             node,
             id: cfg.id,
