@@ -211,6 +211,10 @@ pub enum LogError {
     /// compaction in a sealed segment; recovery would cut there).
     #[error("segment {path} holds no valid batch at position {position}")]
     CorruptSegment { path: PathBuf, position: u64 },
+    /// A replicated append that does not start at the log end: the caller
+    /// and the log disagree on the Raft log's offsets.
+    #[error("replicated batch expected at offset {expected}, log ends at {log_end}")]
+    NotAtOffset { expected: u64, log_end: u64 },
 }
 
 impl LogError {
@@ -239,6 +243,10 @@ impl LogError {
             LogError::CorruptSegment { path, position } => LogError::CorruptSegment {
                 path: path.clone(),
                 position: *position,
+            },
+            LogError::NotAtOffset { expected, log_end } => LogError::NotAtOffset {
+                expected: *expected,
+                log_end: *log_end,
             },
         }
     }
@@ -452,6 +460,29 @@ impl<S: Storage> PartitionLog<S> {
             crate::compact::check_keys(&bytes, crate::compact::decompress_cap(max))
                 .map_err(|e| LogError::InvalidRecord(e.to_string()))?;
         }
+        self.enqueue(set, leader_epoch).await
+    }
+
+    /// Append one batch of a replicated partition at exactly `base_offset`
+    /// (where Raft placed its entry), with epoch `leader_epoch` (the entry's
+    /// term). Idempotent producers' state is recorded but not judged: the
+    /// leader judged the batch before proposing it, and every replica must
+    /// write every entry. Compacted topics' key checks were the leader's too.
+    pub async fn append_replicated(
+        self: &Rc<Self>,
+        base_offset: u64,
+        batch: impl Into<Bytes>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_failed()?;
+        let max = self.state.borrow().config.max_batch_bytes;
+        // A control batch (Raft's own entry) is small; the bound on data
+        // batches was applied by the leader, so use the larger of the two.
+        let set = ValidRecords::replicated(batch.into(), max.max(1 << 20), base_offset)?;
+        self.enqueue(set, leader_epoch).await
+    }
+
+    async fn enqueue(self: &Rc<Self>, set: ValidRecords, leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let (tx, rx) = flume::bounded(1);
         self.queue.borrow_mut().push_back(Queued {
             set,
@@ -480,7 +511,7 @@ impl<S: Storage> PartitionLog<S> {
             match self.write_round(&sets, round[0].leader_epoch).await {
                 Ok(plan) => {
                     for (q, outcome) in round.into_iter().zip(plan.outcomes) {
-                        let _ = q.reply.send(outcome.map_err(LogError::Producer));
+                        let _ = q.reply.send(outcome.map_err(LogError::from));
                     }
                     self.wake_readers();
                     self.maybe_flush();

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 #[cfg(test)]
 use super::FlushPolicy;
 use super::{AppendInfo, FileSlice, LogConfig, LogError};
-use crate::batch::{self, BatchHeader, Strictness, ASSIGNED_PREFIX_LEN, HEADER_LEN};
+use crate::batch::{self, BatchError, BatchHeader, Strictness, ASSIGNED_PREFIX_LEN, HEADER_LEN};
 use crate::producer::{self, ProducerError, ProducerStates, Staged, Verdict};
 use crate::segment::Segment;
 
@@ -24,6 +24,10 @@ pub struct ValidRecords {
     headers: Vec<BatchHeader>,
     /// Some batch carries a producer id: sequence checks apply.
     idempotent: bool,
+    /// A replicated append (see [`super::PartitionLog::append_replicated`]):
+    /// the offset it must start at. Its producer state is recorded, not
+    /// judged: the leader judged it before it was replicated.
+    expect: Option<u64>,
 }
 
 impl ValidRecords {
@@ -36,7 +40,21 @@ impl ValidRecords {
             bytes,
             headers,
             idempotent,
+            expect: None,
         })
+    }
+
+    /// One batch that must be written at exactly `base_offset`.
+    pub fn replicated(bytes: Bytes, max_batch_bytes: usize, base_offset: u64) -> Result<Self, LogError> {
+        let mut set = Self::new(bytes, max_batch_bytes)?;
+        if set.headers.len() != 1 {
+            return Err(LogError::InvalidBatch(BatchError::Truncated {
+                need: set.bytes.len(),
+                have: set.headers.first().map_or(0, |h| h.size()),
+            }));
+        }
+        set.expect = Some(base_offset);
+        Ok(set)
     }
 
     pub fn len(&self) -> usize {
@@ -45,6 +63,23 @@ impl ValidRecords {
 
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+}
+
+/// Why one set of an append is not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Producer(ProducerError),
+    /// A replicated set whose offset is not the log end.
+    NotAtOffset { expected: u64, log_end: u64 },
+}
+
+impl From<Refused> for LogError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Producer(e) => LogError::Producer(e),
+            Refused::NotAtOffset { expected, log_end } => LogError::NotAtOffset { expected, log_end },
+        }
     }
 }
 
@@ -64,7 +99,7 @@ pub struct AppendPlan {
     pub len: u64,
     /// Per record set, in order: its offsets (the original ones for
     /// duplicates), or why its producer's sequence check refused it.
-    pub outcomes: Vec<Result<AppendInfo, ProducerError>>,
+    pub outcomes: Vec<Result<AppendInfo, Refused>>,
     headers: Vec<BatchHeader>,
     /// Producer state after the written batches, committed with them.
     staged: Staged,
@@ -253,12 +288,27 @@ impl<F: Clone> LogState<F> {
         let mut verdicts: Vec<Option<producer::BatchMeta>> = Vec::new();
         for set in sets {
             verdicts.clear();
-            if set.idempotent {
+            if let Some(expected) = set.expect {
+                if expected != next {
+                    keep.extend(std::iter::repeat_n(false, set.headers.len()));
+                    outcomes.push(Err(Refused::NotAtOffset {
+                        expected,
+                        log_end: next,
+                    }));
+                    continue;
+                }
+                let mut at = next;
+                for h in set.headers.iter().filter(|h| producer::is_idempotent(h)) {
+                    let last = at + h.last_offset_delta as u64;
+                    self.producers.stage(&mut staged, h, at, last);
+                    at = last + 1;
+                }
+            } else if set.idempotent {
                 match self.judge(set, next, &mut staged, &mut verdicts) {
                     Ok(()) => {}
                     Err(e) => {
                         keep.extend(std::iter::repeat_n(false, set.headers.len()));
-                        outcomes.push(Err(e));
+                        outcomes.push(Err(Refused::Producer(e)));
                         continue;
                     }
                 }
@@ -811,11 +861,11 @@ mod tests {
         assert_eq!(infos[2], Ok((0, 2, true)));
         assert!(matches!(
             infos[3],
-            Err(ProducerError::OutOfOrderSequence {
+            Err(Refused::Producer(ProducerError::OutOfOrderSequence {
                 expected: 5,
                 got: 9,
                 ..
-            })
+            }))
         ));
         assert_eq!(infos[4], Ok((5, 6, false)));
         assert_eq!(infos[5], Ok((7, 7, false)));
@@ -868,7 +918,7 @@ mod tests {
         let plan = st.prepare_append(&[bad], 0, 0).unwrap();
         assert!(matches!(
             plan.outcomes[0],
-            Err(ProducerError::InvalidProducerEpoch { .. })
+            Err(Refused::Producer(ProducerError::InvalidProducerEpoch { .. }))
         ));
         assert_eq!(plan.len, 0);
         assert!(!plan.roll);

@@ -1334,3 +1334,34 @@ fn the_compaction_limit_keeps_segments_above_it_untouched() {
         above
     );
 }
+
+#[test]
+fn replicated_appends_land_at_their_offsets_and_record_producer_state() {
+    let s = MemStorage::new(1_000);
+    let (log, _) = open(&s, small_config());
+    let a = block_on(log.append_replicated(0, batch(3, 10, 100), 4)).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (0, 2));
+    // Not at the log end: refused, nothing written.
+    let e = block_on(log.append_replicated(7, batch(1, 10, 100), 4)).unwrap_err();
+    assert!(matches!(e, LogError::NotAtOffset { expected: 7, log_end: 3 }), "{e}");
+    assert_eq!(log.log_end_offset(), 3);
+    // An idempotent batch is written even when it would be judged a
+    // duplicate (the leader judged it), and its state is recorded: a
+    // producer's retry of it through the normal path is a duplicate.
+    let idem = |seq| {
+        let mut bb = crate::batch::BatchBuilder::new(1_000).producer(9, 0, seq);
+        bb.value(b"v");
+        bb.build()
+    };
+    let b = block_on(log.append_replicated(3, idem(0), 5)).unwrap();
+    assert_eq!(b.base_offset, 3);
+    let retry = block_on(log.append(idem(0), 5)).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 3);
+    let bytes = block_on(log.read_bytes(3, 1 << 20)).unwrap();
+    let h = validate(&bytes, usize::MAX, Strictness::Produce).unwrap();
+    assert_eq!((h.base_offset, h.partition_leader_epoch), (3, 5));
+    // More than one batch is not one Raft entry.
+    let two = [batch(1, 1, 0), batch(1, 1, 0)].concat();
+    assert!(block_on(log.append_replicated(4, two, 5)).is_err());
+}

@@ -45,7 +45,8 @@ fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Io { .. }
         | LogError::Failed(_)
         | LogError::Raced { .. }
-        | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
+        | LogError::CorruptSegment { .. }
+        | LogError::NotAtOffset { .. } => ResponseError::KafkaStorageError,
         LogError::Producer(ProducerError::InvalidProducerEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
