@@ -9,8 +9,9 @@
 //!
 //! On a fresh cluster this is Kafka's round-robin assignment started at
 //! the least loaded broker; with load it fills the least loaded brokers
-//! first. It is a pure function of its inputs: no randomness, so every
-//! proposer (and every test run) computes the same placement.
+//! first. Leader balance comes first: a topic's replica counts per broker
+//! can differ by 2. It is a pure function of its inputs (no randomness), so
+//! every proposer, and every test run, computes the same placement.
 
 use std::collections::{BTreeMap, BTreeSet};
 

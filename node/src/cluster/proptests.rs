@@ -212,3 +212,42 @@ proptest! {
         assert_shape(c.state());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn placement_on_any_load(
+        live in proptest::collection::btree_set(0..12i32, 1..8),
+        others in proptest::collection::vec(proptest::collection::vec(0..14i32, 1..4), 0..40),
+        before in proptest::collection::vec(proptest::collection::vec(0..14i32, 1..4), 0..12),
+        count in 1..60i32,
+        rf in 1..9i32,
+    ) {
+        let live: Vec<BrokerId> = live.into_iter().collect();
+        let mut cluster = Load::of(&others);
+        for r in &before {
+            cluster.add(r);
+        }
+        let placed = place(&live, &cluster, &before, count, rf);
+        if rf as usize > live.len() {
+            prop_assert_eq!(placed.unwrap_err().code, kafka_protocol::ResponseError::InvalidReplicationFactor);
+            return Ok(());
+        }
+        let placed = placed.unwrap();
+        prop_assert_eq!(placed.len(), count as usize);
+        for r in &placed {
+            prop_assert_eq!(r.len(), rf as usize);
+            prop_assert!(distinct(r));
+            prop_assert!(r.iter().all(|b| live.contains(b)));
+        }
+        // Water-filling: the topic's leader spread over live brokers never
+        // grows past max(what it was, 1); for a new topic it is <= 1.
+        let old = Load::of(&before);
+        let mut all = before.clone();
+        all.extend(placed.iter().cloned());
+        let new = Load::of(&all);
+        let was = spread(live.iter().map(|&b| old.leaders(b)));
+        prop_assert!(spread(live.iter().map(|&b| new.leaders(b))) <= was.max(1));
+    }
+}
