@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings with Kafka's names.
 //! - [`metadata`]: the topic registry.
+//! - [`cluster`]: the controller's replicated cluster metadata and placement.
 //! - [`durable`]: crash-safe replacement of small state files.
 //! - [`metrics`]: Prometheus metrics and health endpoint.
 //! - [`producer_ids`]: idempotent producers' ids, unique across restarts.
@@ -18,6 +19,7 @@
 pub mod alloc;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod durable;

@@ -90,6 +90,9 @@ pub fn refuse_internal(name: &str, what: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
+/// The most partitions a topic may have.
+pub const MAX_PARTITIONS: i32 = 100_000;
+
 /// Kafka's legal topic names.
 pub fn validate_topic_name(name: &str) -> Result<(), AdminError> {
     let ok = !name.is_empty()
@@ -263,10 +266,10 @@ impl Registry {
                 format!("topic `{name}` already exists"),
             ));
         }
-        if !(1..=100_000).contains(&partitions) {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(AdminError::new(
                 ResponseError::InvalidPartitions,
-                format!("partition count {partitions} must be between 1 and 100000"),
+                format!("partition count {partitions} must be between 1 and {MAX_PARTITIONS}"),
             ));
         }
         topic_log_config(broker, configs).map(|_| ())
@@ -325,7 +328,7 @@ impl Registry {
                     format!("no topic `{name}`"),
                 )
             })?;
-            if total <= meta.partitions || total > 100_000 {
+            if total <= meta.partitions || total > MAX_PARTITIONS {
                 return Err(AdminError::new(
                     ResponseError::InvalidPartitions,
                     format!(
