@@ -628,6 +628,51 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// Readers see offsets below this: the high watermark of a replicated
+    /// log (see [`Self::set_high_watermark`]), else the log end.
+    pub fn visible_end(&self) -> u64 {
+        self.state.borrow().visible_end()
+    }
+
+    /// Make offsets below `hw` (a batch boundary: Raft's commit) visible to
+    /// readers, and only those. Once set, data appended at or past the
+    /// watermark stays invisible until the watermark passes it.
+    pub async fn set_high_watermark(self: &Rc<Self>, hw: u64) -> Result<(), LogError> {
+        let known = self.state.borrow().known_hw_position(hw);
+        if let Some(pos) = known {
+            self.state.borrow_mut().set_high_watermark(hw, pos);
+            self.wake_readers();
+            return Ok(());
+        }
+        // Written before a restart: find the batch by its header.
+        let _guard = self.append_lock.lock().await;
+        let (file, base, from, size) = {
+            let st = self.state.borrow();
+            let i = st.segment_index_for(hw);
+            let s = st.segment(i);
+            let rel = s.relative(hw).unwrap_or(0);
+            let from = s.index.floor(rel).map_or(0, |(_, p)| p as u64);
+            (s.file.clone(), s.base_offset, from, s.size)
+        };
+        let path = self.path(base, LOG_SUFFIX);
+        let found = scan_headers(&file, from, size, |h| h.last_offset() as u64 >= hw)
+            .await
+            .map_err(io_err(&path))?;
+        let pos = match found {
+            Some(h) if h.base_offset as u64 == hw => Some((base, h.position)),
+            Some(h) => {
+                return Err(LogError::NotAtOffset {
+                    expected: hw,
+                    log_end: h.base_offset as u64,
+                })
+            }
+            None => None,
+        };
+        self.state.borrow_mut().set_high_watermark(hw, pos);
+        self.wake_readers();
+        Ok(())
+    }
+
     /// Run time-based flushing; call periodically (the shard does).
     pub fn tick(self: &Rc<Self>) {
         self.maybe_flush();
@@ -673,7 +718,7 @@ impl<S: Storage> PartitionLog<S> {
     /// log changes in a way a reader must look at (truncation, deletion).
     /// Callers put their own deadline on it.
     pub async fn wait_for_data(&self, offset: u64) {
-        if self.log_end_offset() > offset || self.failed.borrow().is_some() {
+        if self.visible_end() > offset || self.failed.borrow().is_some() {
             return;
         }
         let (tx, rx) = flume::bounded(1);

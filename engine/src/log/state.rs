@@ -179,6 +179,16 @@ pub struct LogState<F> {
     /// replicated log sets its committed offset here, as Kafka's cleaner
     /// stops at the high watermark). `None`: no limit.
     compaction_limit: Option<u64>,
+    /// A replicated log's high watermark: readers see only offsets below
+    /// it. `None`: everything written is visible.
+    high_watermark: Option<u64>,
+    /// Where the batch starting at the high watermark lies (segment base,
+    /// position), when that batch is written: reads of that segment stop
+    /// there.
+    hw_position: Option<(u64, u64)>,
+    /// Batches written at or above the high watermark: (base offset,
+    /// segment base, position), so moving the watermark needs no I/O.
+    above_hw: VecDeque<(u64, u64, u64)>,
 }
 
 impl<F: Clone> LogState<F> {
@@ -198,6 +208,44 @@ impl<F: Clone> LogState<F> {
             generation: 0,
             producers: ProducerStates::new(),
             compaction_limit: None,
+            high_watermark: None,
+            hw_position: None,
+            above_hw: VecDeque::new(),
+        }
+    }
+
+    /// Offsets readers may see end here (the high watermark of a
+    /// replicated log, else the log end).
+    pub fn visible_end(&self) -> u64 {
+        let end = self.log_end_offset();
+        self.high_watermark.map_or(end, |hw| hw.min(end))
+    }
+
+    pub fn high_watermark(&self) -> Option<u64> {
+        self.high_watermark
+    }
+
+    /// Where the batch at `hw` starts, if that is known without I/O:
+    /// `Some(None)` when nothing is written at or past `hw` (no cap),
+    /// `Some(Some((segment base, position)))`, or `None` (written before a
+    /// restart: the caller scans for it).
+    pub fn known_hw_position(&self, hw: u64) -> Option<Option<(u64, u64)>> {
+        if hw >= self.log_end_offset() {
+            return Some(None);
+        }
+        self.above_hw
+            .iter()
+            .find(|b| b.0 == hw)
+            .map(|&(_, seg, pos)| Some((seg, pos)))
+    }
+
+    /// Move the high watermark (a batch boundary) with the position of the
+    /// batch starting there (`None`: none is written yet).
+    pub fn set_high_watermark(&mut self, hw: u64, position: Option<(u64, u64)>) {
+        self.high_watermark = Some(hw);
+        self.hw_position = position;
+        while self.above_hw.front().is_some_and(|b| b.0 < hw) {
+            self.above_hw.pop_front();
         }
     }
 
@@ -437,6 +485,20 @@ impl<F: Clone> LogState<F> {
     /// The bytes of `plan` are written: make them visible.
     pub fn commit_append(&mut self, plan: &AppendPlan) {
         let interval = self.config.index_interval_bytes;
+        let hw = self.high_watermark;
+        let seg_base = self.active().base_offset;
+        let mut pos = plan.position;
+        for h in &plan.headers {
+            if hw.is_some_and(|hw| h.base_offset as u64 >= hw) {
+                self.above_hw.push_back((h.base_offset as u64, seg_base, pos));
+            }
+            pos += h.size() as u64;
+        }
+        // The first batch written at the high watermark is where readers
+        // stop until it commits.
+        if hw == Some(plan.base_offset) && self.hw_position.is_none() && !plan.headers.is_empty() {
+            self.hw_position = Some((seg_base, plan.position));
+        }
         let seg = self.active_mut();
         let mut pos = plan.position;
         for h in &plan.headers {
@@ -494,6 +556,9 @@ impl<F: Clone> LogState<F> {
                 log_end: end,
             });
         }
+        if offset >= self.visible_end() {
+            return Ok(Locate::AtEnd);
+        }
         let i = self.segments.partition_point(|s| s.base_offset <= offset);
         let mut i = i.saturating_sub(1);
         // An offset past a segment's last batch (a gap, or an empty
@@ -543,12 +608,17 @@ impl<F: Clone> LogState<F> {
         if seg.version != plan.segment_version {
             return None;
         }
+        // A replicated log shows this segment only up to the high watermark.
+        let seg_size = match self.hw_position {
+            Some((b, p)) if b == seg.base_offset => p.min(seg.size),
+            _ => seg.size,
+        };
         let mut start = None;
         let mut end = 0u64;
         for (at, h) in batch::headers(window).chain(partial_last(window)) {
             let pos = plan.scan_pos + at as u64;
             let batch_end = pos + h.size() as u64;
-            if batch_end > seg.size {
+            if batch_end > seg_size {
                 break;
             }
             match start {
@@ -565,9 +635,9 @@ impl<F: Clone> LogState<F> {
         // Extend through whole batches the window did not show, using known
         // batch boundaries: index positions and the segment end.
         let limit = start.saturating_add(max_bytes);
-        if seg.size <= limit {
-            end = end.max(seg.size);
-        } else if let Some(p) = seg.index.floor_position(limit, end) {
+        if seg_size <= limit {
+            end = end.max(seg_size);
+        } else if let Some(p) = seg.index.floor_position(limit.min(seg_size), end) {
             end = p;
         }
         Some(FileSlice {
@@ -740,7 +810,15 @@ impl<F: Clone> LogState<F> {
         self.durable_end = self.durable_end.min(next_offset);
         self.generation += 1;
         self.producers.truncate(next_offset);
+        self.above_hw.retain(|b| b.0 < next_offset);
+        self.forget_hw_position_at_or_above(next_offset);
         gone
+    }
+
+    fn forget_hw_position_at_or_above(&mut self, offset: u64) {
+        if self.high_watermark.is_some_and(|hw| hw >= offset) {
+            self.hw_position = None;
+        }
     }
 
     /// Replace every segment by one empty segment (truncation to before the
@@ -751,6 +829,11 @@ impl<F: Clone> LogState<F> {
         self.durable_end = segment.base_offset;
         self.generation += 1;
         self.producers.clear();
+        self.above_hw.clear();
+        self.hw_position = None;
+        if let Some(hw) = self.high_watermark.as_mut() {
+            *hw = (*hw).max(segment.base_offset);
+        }
         self.segments.push_back(segment);
         gone
     }

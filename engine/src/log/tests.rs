@@ -1365,3 +1365,43 @@ fn replicated_appends_land_at_their_offsets_and_record_producer_state() {
     let two = [batch(1, 1, 0), batch(1, 1, 0)].concat();
     assert!(block_on(log.append_replicated(4, two, 5)).is_err());
 }
+
+#[test]
+fn readers_see_only_offsets_below_the_high_watermark() {
+    let s = MemStorage::new(1_000);
+    let (log, _) = open(&s, small_config());
+    block_on(log.set_high_watermark(0)).unwrap();
+    // Three batches of 2, 3 and 1 records: offsets 0-1, 2-4, 5.
+    for (base, n) in [(0, 2), (2, 3), (5, 1)] {
+        block_on(log.append_replicated(base, batch(n, 10, 100), 1)).unwrap();
+    }
+    assert_eq!(log.log_end_offset(), 6);
+    assert_eq!(log.visible_end(), 0);
+    assert!(block_on(log.read(0, 1 << 20)).unwrap().is_none());
+    block_on(log.set_high_watermark(2)).unwrap();
+    let seen = |log: &Rc<PartitionLog<MemStorage>>, from| {
+        let b = block_on(log.read_bytes(from, 1 << 20)).unwrap();
+        crate::batch::headers(&b)
+            .map(|(_, h)| (h.base_offset, h.last_offset()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen(&log, 0), vec![(0, 1)]);
+    assert!(block_on(log.read(2, 1 << 20)).unwrap().is_none());
+    block_on(log.set_high_watermark(6)).unwrap();
+    assert_eq!(seen(&log, 0), vec![(0, 1), (2, 4), (5, 5)]);
+    // A batch appended at the watermark stays hidden until it commits.
+    block_on(log.append_replicated(6, batch(2, 10, 100), 1)).unwrap();
+    assert_eq!(seen(&log, 0).len(), 3);
+    // After a restart the watermark's batch is found on disk.
+    block_on(log.close()).unwrap();
+    let (log, _) = open(&s, small_config());
+    assert_eq!(log.visible_end(), 8, "no watermark set: everything visible");
+    block_on(log.set_high_watermark(2)).unwrap();
+    assert_eq!(seen(&log, 0), vec![(0, 1)]);
+    // A watermark inside a batch is refused.
+    assert!(block_on(log.set_high_watermark(3)).is_err());
+    // Truncating above the watermark keeps what is visible.
+    block_on(log.truncate_to(5)).unwrap();
+    block_on(log.set_high_watermark(5)).unwrap();
+    assert_eq!(seen(&log, 0), vec![(0, 1), (2, 4)]);
+}

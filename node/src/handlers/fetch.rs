@@ -130,9 +130,9 @@ async fn read_all(ctx: &Ctx, wants: &[Want], max_bytes: u64) -> Vec<Got> {
         let offset = w.offset as u64;
         let res = ctx
             .with_log(tp, move |log| async move {
-                let hw = log.log_end_offset() as i64;
+                let hw = log.visible_end() as i64;
                 let start = log.log_start_offset() as i64;
-                let r = if limit == 0 && offset < log.log_end_offset() {
+                let r = if limit == 0 && offset < log.visible_end() {
                     Ok(None)
                 } else {
                     log.read(offset, limit.max(1)).await

@@ -43,7 +43,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             let res = ctx
                 .with_log(&tp, move |log| async move {
                     match ts {
-                        LATEST => Ok(Some((log.log_end_offset() as i64, -1))),
+                        LATEST => Ok(Some((log.visible_end() as i64, -1))),
                         EARLIEST => Ok(Some((log.log_start_offset() as i64, -1))),
                         MAX_TIMESTAMP => log
                             .max_timestamp_offset()
