@@ -5,6 +5,7 @@
 //! simulator (`node/tests/raft_sim.rs`) and on the shards.
 
 pub mod entry;
+pub mod group;
 pub mod replica;
 pub mod store;
 

@@ -1,0 +1,408 @@
+//! Runs one Raft group on the shard that owns its log: the I/O half of
+//! [`Replica`]. A task per group takes inputs (peer messages, proposals)
+//! from a channel any thread may send to, ticks the replica, and carries
+//! out each `Ready` against the partition log: appends (all of a `Ready`
+//! in one combined write), truncations, the Raft state file, the fsync,
+//! then `synced`. While it waits on the disk, inputs queue, so the next
+//! `Ready` carries them all: group commit.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use odradek_engine::batch::BatchHeader;
+use odradek_engine::log::LogError;
+use odradek_engine::shard::Log;
+use raft::eraftpb::Message;
+
+use super::replica::{Acks, ReplicaError};
+use super::store::{LogStore, LogWrite, RaftMeta, RecoverError};
+use super::{ProduceError, Replica, ReplicaConfig, Role};
+
+/// The Raft state file in a partition's directory.
+pub const META_FILE: &str = "raft-state.json";
+
+/// Where a group's messages go: the transport (or a test's router).
+pub trait Outbox: 'static {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// What the rest of the broker may read about a group without a round
+/// trip to its shard (Metadata, produce routing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub role: Option<Role>,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    pub isr: Vec<u64>,
+    pub high_watermark: u64,
+    pub log_end: u64,
+}
+
+/// A proposal's answer: base and last offset.
+pub type ProposeResult = Result<(u64, u64), ProduceError>;
+
+enum Input {
+    Step(Message),
+    Propose {
+        batch: Bytes,
+        acks: Acks,
+        min_insync: usize,
+        reply: flume::Sender<ProposeResult>,
+    },
+    Stop,
+}
+
+/// A handle to a running group: `Send + Clone`, usable from any shard or
+/// the transport's thread.
+#[derive(Clone)]
+pub struct GroupHandle {
+    tx: flume::Sender<Input>,
+    status: Arc<Mutex<GroupStatus>>,
+}
+
+impl GroupHandle {
+    /// A message from a peer (dropped if the group stopped).
+    pub fn step(&self, m: Message) {
+        let _ = self.tx.send(Input::Step(m));
+    }
+
+    /// Propose a producer's batch; resolves when `acks` is satisfied.
+    pub async fn propose(&self, batch: Bytes, acks: Acks, min_insync: usize) -> ProposeResult {
+        let (reply, rx) = flume::bounded(1);
+        let gone = || ProduceError::NotLeader { leader: None };
+        self.tx
+            .send(Input::Propose {
+                batch,
+                acks,
+                min_insync,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        rx.recv_async().await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn stop(&self) {
+        let _ = self.tx.send(Input::Stop);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("partition log: {0}")]
+    Log(#[from] LogError),
+    #[error("raft state file {path}: {reason}")]
+    Meta { path: PathBuf, reason: String },
+    #[error("recovering the raft log: {0}")]
+    Recover(#[from] RecoverError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+/// Read the Raft state persisted beside the log, or start one for
+/// `voters` when there is none (a new replica).
+pub fn load_meta(dir: &Path, voters: &[u64], log_start: u64) -> Result<RaftMeta, GroupError> {
+    let path = dir.join(META_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| GroupError::Meta {
+            path,
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(RaftMeta::new(voters.to_vec(), log_start))
+        }
+        Err(e) => Err(GroupError::Meta {
+            path,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The batches of `log` from `from` to its end, as (offset, epoch, bytes).
+pub async fn read_batches(
+    log: &Rc<Log>,
+    mut from: u64,
+    to: u64,
+) -> Result<Vec<(u64, u64, Bytes)>, LogError> {
+    let mut out = Vec::new();
+    while from < to.min(log.log_end_offset()) {
+        let bytes = log.read_bytes(from, 1 << 20).await?;
+        if bytes.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let Ok(h) = BatchHeader::parse(&bytes[at..]) else {
+                break;
+            };
+            let end = at + h.size();
+            if end > bytes.len() || h.base_offset as u64 >= to {
+                break;
+            }
+            out.push((
+                h.base_offset as u64,
+                h.partition_leader_epoch.max(0) as u64,
+                bytes.slice(at..end),
+            ));
+            from = h.last_offset() as u64 + 1;
+            at = end;
+        }
+    }
+    Ok(out)
+}
+
+/// Open a group over `log` (recovering its Raft state from the log and
+/// the state file) and spawn its task on the current (owner) shard.
+pub async fn start(
+    cfg: ReplicaConfig,
+    voters: Vec<u64>,
+    log: Rc<Log>,
+    outbox: Rc<dyn Outbox>,
+    tick: Duration,
+) -> Result<GroupHandle, GroupError> {
+    let meta = load_meta(log.dir(), &voters, log.log_start_offset())?;
+    let batches = read_batches(&log, meta.anchor.offset, u64::MAX).await?;
+    let (store, lost) = LogStore::recover(&meta, batches)?;
+    if let Some(commit) = lost {
+        tracing::error!(dir = %log.dir().display(), commit, "raft log lost committed entries; continuing from what the log holds");
+    }
+    let started = Instant::now();
+    let replica = Replica::new(&cfg, store, 0)?;
+    log.set_high_watermark(replica.high_watermark()).await?;
+    let (tx, rx) = flume::unbounded();
+    let status = Arc::new(Mutex::new(GroupStatus::default()));
+    let handle = GroupHandle {
+        tx,
+        status: status.clone(),
+    };
+    let group = Group {
+        replica,
+        log,
+        outbox,
+        rx,
+        status,
+        persisted: meta,
+        started,
+        tick,
+        waiting: Vec::new(),
+        failed: Cell::new(false),
+    };
+    compio::runtime::spawn(group.run()).detach();
+    Ok(handle)
+}
+
+struct Group {
+    replica: Replica,
+    log: Rc<Log>,
+    outbox: Rc<dyn Outbox>,
+    rx: flume::Receiver<Input>,
+    status: Arc<Mutex<GroupStatus>>,
+    /// The Raft state last written to the state file.
+    persisted: RaftMeta,
+    started: Instant,
+    tick: Duration,
+    /// Proposals waiting for their answer: (token, reply).
+    waiting: Vec<(u64, flume::Sender<ProposeResult>)>,
+    failed: Cell<bool>,
+}
+
+impl Group {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick;
+        let mut token = 0u64;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = compio::time::timeout(wait, self.rx.recv_async()).await;
+            let mut inputs = Vec::new();
+            match first {
+                Ok(Ok(i)) => inputs.push(i),
+                Ok(Err(_)) => return, // every handle dropped
+                Err(_) => {}
+            }
+            inputs.extend(self.rx.try_iter());
+            for input in inputs {
+                match input {
+                    Input::Step(m) => self.replica.step(m),
+                    Input::Propose {
+                        batch,
+                        acks,
+                        min_insync,
+                        reply,
+                    } => {
+                        token += 1;
+                        match self.replica.propose(token, acks, min_insync, batch) {
+                            Ok(()) => self.waiting.push((token, reply)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                    Input::Stop => {
+                        self.fail_waiting();
+                        return;
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                let now = self.now_ms();
+                self.replica.tick(now);
+                next_tick = Instant::now() + self.tick;
+            }
+            if let Err(e) = self.drive().await {
+                tracing::error!(dir = %self.log.dir().display(), error = %e, "raft group stopped");
+                self.failed.set(true);
+                self.fail_waiting();
+                return;
+            }
+        }
+    }
+
+    /// Carry out every pending `Ready`.
+    async fn drive(&mut self) -> Result<(), GroupError> {
+        while let Some(rd) = self.replica.ready()? {
+            self.outbox.send(rd.send);
+            let mut last_index = None;
+            let mut appends = Vec::new();
+            for w in rd.writes {
+                match w {
+                    LogWrite::Truncate { offset } => {
+                        self.flush_appends(&mut appends).await?;
+                        self.log.truncate_to(offset).await?;
+                    }
+                    LogWrite::Append {
+                        index,
+                        term,
+                        base_offset,
+                        data,
+                    } => {
+                        appends.push((base_offset, data, term));
+                        last_index = Some(index);
+                    }
+                    LogWrite::Reset { offset } => {
+                        self.flush_appends(&mut appends).await?;
+                        // Snapshots are not sent yet (the Raft log is never
+                        // compacted past a voter); a reset would lose history.
+                        tracing::error!(dir = %self.log.dir().display(), offset, "raft snapshot install is not supported");
+                        return Err(GroupError::Meta {
+                            path: self.log.dir().to_path_buf(),
+                            reason: "snapshot install not supported".into(),
+                        });
+                    }
+                }
+            }
+            self.flush_appends(&mut appends).await?;
+            if let Some(i) = last_index {
+                self.replica.written(i);
+                self.answer();
+            }
+            if let Some(meta) = rd.meta {
+                self.persist_meta(meta).await?;
+            }
+            self.log.flush().await?;
+            self.replica.synced(rd.number);
+            self.outbox.send(rd.send_after_sync);
+            if let Some(req) = rd.fetch {
+                let batches = read_batches(&self.log, req.from_offset, req.to_offset).await?;
+                self.replica.entries_fetched(&req, batches);
+            }
+            let hw = self.replica.high_watermark();
+            if self.log.visible_end() != hw.min(self.log.log_end_offset()) {
+                self.log.set_high_watermark(hw).await?;
+            }
+            self.answer();
+            self.publish();
+        }
+        self.answer();
+        self.publish();
+        Ok(())
+    }
+
+    /// Write queued appends together (the engine combines them into one
+    /// vectored write, in order).
+    async fn flush_appends(&self, appends: &mut Vec<(u64, Bytes, u64)>) -> Result<(), GroupError> {
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let futs = appends
+            .drain(..)
+            .map(|(base, data, term)| self.log.append_replicated(base, data, term as i32));
+        for r in futures_util::future::join_all(futs).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Term, vote, voters and anchor must be durable before the messages
+    /// that depend on them go out; the commit index alone may lag (Raft
+    /// recovers it), so a state that differs only there is not written.
+    async fn persist_meta(&mut self, meta: RaftMeta) -> Result<(), GroupError> {
+        let same_but_commit = RaftMeta {
+            commit: self.persisted.commit,
+            ..meta.clone()
+        } == self.persisted;
+        if same_but_commit {
+            return Ok(());
+        }
+        let path = self.log.dir().join(META_FILE);
+        let bytes = serde_json::to_vec(&meta).map_err(|e| GroupError::Meta {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let p = path.clone();
+        compio::runtime::spawn_blocking(move || crate::durable::replace_file(&p, &bytes))
+            .await
+            .map_err(|_| GroupError::Meta {
+                path: path.clone(),
+                reason: "writer panicked".into(),
+            })?
+            .map_err(|e| GroupError::Meta {
+                path,
+                reason: e.to_string(),
+            })?;
+        self.persisted = meta;
+        Ok(())
+    }
+
+    fn answer(&mut self) {
+        for c in self.replica.take_completions() {
+            if let Some(i) = self.waiting.iter().position(|(t, _)| *t == c.token) {
+                let (_, reply) = self.waiting.swap_remove(i);
+                let _ = reply.send(c.result);
+            }
+        }
+    }
+
+    fn fail_waiting(&mut self) {
+        for (_, reply) in self.waiting.drain(..) {
+            let _ = reply.send(Err(ProduceError::NotLeader { leader: None }));
+        }
+    }
+
+    fn publish(&self) {
+        let r = &self.replica;
+        let s = GroupStatus {
+            role: Some(r.role()),
+            leader: r.leader(),
+            term: r.term(),
+            voters: r.voters(),
+            isr: r.isr(),
+            high_watermark: r.high_watermark(),
+            log_end: r.log_end_offset(),
+        };
+        if let Ok(mut g) = self.status.lock() {
+            *g = s;
+        }
+    }
+}
