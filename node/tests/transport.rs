@@ -53,11 +53,12 @@ fn msg(from: u64, to: u64, seq: u64) -> Message {
     m.to = to;
     m.term = 3;
     m.index = seq;
-    let mut e = Entry::default();
-    e.index = seq + 1;
-    e.term = 3;
-    e.data = Bytes::from(format!("entry {seq} from {from}"));
-    m.entries.push(e);
+    m.entries.push(Entry {
+        index: seq + 1,
+        term: 3,
+        data: Bytes::from(format!("entry {seq} from {from}")),
+        ..Default::default()
+    });
     m
 }
 
@@ -204,13 +205,11 @@ fn assert_closed(mut stream: TcpStream, what: &str) {
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let mut buf = [0u8; 64];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => panic!("{what}: the listener wrote {n} bytes"),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("{what}: not closed: {e}"),
-        }
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: the listener wrote {n} bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: not closed: {e}"),
     }
 }
 

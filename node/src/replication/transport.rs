@@ -1104,11 +1104,12 @@ mod tests {
         m.term = term;
         m.index = term * 3;
         if !data.is_empty() {
-            let mut e = Entry::default();
-            e.index = m.index + 1;
-            e.term = term;
-            e.data = Bytes::copy_from_slice(data);
-            m.entries.push(e);
+            m.entries.push(Entry {
+                index: m.index + 1,
+                term,
+                data: Bytes::copy_from_slice(data),
+                ..Default::default()
+            });
         }
         m
     }
@@ -1246,10 +1247,11 @@ mod tests {
                 m.commit = commit;
                 m.reject = reject;
                 for (i, d) in entries.into_iter().enumerate() {
-                    let mut e = Entry::default();
-                    e.index = i as u64 + 1;
-                    e.data = Bytes::from(d);
-                    m.entries.push(e);
+                    m.entries.push(Entry {
+                        index: i as u64 + 1,
+                        data: Bytes::from(d),
+                        ..Default::default()
+                    });
                 }
                 m
             })
