@@ -124,7 +124,10 @@ fn messages_of_several_groups_flow_both_ways_in_order() {
     // One connection per direction: exactly what was sent, in order.
     assert_eq!(got_b, sent_ab);
     assert_eq!(got_a, sent_ba);
-    assert_eq!(a.send(9, GroupId::Controller, msg(1, 9, 0)), Err(SendError::UnknownPeer(9)));
+    assert_eq!(
+        a.send(9, GroupId::Controller, msg(1, 9, 0)),
+        Err(SendError::UnknownPeer(9))
+    );
     let (sa, sb) = (a.stats(), b.stats());
     assert_eq!(sa.messages_sent, 160);
     assert_eq!(sb.messages_received, 160);
@@ -157,7 +160,10 @@ fn a_peer_that_starts_later_is_reached() {
     // Nobody listens on b_addr yet.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !a.unreachable_peers().contains(&2) {
-        assert!(Instant::now() < deadline, "peer 2 never reported unreachable");
+        assert!(
+            Instant::now() < deadline,
+            "peer 2 never reported unreachable"
+        );
         let _ = a.send(2, GroupId::Controller, msg(1, 2, 0));
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -228,8 +234,14 @@ fn bad_input_closes_only_that_connection() {
     let hello = encode_hello(CLUSTER, 2).unwrap();
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
-        ("wrong cluster id", encode_hello("other-cluster", 2).unwrap().to_vec()),
-        ("unknown node id", encode_hello(CLUSTER, 77).unwrap().to_vec()),
+        (
+            "wrong cluster id",
+            encode_hello("other-cluster", 2).unwrap().to_vec(),
+        ),
+        (
+            "unknown node id",
+            encode_hello(CLUSTER, 77).unwrap().to_vec(),
+        ),
     ];
     let mut v9 = MAGIC.to_vec();
     v9.extend_from_slice(&9u16.to_be_bytes());
@@ -253,7 +265,8 @@ fn bad_input_closes_only_that_connection() {
     assert_closed(raw(addr, b"OD"), "silent");
     // The listener and the real peer's connection are unaffected.
     for seq in 0..10 {
-        b.send(1, GroupId::partition("orders", 0), msg(2, 1, seq)).unwrap();
+        b.send(1, GroupId::partition("orders", 0), msg(2, 1, seq))
+            .unwrap();
         a.send(2, GroupId::Controller, msg(1, 2, seq)).unwrap();
     }
     assert_eq!(recv_n(&a_rx, 10, Duration::from_secs(3)).len(), 10);

@@ -221,7 +221,13 @@ pub fn decode_hello(buf: &[u8]) -> Result<Option<(Hello, usize)>, WireError> {
     if node_id == 0 {
         return Err(WireError::NodeIdZero);
     }
-    Ok(Some((Hello { cluster_id, node_id }, total)))
+    Ok(Some((
+        Hello {
+            cluster_id,
+            node_id,
+        },
+        total,
+    )))
 }
 
 /// Read a frame header from the start of `buf`: `Ok(None)` while fewer
@@ -312,7 +318,9 @@ impl BatchEncoder {
             // compute_size and the write disagree: never send a frame
             // whose lengths lie.
             self.buf.truncate(before);
-            return Err(WireError::Protobuf(format!("encoded {wrote} bytes, sized {size}")));
+            return Err(WireError::Protobuf(format!(
+                "encoded {wrote} bytes, sized {size}"
+            )));
         }
         self.count += 1;
         Ok(true)
@@ -621,7 +629,8 @@ impl Transport {
         on_unreachable: Option<OnUnreachable>,
     ) -> io::Result<Self> {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
-        let hello = encode_hello(&cfg.cluster_id, cfg.node_id).map_err(|e| invalid(e.to_string()))?;
+        let hello =
+            encode_hello(&cfg.cluster_id, cfg.node_id).map_err(|e| invalid(e.to_string()))?;
         if cfg.peers.contains_key(&cfg.node_id) || cfg.peers.contains_key(&0) {
             return Err(invalid("peers must not contain this node or node 0".into()));
         }
@@ -937,11 +946,11 @@ async fn peer_writer(
         let frame = enc.finish();
         let len = frame.len() as u64;
         let Some(cn) = conn.as_mut() else { continue };
-        let res = match compio::time::timeout(sh.cfg.write_timeout, cn.stream.write_all(frame)).await
-        {
-            Ok(BufResult(res, _)) => res,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        };
+        let res =
+            match compio::time::timeout(sh.cfg.write_timeout, cn.stream.write_all(frame)).await {
+                Ok(BufResult(res, _)) => res,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            };
         match res {
             Ok(()) => {
                 add(&c.frames_sent, 1);
@@ -994,7 +1003,9 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
                 let open = open.clone();
                 compio::runtime::spawn(async move {
                     match serve_inbound(&sh, stream).await {
-                        Ok(from) => tracing::debug!(%peer, from, "inbound transport connection closed"),
+                        Ok(from) => {
+                            tracing::debug!(%peer, from, "inbound transport connection closed")
+                        }
                         Err(InboundError::Io(e)) => {
                             tracing::debug!(%peer, "inbound transport connection lost: {e}")
                         }
@@ -1028,10 +1039,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> i
     Ok(res? > 0)
 }
 
-async fn read_hello(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<Hello, InboundError> {
+async fn read_hello(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Hello, InboundError> {
     loop {
         if let Some((hello, n)) = decode_hello(buf)? {
             let _ = buf.split_to(n);
@@ -1138,12 +1146,21 @@ mod tests {
         let h = encode_hello("cluster-a", 7).unwrap();
         let (hello, n) = decode_hello(&h).unwrap().unwrap();
         assert_eq!(n, h.len());
-        assert_eq!(hello, Hello { cluster_id: "cluster-a".into(), node_id: 7 });
+        assert_eq!(
+            hello,
+            Hello {
+                cluster_id: "cluster-a".into(),
+                node_id: 7
+            }
+        );
         // Every strict prefix asks for more.
         for i in 0..h.len() {
             assert_eq!(decode_hello(&h[..i]).unwrap(), None, "prefix {i}");
         }
-        assert!(matches!(decode_hello(b"GET / HTTP/1.1"), Err(WireError::BadMagic(_))));
+        assert!(matches!(
+            decode_hello(b"GET / HTTP/1.1"),
+            Err(WireError::BadMagic(_))
+        ));
         assert!(matches!(decode_hello(b"OD!"), Err(WireError::BadMagic(_))));
         let mut v2 = h.to_vec();
         v2[5] = 2;
@@ -1151,7 +1168,10 @@ mod tests {
         let mut long = h.to_vec();
         long[6] = 0xff;
         long[7] = 0xff;
-        assert_eq!(decode_hello(&long[..8]), Err(WireError::ClusterIdTooLong(0xffff)));
+        assert_eq!(
+            decode_hello(&long[..8]),
+            Err(WireError::ClusterIdTooLong(0xffff))
+        );
         let mut bad = h.to_vec();
         bad[8] = 0xff;
         assert_eq!(decode_hello(&bad), Err(WireError::Utf8("cluster id")));
@@ -1162,14 +1182,23 @@ mod tests {
     #[test]
     fn frame_header_is_checked_before_the_payload() {
         assert_eq!(decode_frame_header(&[0, 0], 100), Ok(None));
-        assert_eq!(decode_frame_header(&[0, 0, 0, 0], 100), Err(WireError::EmptyFrame));
+        assert_eq!(
+            decode_frame_header(&[0, 0, 0, 0], 100),
+            Err(WireError::EmptyFrame)
+        );
         // Too large is known from the length alone.
         assert_eq!(
             decode_frame_header(&[0xff, 0xff, 0xff, 0xff], 100),
-            Err(WireError::FrameTooLarge { size: u32::MAX as usize, max: 100 })
+            Err(WireError::FrameTooLarge {
+                size: u32::MAX as usize,
+                max: 100
+            })
         );
         assert_eq!(decode_frame_header(&[0, 0, 0, 9], 100), Ok(None));
-        assert_eq!(decode_frame_header(&[0, 0, 0, 9, 7], 100), Err(WireError::UnknownKind(7)));
+        assert_eq!(
+            decode_frame_header(&[0, 0, 0, 9, 7], 100),
+            Err(WireError::UnknownKind(7))
+        );
         assert_eq!(decode_frame_header(&[0, 0, 0, 9, 1], 100), Ok(Some((1, 8))));
     }
 
@@ -1177,17 +1206,31 @@ mod tests {
     fn counts_and_lengths_beyond_the_payload_are_refused() {
         // A huge count in a tiny payload: refused, nothing allocated.
         let p = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0]);
-        assert!(matches!(decode_raft_batch(&p), Err(WireError::Overrun { what: "batch count", .. })));
+        assert!(matches!(
+            decode_raft_batch(&p),
+            Err(WireError::Overrun {
+                what: "batch count",
+                ..
+            })
+        ));
         // A message length beyond the payload.
         let p = Bytes::from_static(&[0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(decode_raft_batch(&p), Err(WireError::Overrun { what: "message length", .. })));
+        assert!(matches!(
+            decode_raft_batch(&p),
+            Err(WireError::Overrun {
+                what: "message length",
+                ..
+            })
+        ));
         // A topic length beyond the cap.
         let p = Bytes::from_static(&[0, 0, 0, 1, 1, 0xff, 0xff, 0, 0, 0, 0]);
         assert_eq!(decode_raft_batch(&p), Err(WireError::TopicTooLong(0xffff)));
         // Unknown tag, negative partition, trailing bytes, bad protobuf.
         let p = Bytes::from_static(&[0, 0, 0, 1, 9, 0, 0, 0, 0]);
         assert_eq!(decode_raft_batch(&p), Err(WireError::UnknownGroup(9)));
-        let p = Bytes::from_static(&[0, 0, 0, 1, 1, 0, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        let p = Bytes::from_static(&[
+            0, 0, 0, 1, 1, 0, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
         assert_eq!(decode_raft_batch(&p), Err(WireError::NegativePartition(-1)));
         let p = Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 42]);
         assert_eq!(decode_raft_batch(&p), Err(WireError::Trailing(1)));
@@ -1207,7 +1250,10 @@ mod tests {
         assert!(n >= 2, "{n}");
         let frame = enc.finish();
         assert!(frame.len() - 4 <= max);
-        assert_eq!(decode_raft_batch(&payload_of(&frame, max)).unwrap().len(), n);
+        assert_eq!(
+            decode_raft_batch(&payload_of(&frame, max)).unwrap().len(),
+            n
+        );
         // A message that fits no frame is an error, not an endless carry.
         let big = msg(2, 1, 1, &[7u8; 2000]);
         assert!(matches!(
