@@ -8,6 +8,7 @@ pub mod entry;
 pub mod group;
 pub mod replica;
 pub mod store;
+pub mod transport;
 
 pub use replica::{Completion, ProduceError, Replica, ReplicaConfig, Role};
 pub use store::{Anchor, FetchRequest, LogStore, LogWrite, RaftMeta};
