@@ -25,11 +25,21 @@ pub struct Broker {
     pub groups: crate::groups::Coordinator,
     /// InitProducerId's allocator.
     pub producer_ids: crate::producer_ids::ProducerIds,
+    /// Set when this broker is one of a cluster (`controller.quorum.voters`):
+    /// topics are replicated and decided by the controller.
+    pub cluster: Option<Arc<crate::cluster::runtime::Cluster>>,
 }
 
 impl Broker {
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// This broker's cluster, and `topic` is one it replicates.
+    pub fn replicated(&self, topic: &str) -> Option<&Arc<crate::cluster::runtime::Cluster>> {
+        self.cluster
+            .as_ref()
+            .filter(|c| c.topic(topic).is_some())
     }
 }
 

@@ -74,6 +74,11 @@ pub const SETTINGS: &[&str] = &[
     "log.cleaner.min.cleanable.ratio",
     "log.cleaner.min.compaction.lag.ms",
     "log.cleaner.backoff.ms",
+    "controller.quorum.voters",
+    "cluster.brokers",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "replica.lag.time.max.ms",
 ];
 
 /// Everything the broker needs to start.
@@ -136,6 +141,20 @@ pub struct BrokerConfig {
     /// `metrics.listener`: where `/metrics` and `/health` are served
     /// (`none` turns them off).
     pub metrics_listener: Option<SocketAddr>,
+    /// `controller.quorum.voters` (`1@host:port,2@host:port,...`): every
+    /// broker of a cluster and the address its inter-broker Raft transport
+    /// listens on. Empty: a single broker without replication.
+    pub voters: BTreeMap<u64, SocketAddr>,
+    /// `cluster.brokers` (`1@host:port,...`): the address clients reach
+    /// each broker at (what Metadata lists); defaults to the voters' hosts
+    /// with this broker's advertised port for itself only.
+    pub cluster_brokers: BTreeMap<u64, (String, u16)>,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`: acks=all needs this many in the ISR.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -172,8 +191,38 @@ impl Default for BrokerConfig {
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_ms: 600_000,
             metrics_listener: Some("127.0.0.1:9644".parse().expect("valid default")),
+            voters: BTreeMap::new(),
+            cluster_brokers: BTreeMap::new(),
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
         }
     }
+}
+
+/// `1@host:port,2@host:port`: node ids and addresses.
+fn parse_id_addresses(key: &str, v: &str) -> Result<BTreeMap<u64, (String, u16)>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item.split_once('@').ok_or_else(|| ConfigError::Invalid {
+            key: key.into(),
+            why: format!("`{item}`: expected ID@HOST:PORT"),
+        })?;
+        let id: u64 = parse_num(key, id)?;
+        if id == 0 {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                why: "node ids of a cluster start at 1".into(),
+            });
+        }
+        if out.insert(id, parse_listener(key, addr)?).is_some() {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                why: format!("node {id} is listed twice"),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -327,6 +376,31 @@ impl BrokerConfig {
                 }
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v)?,
+            "controller.quorum.voters" => {
+                let mut voters = BTreeMap::new();
+                for (id, (h, p)) in parse_id_addresses(key, v)? {
+                    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), p))
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| invalid(format!("cannot resolve `{h}:{p}`")))?;
+                    voters.insert(id, addr);
+                }
+                self.voters = voters;
+            }
+            "cluster.brokers" => self.cluster_brokers = parse_id_addresses(key, v)?,
+            "default.replication.factor" => {
+                self.default_replication_factor = parse_num(key, v)?;
+                if self.default_replication_factor < 1 {
+                    return Err(invalid("must be >= 1".into()));
+                }
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = parse_num(key, v)?;
+                if self.min_insync_replicas < 1 {
+                    return Err(invalid("must be >= 1".into()));
+                }
+            }
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_num(key, v)?,
             "group.min.session.timeout.ms" => {
                 self.group_min_session_timeout_ms = parse_num(key, v)?
             }

@@ -196,7 +196,9 @@ type ConfigChange<'a> =
 pub struct Registry {
     current: ArcSwap<Topics>,
     write: Mutex<()>,
-    path: PathBuf,
+    /// `None`: not persisted (a cluster member rebuilds its topics from
+    /// the controller log).
+    path: Option<PathBuf>,
 }
 
 const FILE: &str = "topics.json";
@@ -219,8 +221,34 @@ impl Registry {
         Ok(Self {
             current: ArcSwap::from_pointee(topics),
             write: Mutex::new(()),
-            path,
+            path: Some(path),
         })
+    }
+
+    /// An empty registry kept in memory only.
+    pub fn in_memory() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Topics::default()),
+            write: Mutex::new(()),
+            path: None,
+        }
+    }
+
+    /// Put `meta` in as it is (the controller decided it), replacing a
+    /// topic of that name.
+    pub fn install(&self, meta: TopicMeta) {
+        let _ = self.update(|t| {
+            t.topics.insert(meta.name.clone(), Arc::new(meta));
+            Ok(())
+        });
+    }
+
+    /// Drop a topic the controller deleted.
+    pub fn remove(&self, name: &str) {
+        let _ = self.update(|t| {
+            t.topics.remove(name);
+            Ok(())
+        });
     }
 
     pub fn snapshot(&self) -> Arc<Topics> {
@@ -228,14 +256,17 @@ impl Registry {
     }
 
     fn persist(&self, topics: &Topics) -> Result<(), AdminError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let io = |e: std::io::Error| {
             AdminError::new(
                 ResponseError::KafkaStorageError,
-                format!("writing {}: {e}", self.path.display()),
+                format!("writing {}: {e}", path.display()),
             )
         };
         let bytes = serde_json::to_vec_pretty(topics).map_err(|e| io(std::io::Error::other(e)))?;
-        crate::durable::replace_file(&self.path, &bytes).map_err(io)
+        crate::durable::replace_file(path, &bytes).map_err(io)
     }
 
     /// Apply `change` to a copy of the topics, persist, publish.

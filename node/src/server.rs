@@ -35,8 +35,17 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Start: recover every partition, then listen on every shard.
     pub fn start(mut config: BrokerConfig, advertised_explicit: bool) -> Result<Self, String> {
-        let registry = Registry::load(&config.log_dir)
-            .map_err(|e| format!("loading topics from {}: {e}", config.log_dir.display()))?;
+        let cluster = crate::cluster::runtime::Cluster::from_config(&config)?;
+        // A cluster member's topics come from the controller log.
+        let registry = match &cluster {
+            Some(_) => {
+                std::fs::create_dir_all(&config.log_dir)
+                    .map_err(|e| format!("creating {}: {e}", config.log_dir.display()))?;
+                Registry::in_memory()
+            }
+            None => Registry::load(&config.log_dir)
+                .map_err(|e| format!("loading topics from {}: {e}", config.log_dir.display()))?,
+        };
         let producer_ids = crate::producer_ids::ProducerIds::load(&config.log_dir)
             .map_err(|e| format!("loading producer ids: {e}"))?;
         let mut shard_cfg = ShardConfig::new(&config.log_dir);
@@ -61,7 +70,11 @@ impl Server {
         }
         let config_limits = config.group_limits();
         let broker = Arc::new(Broker {
-            cluster_id: cluster_id(&config),
+            cluster_id: match &cluster {
+                Some(c) => c.cluster_id.clone(),
+                None => cluster_id(&config),
+            },
+            cluster: cluster.clone(),
             config,
             registry,
             shards: pool.handle(),
@@ -97,6 +110,9 @@ impl Server {
             Ok::<(), String>(())
         })
         .map_err(|e| e.to_string())??;
+        if let Some(c) = &cluster {
+            c.start(&broker)?;
+        }
         for (i, l) in listeners.into_iter().enumerate() {
             let b = broker.clone();
             // The accept loop lives as long as the shard.
@@ -143,6 +159,9 @@ impl Server {
     /// every partition, stop the shards.
     pub fn shutdown(self) {
         self.broker.stopping.store(true, Ordering::Relaxed);
+        if let Some(c) = &self.broker.cluster {
+            c.stop();
+        }
         std::thread::sleep(Duration::from_millis(200));
         self.pool.shutdown();
         tracing::info!("odradek broker stopped");

@@ -19,7 +19,7 @@ use crate::metadata::{self, AdminError};
 pub struct TopicDefaults {
     /// `num.partitions`.
     pub partitions: i32,
-    /// `default.replication.factor` (1 until that setting exists).
+    /// `default.replication.factor`.
     pub replication_factor: i16,
 }
 
@@ -27,7 +27,7 @@ impl From<&BrokerConfig> for TopicDefaults {
     fn from(c: &BrokerConfig) -> Self {
         Self {
             partitions: c.num_partitions,
-            replication_factor: 1,
+            replication_factor: c.default_replication_factor,
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod command;
 pub mod controller;
 pub mod placement;
+pub mod runtime;
 pub mod state;
 
 pub use command::{BrokerId, Command, DecodeError};

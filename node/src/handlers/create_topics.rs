@@ -30,6 +30,7 @@ use crate::protocol::{decode_body, encode_response, FrameError, Request};
 struct Created {
     id: Uuid,
     partitions: i32,
+    replication_factor: i16,
     configs: BTreeMap<String, String>,
 }
 
@@ -59,7 +60,10 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
 }
 
 /// Check a requested topic; the partition count and configs to create.
-fn check(ctx: &Ctx, t: &CreatableTopic) -> Result<(i32, BTreeMap<String, String>), AdminError> {
+fn check(
+    ctx: &Ctx,
+    t: &CreatableTopic,
+) -> Result<(i32, i16, BTreeMap<String, String>), AdminError> {
     let broker = &ctx.broker;
     let name = topic_name(&t.name);
     crate::metadata::refuse_internal(name, "created")?;
@@ -69,8 +73,11 @@ fn check(ctx: &Ctx, t: &CreatableTopic) -> Result<(i32, BTreeMap<String, String>
             "manual replica assignment is not supported yet: leave assignments empty",
         ));
     }
+    let clustered = broker.cluster.is_some();
     match t.replication_factor {
         -1 | 1 => {}
+        // The controller checks it against the live brokers.
+        n if n > 1 && clustered => {}
         n if n < 1 => {
             return Err(AdminError::new(
                 ResponseError::InvalidReplicationFactor,
@@ -110,7 +117,12 @@ fn check(ctx: &Ctx, t: &CreatableTopic) -> Result<(i32, BTreeMap<String, String>
     broker
         .registry
         .validate_new(&broker.config, name, partitions, &configs)?;
-    Ok((partitions, configs))
+    let rf = match t.replication_factor {
+        -1 if clustered => broker.config.default_replication_factor,
+        -1 => 1,
+        n => n,
+    };
+    Ok((partitions, rf, configs))
 }
 
 async fn create_one(
@@ -118,20 +130,22 @@ async fn create_one(
     t: &CreatableTopic,
     validate_only: bool,
 ) -> Result<Created, AdminError> {
-    let (partitions, configs) = check(ctx, t)?;
+    let (partitions, rf, configs) = check(ctx, t)?;
     if validate_only {
         return Ok(Created {
             id: Uuid::nil(),
             partitions,
+            replication_factor: rf,
             configs,
         });
     }
     let name = topic_name(&t.name);
-    let meta = create_topic(ctx, name, partitions, configs).await?;
-    tracing::info!(topic = %name, partitions = meta.partitions, id = %meta.id, "topic created");
+    let meta = create_topic(ctx, name, partitions, rf, configs).await?;
+    tracing::info!(topic = %name, partitions = meta.partitions, replication_factor = rf, id = %meta.id, "topic created");
     Ok(Created {
         id: meta.id,
         partitions: meta.partitions,
+        replication_factor: rf,
         configs: meta.configs.clone(),
     })
 }
@@ -149,7 +163,7 @@ fn result(
             r.error_message = None;
             if version >= 5 {
                 r.num_partitions = c.partitions;
-                r.replication_factor = 1;
+                r.replication_factor = c.replication_factor;
                 r.configs = Some(
                     topic_config_entries(&ctx.broker.config, &c.configs)
                         .into_iter()

@@ -150,6 +150,15 @@ async fn delete_one(ctx: &Ctx, t: &Target) -> (Option<String>, Uuid, Result<(), 
 
 /// Remove a topic's partition logs (files included), then the topic.
 pub async fn delete_topic(ctx: &Ctx, meta: &TopicMeta) -> Result<(), AdminError> {
+    if let Some(c) = ctx.broker.replicated(&meta.name) {
+        // The controller decides; every replica deletes its partitions as
+        // it applies the command.
+        let cmd = c.with_state(|ctl| ctl.delete_topic(&meta.name))?;
+        let (name, id) = (meta.name.clone(), meta.id);
+        return c
+            .submit(cmd, move |s| s.topic(&name).is_none_or(|t| t.meta.id != id))
+            .await;
+    }
     for p in 0..meta.partitions {
         let tp = TopicPartition::new(&meta.name, p);
         delete_partition(ctx, &tp).await.map_err(|why| {

@@ -116,6 +116,22 @@ async fn read_all(ctx: &Ctx, wants: &[Want], max_bytes: u64) -> Vec<Got> {
             });
             continue;
         };
+        // A replicated partition is read from its leader (consumers are
+        // sent there by Metadata; the leader's log shows what is committed).
+        if let Some(c) = ctx.broker.replicated(&tp.topic) {
+            let leads = c
+                .group(tp)
+                .is_some_and(|g| g.status().role == Some(crate::replication::Role::Leader));
+            if !leads {
+                out.push(Got {
+                    error: Some(ResponseError::NotLeaderOrFollower),
+                    high_watermark: -1,
+                    log_start: -1,
+                    slice: None,
+                });
+                continue;
+            }
+        }
         if w.offset < 0 {
             out.push(Got {
                 error: Some(ResponseError::OffsetOutOfRange),

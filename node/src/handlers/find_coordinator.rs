@@ -27,8 +27,21 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         ResponseError::CoordinatorLoadInProgress => "the group coordinator is loading",
         _ => "the group coordinator is not available",
     });
-    let (host, port) = &ctx.broker.config.advertised;
-    let node = ctx.broker.config.node_id;
+    // In a cluster every group lives on one broker: the controller's
+    // leader (the offsets topic is not replicated yet, so a group's offsets
+    // stay on the broker that coordinated it; see docs/replication.md).
+    let mut answer = answer;
+    let ((host, port), node) = match &ctx.broker.cluster {
+        Some(c) => match c.controller_leader().and_then(|l| c.brokers.get(&l).map(|a| (a.clone(), l as i32))) {
+            Some(x) => x,
+            None => {
+                answer = answer.or(Some(ResponseError::CoordinatorNotAvailable));
+                (ctx.broker.config.advertised.clone(), -1)
+            }
+        },
+        None => (ctx.broker.config.advertised.clone(), ctx.broker.config.node_id),
+    };
+    let (host, port) = (&host, &port);
     let fill = |c: &mut Coordinator| match answer {
         None => {
             c.node_id = BrokerId(node);

@@ -35,7 +35,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     match wanted {
         None => {
             for meta in broker.registry.snapshot().topics.values() {
-                topics.push(describe(meta, req.version, broker.config.node_id));
+                topics.push(describe(broker, meta, req.version));
             }
         }
         Some(list) => {
@@ -45,13 +45,29 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         }
     }
     let mut resp = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.config.node_id);
-    b.host = StrBytes::from_string(broker.config.advertised.0.clone());
-    b.port = broker.config.advertised.1 as i32;
-    resp.brokers = vec![b];
+    let entry = |id: i32, host: &str, port: u16| {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(id);
+        b.host = StrBytes::from_string(host.to_string());
+        b.port = port as i32;
+        b
+    };
+    match &broker.cluster {
+        Some(c) => {
+            resp.brokers = c
+                .brokers
+                .iter()
+                .map(|(id, (h, p))| entry(*id as i32, h, *p))
+                .collect();
+            resp.controller_id = BrokerId(c.controller_leader().map_or(-1, |l| l as i32));
+        }
+        None => {
+            let (h, p) = &broker.config.advertised;
+            resp.brokers = vec![entry(broker.config.node_id, h, *p)];
+            resp.controller_id = BrokerId(broker.config.node_id);
+        }
+    }
     resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
-    resp.controller_id = BrokerId(broker.config.node_id);
     resp.topics = topics;
     frame(encode_response(
         ApiKey::Metadata,
@@ -77,11 +93,10 @@ async fn lookup(
     version: i16,
 ) -> MetadataResponseTopic {
     let broker = &ctx.broker;
-    let node = broker.config.node_id;
     let snap = broker.registry.snapshot();
     let Some(name) = name else {
         return match snap.by_id(id) {
-            Some(meta) => describe(meta, version, node),
+            Some(meta) => describe(broker, meta, version),
             None => error_topic(
                 None,
                 id,
@@ -90,7 +105,7 @@ async fn lookup(
         };
     };
     if let Some(meta) = snap.get(&name) {
-        return describe(meta, version, node);
+        return describe(broker, meta, version);
     }
     if let Err(e) = validate_topic_name(&name) {
         return error_topic(Some(name), id, &e);
@@ -99,7 +114,7 @@ async fn lookup(
         // Created the way the coordinator needs it, not with defaults.
         let _ = ctx.broker.groups.ensure(ctx).await;
         if let Some(meta) = broker.registry.snapshot().get(&name) {
-            return describe(meta, version, node);
+            return describe(broker, meta, version);
         }
     }
     if !auto_create {
@@ -109,15 +124,15 @@ async fn lookup(
             &AdminError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"),
         );
     }
-    match create_topic(ctx, &name, broker.config.num_partitions, BTreeMap::new()).await {
+    match create_topic(ctx, &name, broker.config.num_partitions, -1, BTreeMap::new()).await {
         Ok(meta) => {
             tracing::info!(topic = %name, partitions = meta.partitions, "topic auto-created");
-            describe(&meta, version, node)
+            describe(broker, &meta, version)
         }
         // Lost a race with another creator: describe what is there.
         Err(e) if e.code == ResponseError::TopicAlreadyExists => {
             match broker.registry.snapshot().get(&name) {
-                Some(meta) => describe(meta, version, node),
+                Some(meta) => describe(broker, meta, version),
                 None => error_topic(Some(name), id, &e),
             }
         }
@@ -125,13 +140,20 @@ async fn lookup(
     }
 }
 
-/// Create a topic and open its partitions on their owner shards.
+/// Create a topic and open its partitions on their owner shards. In a
+/// cluster the controller decides (placement, `replication_factor`, -1 =
+/// the default) and every replica opens its partitions as it applies the
+/// command; the offsets topic stays local to its coordinator broker.
 pub async fn create_topic(
     ctx: &Ctx,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<TopicMeta>, AdminError> {
+    if let Some(c) = ctx.broker.cluster.as_ref().filter(|_| name != crate::groups::OFFSETS_TOPIC) {
+        return create_replicated(ctx, c, name, partitions, replication_factor, configs).await;
+    }
     let name2 = name.to_string();
     let meta = ctx
         .registry(move |b| b.registry.create(&b.config, &name2, partitions, configs))
@@ -142,12 +164,83 @@ pub async fn create_topic(
     Ok(meta)
 }
 
-/// A topic as Metadata describes it: this node leads every partition.
-pub fn describe(meta: &TopicMeta, _version: i16, node: i32) -> MetadataResponseTopic {
+async fn create_replicated(
+    ctx: &Ctx,
+    c: &crate::cluster::runtime::Cluster,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+) -> Result<Arc<TopicMeta>, AdminError> {
+    use crate::cluster::{Command, NewTopic, Requester};
+    let id = Uuid::new_v4();
+    let cmd = c.with_state(|ctl| {
+        ctl.create_topic(
+            &NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                configs,
+            },
+            id,
+            Requester::Client,
+        )
+    })?;
+    debug_assert!(matches!(cmd, Command::CreateTopic { .. }));
+    c.submit(cmd, |s| s.topic(name).is_some()).await?;
+    let Some(topic) = c.topic(name) else {
+        return Err(AdminError::new(ResponseError::UnknownServerError, "topic vanished"));
+    };
+    if topic.meta.id != id {
+        return Err(AdminError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("topic `{name}` already exists"),
+        ));
+    }
+    // The applier installs it locally right after applying it.
+    for _ in 0..200 {
+        if ctx.broker.registry.snapshot().get(name).is_some() {
+            break;
+        }
+        compio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(Arc::new(topic.meta))
+}
+
+/// A topic as Metadata describes it: a replicated topic as its replicas
+/// know it (leader, epoch = Raft term, replicas, ISR); a local one led by
+/// this node.
+pub fn describe(broker: &crate::broker::Broker, meta: &TopicMeta, _version: i16) -> MetadataResponseTopic {
+    let node = broker.config.node_id;
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));
     t.topic_id = meta.id;
     t.is_internal = meta.name.starts_with("__");
+    if let Some((c, topic)) = broker
+        .cluster
+        .as_ref()
+        .and_then(|c| c.topic(&meta.name).map(|t| (c, t)))
+    {
+        t.partitions = (0..topic.meta.partitions)
+            .map(|p| {
+                let v = c.partition_view(&topic, p);
+                let mut mp = MetadataResponsePartition::default();
+                mp.partition_index = p;
+                match v.leader {
+                    Some(l) => mp.leader_id = BrokerId(l),
+                    None => {
+                        mp.leader_id = BrokerId(-1);
+                        mp.error_code = ResponseError::LeaderNotAvailable.code();
+                    }
+                }
+                mp.leader_epoch = v.epoch;
+                mp.replica_nodes = v.replicas.into_iter().map(BrokerId).collect();
+                mp.isr_nodes = v.isr.into_iter().map(BrokerId).collect();
+                mp
+            })
+            .collect();
+        return t;
+    }
     t.partitions = (0..meta.partitions)
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();

@@ -27,6 +27,8 @@ use crate::protocol::{decode_body, encode_response, FrameError, Request};
 /// Outcome of one partition's append.
 #[derive(Debug, Clone)]
 struct Appended {
+    /// Committed by Raft already when acks=all (replicated partitions).
+    replicated: bool,
     tp: TopicPartition,
     error: Option<ResponseError>,
     base_offset: i64,
@@ -69,6 +71,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         for p in topic.partition_data {
             let tp = TopicPartition::new(&name, p.index);
             let fail = |error| Appended {
+                replicated: false,
                 tp: tp.clone(),
                 error: Some(error),
                 base_offset: -1,
@@ -92,6 +95,38 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             };
             let ctx2 = ctx.clone();
             let bytes = records.len() as u64;
+            if let Some(cluster) = ctx.broker.replicated(&name).cloned() {
+                let max = ctx.broker.config.message_max_bytes;
+                tasks.push(compio::runtime::spawn(async move {
+                    let r = replicated_append(&cluster, &tp, records, acks, max).await;
+                    if r.is_ok() {
+                        ctx2.broker
+                            .metrics
+                            .shard(ctx2.shard.id)
+                            .produce_bytes
+                            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    match r {
+                        Ok((base, last)) => Appended {
+                            replicated: true,
+                            tp,
+                            error: None,
+                            base_offset: base as i64,
+                            last_offset: last as i64,
+                            log_start: -1,
+                        },
+                        Err(code) => Appended {
+                            replicated: true,
+                            tp,
+                            error: Some(code),
+                            base_offset: -1,
+                            last_offset: -1,
+                            log_start: -1,
+                        },
+                    }
+                }));
+                continue;
+            }
             tasks.push(compio::runtime::spawn(async move {
                 let res = ctx2
                     .with_log(&tp, move |log| async move {
@@ -118,6 +153,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                         }
                         Appended {
+                            replicated: false,
                             tp,
                             error: None,
                             base_offset: info.base_offset as i64,
@@ -128,6 +164,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                     Ok(Some((Err((code, why)), _))) => {
                         tracing::debug!(partition = %tp, "produce refused: {why}");
                         Appended {
+                            replicated: false,
                             tp,
                             error: Some(code),
                             base_offset: -1,
@@ -136,6 +173,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         }
                     }
                     Ok(None) => Appended {
+                        replicated: false,
                         tp,
                         error: Some(ResponseError::UnknownTopicOrPartition),
                         base_offset: -1,
@@ -143,6 +181,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         log_start: -1,
                     },
                     Err(_) => Appended {
+                        replicated: false,
                         tp,
                         error: Some(ResponseError::KafkaStorageError),
                         base_offset: -1,
@@ -179,7 +218,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let (version, correlation) = (req.version, req.header.correlation_id);
     Ok(Box::pin(async move {
         if acks == -1 {
-            for a in done.iter_mut().filter(|a| a.error.is_none()) {
+            for a in done.iter_mut().filter(|a| a.error.is_none() && !a.replicated) {
                 let last = a.last_offset as u64;
                 let durable = ctx
                     .with_log(&a.tp, move |log| async move {
@@ -196,6 +235,50 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             Err(e) => Reply::Close(format!("encoding produce response: {e}")),
         }
     }))
+}
+
+/// Produce to a replicated partition: only its leader takes it; each batch
+/// is one Raft proposal; acks=all is answered once Raft committed it.
+async fn replicated_append(
+    cluster: &crate::cluster::runtime::Cluster,
+    tp: &TopicPartition,
+    records: bytes::Bytes,
+    acks: i16,
+    max: usize,
+) -> Result<(u64, u64), ResponseError> {
+    use crate::replication::replica::Acks;
+    use crate::replication::{ProduceError, Role};
+    let Some(group) = cluster.group(tp) else {
+        return Err(ResponseError::NotLeaderOrFollower);
+    };
+    if group.status().role != Some(Role::Leader) {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    let headers = odradek_engine::batch::validate_all(
+        &records,
+        max,
+        odradek_engine::batch::Strictness::Produce,
+    )
+    .map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
+    let mode = if acks == -1 { Acks::All } else { Acks::Leader };
+    let mut first = None;
+    let mut last = 0;
+    let mut at = 0usize;
+    for h in headers {
+        let batch = records.slice(at..at + h.size());
+        at += h.size();
+        let (b, l) = group
+            .propose(batch, mode, cluster.min_insync())
+            .await
+            .map_err(|e| match e {
+                ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+                ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+                ProduceError::InvalidBatch(_) => ResponseError::CorruptMessage,
+            })?;
+        first.get_or_insert(b);
+        last = l;
+    }
+    Ok((first.unwrap_or(0), last))
 }
 
 fn response(done: Vec<Appended>) -> ProduceResponse {

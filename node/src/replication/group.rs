@@ -54,6 +54,10 @@ enum Input {
         min_insync: usize,
         reply: flume::Sender<ProposeResult>,
     },
+    Forward {
+        batch: Bytes,
+        reply: flume::Sender<Result<(), ProduceError>>,
+    },
     Stop,
 }
 
@@ -82,6 +86,16 @@ impl GroupHandle {
                 min_insync,
                 reply,
             })
+            .map_err(|_| gone())?;
+        rx.recv_async().await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Propose through whichever replica leads (see [`Replica::forward`]).
+    pub async fn forward(&self, batch: Bytes) -> Result<(), ProduceError> {
+        let (reply, rx) = flume::bounded(1);
+        let gone = || ProduceError::NotLeader { leader: None };
+        self.tx
+            .send(Input::Forward { batch, reply })
             .map_err(|_| gone())?;
         rx.recv_async().await.unwrap_or_else(|_| Err(gone()))
     }
@@ -248,6 +262,9 @@ impl Group {
                                 let _ = reply.send(Err(e));
                             }
                         }
+                    }
+                    Input::Forward { batch, reply } => {
+                        let _ = reply.send(self.replica.forward(batch));
                     }
                     Input::Stop => {
                         self.fail_waiting();

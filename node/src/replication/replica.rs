@@ -324,6 +324,38 @@ impl Replica {
         Ok(())
     }
 
+    /// Hand a batch to the group's leader, wherever it is: raft-rs forwards
+    /// a follower's proposal to the leader it knows. Nobody is answered;
+    /// the caller watches for the entry's effect (the controller's
+    /// commands, proposed from any broker, work this way).
+    pub fn forward(&mut self, batch: Bytes) -> Result<(), ProduceError> {
+        entry::single_batch(&batch).map_err(ProduceError::InvalidBatch)?;
+        if self.role != Role::Leader && self.leader.is_none() {
+            return Err(ProduceError::NotLeader { leader: None });
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.id;
+        let mut e = raft::eraftpb::Entry::default();
+        e.data = batch;
+        m.mut_entries().push(e);
+        self.node.step(m).map_err(|_| ProduceError::NotLeader {
+            leader: self.leader,
+        })
+    }
+
+    /// Whether `peer` answered the leader lately (leader only; raft-rs's
+    /// check-quorum bookkeeping).
+    pub fn recently_active(&self, peer: u64) -> bool {
+        self.role == Role::Leader
+            && self
+                .node
+                .raft
+                .prs()
+                .get(peer)
+                .is_some_and(|p| p.recent_active)
+    }
+
     /// The next round of work, if any.
     pub fn ready(&mut self) -> Result<Option<Ready>, ReplicaError> {
         if !self.node.has_ready() {
