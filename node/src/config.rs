@@ -209,10 +209,10 @@ fn parse_id_addresses(key: &str, v: &str) -> Result<BTreeMap<u64, (String, u16)>
             why: format!("`{item}`: expected ID@HOST:PORT"),
         })?;
         let id: u64 = parse_num(key, id)?;
-        if id == 0 {
+        if id == 0 || id >= 1024 {
             return Err(ConfigError::Invalid {
                 key: key.into(),
-                why: "node ids of a cluster start at 1".into(),
+                why: "node ids of a cluster are 1 to 1023".into(),
             });
         }
         if out.insert(id, parse_listener(key, addr)?).is_some() {

@@ -55,7 +55,7 @@ class Broker:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self, timeout: float = START_TIMEOUT) -> str:
+    def start(self, timeout: float = START_TIMEOUT, listen: str = "127.0.0.1:0") -> str:
         assert self.proc is None, "broker already running"
         binary = broker_bin()
         if not binary.exists():
@@ -63,7 +63,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(binary), "serve",
-            "--listeners", "127.0.0.1:0",
+            "--listeners", listen,
             "--log-dirs", str(self.data_dir),
             "--shards", str(self.shards),
             "--metrics-listener", "127.0.0.1:0",

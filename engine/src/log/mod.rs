@@ -628,6 +628,20 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// The leader's check of an idempotent producer's batch before it is
+    /// replicated: `Ok(None)` to write it, `Ok(Some((first, last)))` for a
+    /// retry of a batch already in the log (its original offsets), or the
+    /// epoch/sequence error. Non-idempotent batches are always `Ok(None)`.
+    pub fn judge_producer(&self, h: &batch::BatchHeader) -> Result<Option<(u64, u64)>, ProducerError> {
+        if !crate::producer::is_idempotent(h) {
+            return Ok(None);
+        }
+        match self.state.borrow().judge_producer(h)? {
+            crate::producer::Verdict::Duplicate(m) => Ok(Some((m.first_offset, m.last_offset))),
+            crate::producer::Verdict::Append => Ok(None),
+        }
+    }
+
     /// Readers see offsets below this: the high watermark of a replicated
     /// log (see [`Self::set_high_watermark`]), else the log end.
     pub fn visible_end(&self) -> u64 {

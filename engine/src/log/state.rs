@@ -225,6 +225,12 @@ impl<F: Clone> LogState<F> {
         self.high_watermark
     }
 
+    /// Judge one idempotent batch against the producer state of what is
+    /// written (a replicated log's leader, before proposing it).
+    pub fn judge_producer(&self, h: &BatchHeader) -> Result<Verdict, ProducerError> {
+        self.producers.check(&Staged::default(), h)
+    }
+
     /// Where the batch at `hw` starts, if that is known without I/O:
     /// `Some(None)` when nothing is written at or past `hw` (no cap),
     /// `Some(Some((segment base, position)))`, or `None` (written before a

@@ -87,8 +87,10 @@ impl Cluster {
                 }
             });
         }
-        // Every broker of a cluster derives the same id from its voters.
-        let spec: Vec<String> = c.voters.iter().map(|(i, a)| format!("{i}@{a}")).collect();
+        // Every broker of a cluster derives the same id from its voters'
+        // ids (not their addresses: a broker may reach a peer through a
+        // proxy or another name).
+        let spec: Vec<String> = c.voters.keys().map(|i| i.to_string()).collect();
         let cluster_id = format!("odradek-{:08x}", crc32c::crc32c(spec.join(",").as_bytes()));
         let replica = ReplicaConfig {
             lag_max_ms: c.replica_lag_time_max_ms,
@@ -414,6 +416,7 @@ async fn start_partition(
     voters: Vec<u64>,
 ) -> Result<(), String> {
     let cfg = topic_log_config(&ctx.broker.config, &topic.meta.configs).map_err(|e| e.message)?;
+    let preferred = voters[0];
     let me = cluster.clone();
     let tp2 = tp.clone();
     ctx.on_owner(&tp, move |shard| async move {
@@ -425,7 +428,11 @@ async fn start_partition(
             cluster: me.clone(),
             group: GroupId::partition(&tp2.topic, tp2.partition),
         });
-        let h = group::start(me.replica.clone(), voters, log, outbox, TICK)
+        let cfg = ReplicaConfig {
+            preferred: Some(preferred),
+            ..me.replica.clone()
+        };
+        let h = group::start(cfg, voters, log, outbox, TICK)
             .await
             .map_err(|e| e.to_string())?;
         if let Ok(mut g) = me.groups.write() {

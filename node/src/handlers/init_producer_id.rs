@@ -57,13 +57,28 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     ))
 }
 
+/// Producer ids of a cluster: `local * STRIDE + node id` (node ids < 1024).
+const CLUSTER_ID_STRIDE: i64 = 1024;
+
 /// A new id, or the same id one epoch later when the caller names an id
 /// this broker handed out. An epoch that cannot grow (i16::MAX) gets a new
 /// id, as Kafka does on epoch exhaustion. Ids and epochs the caller makes
 /// up are not trusted: they get a new id.
 async fn grant(ctx: &Ctx, id: i64, epoch: i16) -> Outcome {
     let ids = ctx.broker.clone();
-    if (0..i16::MAX).contains(&epoch) && ids.producer_ids.was_allocated(id) {
+    // In a cluster every broker allocates from its own blocks: its node id
+    // goes in the low bits, so ids never collide across brokers.
+    let node = ctx.broker.cluster.as_ref().map(|c| c.node_id as i64);
+    let to_wire = move |local: i64| match node {
+        Some(n) => local * CLUSTER_ID_STRIDE + n,
+        None => local,
+    };
+    let local = match node {
+        Some(n) if id >= 0 && id % CLUSTER_ID_STRIDE == n => Some(id / CLUSTER_ID_STRIDE),
+        Some(_) => None,
+        None => Some(id),
+    };
+    if (0..i16::MAX).contains(&epoch) && local.is_some_and(|l| ids.producer_ids.was_allocated(l)) {
         tracing::debug!(producer_id = id, epoch = epoch + 1, "producer epoch bumped");
         return Outcome::Granted {
             id,
@@ -74,6 +89,7 @@ async fn grant(ctx: &Ctx, id: i64, epoch: i16) -> Outcome {
     let allocated = compio::runtime::spawn_blocking(move || ids.producer_ids.allocate()).await;
     match allocated {
         Ok(Ok(id)) => {
+            let id = to_wire(id);
             tracing::debug!(producer_id = id, "producer id allocated");
             Outcome::Granted { id, epoch: 0 }
         }

@@ -173,6 +173,14 @@ async fn create_replicated(
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<TopicMeta>, AdminError> {
     use crate::cluster::{Command, NewTopic, Requester};
+    // Just after a cluster starts, brokers are still registering: give
+    // them a moment before placing replicas on fewer than all of them.
+    for _ in 0..100 {
+        if c.with_state(|ctl| ctl.state().live_brokers().len()) >= c.voters.len() {
+            break;
+        }
+        compio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let id = Uuid::new_v4();
     let cmd = c.with_state(|ctl| {
         ctl.create_topic(

@@ -274,6 +274,8 @@ async fn replicated_append(
                 ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
                 ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
                 ProduceError::InvalidBatch(_) => ResponseError::CorruptMessage,
+                ProduceError::Producer(p) => log_error_code(&LogError::Producer(p)),
+                ProduceError::NotYetCommitted => ResponseError::RequestTimedOut,
             })?;
         first.get_or_insert(b);
         last = l;

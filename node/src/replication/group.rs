@@ -236,6 +236,8 @@ impl Group {
     async fn run(mut self) {
         let mut next_tick = Instant::now() + self.tick;
         let mut token = 0u64;
+        // Proposals accepted since the last `drive` (not yet written).
+        let mut unwritten = false;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = compio::time::timeout(wait, self.rx.recv_async()).await;
@@ -255,9 +257,47 @@ impl Group {
                         min_insync,
                         reply,
                     } => {
+                        // An idempotent producer's batch is judged against
+                        // the written log: write what is proposed first.
+                        let idempotent = BatchHeader::parse(&batch)
+                            .ok()
+                            .filter(odradek_engine::producer::is_idempotent);
+                        if let Some(h) = idempotent {
+                            if unwritten {
+                                unwritten = false;
+                                if let Err(e) = self.drive().await {
+                                    let _ = reply.send(Err(ProduceError::NotLeader { leader: None }));
+                                    tracing::error!(dir = %self.log.dir().display(), error = %e, "raft group stopped");
+                                    self.fail_waiting();
+                                    return;
+                                }
+                            }
+                            if self.replica.role() == Role::Leader {
+                                match self.log.judge_producer(&h) {
+                                    Ok(None) => {}
+                                    Ok(Some((first, last))) => {
+                                        let r = if last < self.replica.high_watermark() || acks == Acks::Leader {
+                                            tracing::debug!(first, last, "idempotent retry answered with its original offsets");
+                                            Ok((first, last))
+                                        } else {
+                                            Err(ProduceError::NotYetCommitted)
+                                        };
+                                        let _ = reply.send(r);
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        let _ = reply.send(Err(ProduceError::Producer(e)));
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
                         token += 1;
                         match self.replica.propose(token, acks, min_insync, batch) {
-                            Ok(()) => self.waiting.push((token, reply)),
+                            Ok(()) => {
+                                unwritten = true;
+                                self.waiting.push((token, reply));
+                            }
                             Err(e) => {
                                 let _ = reply.send(Err(e));
                             }
@@ -277,6 +317,7 @@ impl Group {
                 self.replica.tick(now);
                 next_tick = Instant::now() + self.tick;
             }
+            unwritten = false;
             if let Err(e) = self.drive().await {
                 tracing::error!(dir = %self.log.dir().display(), error = %e, "raft group stopped");
                 self.failed.set(true);

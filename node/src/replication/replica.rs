@@ -44,6 +44,9 @@ pub struct ReplicaConfig {
     /// Cached entry bytes beyond which applied entries are evicted even
     /// if a follower still needs them (it is then sent them from the log).
     pub cache_bytes: usize,
+    /// The preferred leader (the first replica): a leader hands leadership
+    /// to it once it is fully caught up, so leadership spreads as placed.
+    pub preferred: Option<u64>,
 }
 
 impl ReplicaConfig {
@@ -58,6 +61,7 @@ impl ReplicaConfig {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             cache_bytes: 64 << 20,
+            preferred: None,
         }
     }
 }
@@ -86,6 +90,12 @@ pub enum ProduceError {
     NotEnoughReplicas { isr: usize, min: usize },
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    /// An idempotent producer's batch out of sequence or of a fenced epoch.
+    #[error(transparent)]
+    Producer(#[from] odradek_engine::producer::ProducerError),
+    /// A retry of a batch that is written but not committed yet.
+    #[error("the original of this retried batch is not committed yet")]
+    NotYetCommitted,
 }
 
 /// A producer's answer: the batch's first and last offset, or why not.
@@ -145,6 +155,11 @@ pub struct Replica {
     completions: Vec<Completion>,
     /// Last time each follower had everything committed (leader only).
     caught_up_ms: HashMap<u64, u64>,
+    /// Last time each follower answered the leader.
+    heard_ms: HashMap<u64, u64>,
+    preferred: Option<u64>,
+    /// When leadership was last handed to the preferred replica.
+    transfer_at: u64,
 }
 
 impl Replica {
@@ -185,6 +200,9 @@ impl Replica {
             pending: VecDeque::new(),
             completions: Vec::new(),
             caught_up_ms: HashMap::new(),
+            heard_ms: HashMap::new(),
+            preferred: cfg.preferred.filter(|&p| p != cfg.id),
+            transfer_at: 0,
         })
     }
 
@@ -260,12 +278,45 @@ impl Replica {
         self.now_ms = now_ms;
         self.node.tick();
         self.track_isr();
+        self.maybe_transfer();
+    }
+
+    /// Give leadership to the preferred replica when it holds everything
+    /// (at most every 10 s, so a flapping replica cannot bounce it).
+    fn maybe_transfer(&mut self) {
+        let Some(p) = self.preferred else { return };
+        if self.role != Role::Leader || self.now_ms < self.transfer_at + 10_000 {
+            return;
+        }
+        let last = self.node.raft.raft_log.last_index();
+        let caught_up = self
+            .node
+            .raft
+            .prs()
+            .get(p)
+            .is_some_and(|pr| pr.matched == last && pr.recent_active);
+        if caught_up && self.isr().contains(&p) {
+            self.transfer_at = self.now_ms;
+            tracing::debug!(id = self.id, to = p, "leadership to the preferred replica");
+            self.node.transfer_leader(p);
+        }
     }
 
     /// A message from a peer. Stale or unknown-peer messages are dropped.
     pub fn step(&mut self, m: Message) {
+        if matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+        ) && !m.reject
+        {
+            self.heard_ms.insert(m.from, self.now_ms);
+        }
+        let from = m.from;
         if let Err(e) = self.node.step(m) {
             tracing::debug!(id = self.id, error = %e, "raft message dropped");
+        }
+        if self.heard_ms.contains_key(&from) {
+            self.track_isr();
         }
     }
 
@@ -465,6 +516,8 @@ impl Replica {
         }
         if role == Role::Leader && self.role != Role::Leader {
             self.caught_up_ms.clear();
+            self.heard_ms.clear();
+            self.transfer_at = self.now_ms;
         }
         self.role = role;
         self.leader = (leader != 0).then_some(leader);
@@ -551,9 +604,15 @@ impl Replica {
         let commit = self.commit_index();
         let now = self.now_ms;
         let id = self.id;
+        // Caught up as of when the follower last answered: a dead follower
+        // whose match stays at an idle commit still drops out in time.
+        let _ = now;
         for (&peer, p) in self.node.raft.prs().iter() {
-            if peer != id && p.matched >= commit {
-                self.caught_up_ms.insert(peer, now);
+            if peer == id || p.matched < commit {
+                continue;
+            }
+            if let Some(&heard) = self.heard_ms.get(&peer) {
+                self.caught_up_ms.insert(peer, heard);
             }
         }
     }

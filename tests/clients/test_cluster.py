@@ -1,0 +1,248 @@
+"""A 3-broker cluster of real processes: topics replicated by Raft,
+confluent-kafka clients, and faults injected while an idempotent acks=all
+producer runs — kill -9 of leaders, SIGSTOP/SIGCONT, restarts, and network
+partitions on the inter-broker links. A checker reads everything back:
+every acknowledged record is there exactly once, in order per partition.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from cluster import Cluster  # noqa: E402
+
+QUIET = {"log_level": 3}
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    settings = []
+    for m in request.node.iter_markers("broker_set"):
+        settings.extend(m.args)
+    c = Cluster(tmp_path, settings=settings)
+    c.start_all()
+    # The controller group elects its leader within a couple of seconds.
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, **QUIET})
+    c.wait("a controller", lambda: admin.list_topics(timeout=5).controller_id > 0)
+    yield c
+    failures = c.stop_all()
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+def create(c: Cluster, name: str, partitions: int, rf: int):
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, **QUIET})
+    fs = admin.create_topics([NewTopic(name, partitions, rf)], request_timeout=20)
+    fs[name].result(30)
+    # Every partition has a leader and a full ISR.
+    def ready():
+        t = c.metadata(admin, name)
+        return all(p.leader >= 0 for p in t.partitions.values()) and t
+    c.wait(f"leaders of {name}", ready)
+    return admin
+
+
+def leader_of(c: Cluster, admin, topic: str, partition: int) -> int:
+    return c.wait(
+        f"a leader of {topic}-{partition}",
+        lambda: (lambda p: p.leader if p.leader > 0 else None)(
+            c.metadata(admin, topic).partitions[partition]
+        ),
+    )
+
+
+def read_all(c: Cluster, topic: str, partitions: int, timeout: float = 30.0):
+    """Every record of `topic` from the start, per partition, in order."""
+    cons = Consumer(
+        {
+            "bootstrap.servers": c.bootstrap,
+            "group.id": f"check-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            **QUIET,
+        }
+    )
+    cons.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = defaultdict(list)
+    eof = set()
+    deadline = time.monotonic() + timeout
+    while len(eof) < partitions and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                eof.add(m.partition())
+            continue
+        eof.discard(m.partition())
+        out[m.partition()].append((m.offset(), m.value()))
+    cons.close()
+    assert len(eof) == partitions, f"did not reach the end of every partition: {sorted(eof)}"
+    return out
+
+
+def test_replicated_topic_metadata_and_admin_errors(cluster):
+    admin = create(cluster, "rep", 3, 3)
+    t = cluster.metadata(admin, "rep")
+    md = admin.list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert md.controller_id in (1, 2, 3)
+    leaders = set()
+    for p in t.partitions.values():
+        assert sorted(p.replicas) == [1, 2, 3]
+        leaders.add(p.replicas[0])
+    # Preferred leaders are spread over the brokers.
+    assert leaders == {1, 2, 3}
+    # The leader reports the full ISR once the followers answered it
+    # (kcat -L asks just the broker it is given).
+    for pid in range(3):
+        def isr():
+            leader = leader_of(cluster, admin, "rep", pid)
+            out = subprocess.run(
+                ["kcat", "-b", f"127.0.0.1:{cluster.kafka[leader]}", "-L", "-t", "rep", "-J"],
+                capture_output=True, timeout=10, check=True,
+            ).stdout
+            part = json.loads(out)["topics"][0]["partitions"][pid]
+            return sorted(i["id"] for i in part["isrs"]) == [1, 2, 3]
+        cluster.wait(f"ISR of rep-{pid}", isr)
+    # More replicas than brokers: INVALID_REPLICATION_FACTOR.
+    fs = admin.create_topics([NewTopic("toomany", 1, 4)], request_timeout=20)
+    with pytest.raises(KafkaException) as e:
+        fs["toomany"].result(30)
+    assert e.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
+    # Existing topic: TOPIC_ALREADY_EXISTS.
+    fs = admin.create_topics([NewTopic("rep", 3, 3)], request_timeout=20)
+    with pytest.raises(KafkaException) as e:
+        fs["rep"].result(30)
+    assert e.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+    # Delete through the controller; gone from every broker's metadata.
+    admin.delete_topics(["rep"], request_timeout=20)["rep"].result(30)
+    for i in cluster.ids:
+        solo = AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}", **QUIET})
+        cluster.wait(f"rep deleted on {i}", lambda: "rep" not in solo.list_topics(timeout=5).topics)
+
+
+@pytest.mark.broker_set("min.insync.replicas=3", "replica.lag.time.max.ms=1500")
+def test_acks_all_refused_when_the_isr_is_below_min_insync(cluster):
+    admin = create(cluster, "strict", 1, 3)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", **QUIET})
+    errors = []
+    p.produce("strict", b"ok", on_delivery=lambda e, m: errors.append(e))
+    p.flush(20)
+    assert errors == [None]
+    leader = leader_of(cluster, admin, "strict", 0)
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.kill(follower)
+    time.sleep(3)
+    p = Producer(
+        {"bootstrap.servers": cluster.bootstrap, "acks": "all", "message.timeout.ms": 4000, **QUIET}
+    )
+    errors = []
+    p.produce("strict", b"refused", on_delivery=lambda e, m: errors.append(e))
+    p.flush(20)
+    assert len(errors) == 1 and errors[0] is not None
+    assert errors[0].code() in (KafkaError.NOT_ENOUGH_REPLICAS, KafkaError._MSG_TIMED_OUT), errors[0]
+    cluster.start(follower)
+    out = read_all(cluster, "strict", 1)
+    assert [v for _, v in out[0]] == [b"ok"], "a refused record must not be readable"
+
+
+def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
+    """The fault run: every acknowledged record present exactly once, in
+    order per partition, after leaders are killed, brokers paused and
+    restarted, and a broker is cut off from the others."""
+    partitions = 3
+    admin = create(cluster, "faults", partitions, 3)
+    acked = defaultdict(list)  # partition -> [value] in ack order
+    failed = []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "message.timeout.ms": 60000,
+                "linger.ms": 5,
+                **QUIET,
+            }
+        )
+
+        def done(err, msg):
+            if err is None:
+                acked[msg.partition()].append(msg.value())
+            else:
+                failed.append(err)
+
+        n = 0
+        while not stop.is_set():
+            try:
+                p.produce("faults", f"{n:08d}".encode(), partition=n % partitions, on_delivery=done)
+                n += 1
+            except BufferError:
+                p.poll(0.05)
+            p.poll(0)
+            if n % 50 == 0:
+                time.sleep(0.01)
+        p.flush(90)
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    time.sleep(2)
+    # 1. kill -9 the leader of partition 0, restart it later.
+    victim = leader_of(cluster, admin, "faults", 0)
+    cluster.kill(victim)
+    time.sleep(4)
+    cluster.start(victim)
+    time.sleep(2)
+    # 2. SIGSTOP another broker for longer than an election timeout.
+    paused = leader_of(cluster, admin, "faults", 1)
+    cluster.pause(paused)
+    time.sleep(4)
+    cluster.resume(paused)
+    time.sleep(2)
+    # 3. Cut a broker off from the others (it keeps its clients).
+    cut = leader_of(cluster, admin, "faults", 2)
+    cluster.isolate(cut)
+    time.sleep(5)
+    cluster.heal()
+    time.sleep(2)
+    # 4. kill -9 the controller's leader.
+    ctl = admin.list_topics(timeout=10).controller_id
+    cluster.kill(ctl)
+    time.sleep(3)
+    cluster.start(ctl)
+    time.sleep(3)
+    stop.set()
+    t.join(120)
+    assert not t.is_alive(), "producer did not finish"
+    assert not failed, f"acks=all deliveries failed: {failed[:3]}"
+    total = sum(len(v) for v in acked.values())
+    assert total > 500, f"too little was produced to mean anything: {total}"
+    out = read_all(cluster, "faults", partitions)
+    for pid in range(partitions):
+        values = [v for _, v in out[pid]]
+        seen = {}
+        dups = []
+        for o, v in out[pid]:
+            if v in seen:
+                dups.append((seen[v], o, v))
+            seen[v] = o
+        assert not dups, f"partition {pid}: {len(dups)} duplicates (first offset, again at, value): {dups[:5]}"
+        assert values == sorted(values), f"partition {pid}: out of order"
+        missing = set(acked[pid]) - set(values)
+        assert not missing, f"partition {pid}: {len(missing)} acknowledged records lost"
+        offsets = [o for o, _ in out[pid]]
+        assert offsets == sorted(offsets)
