@@ -17,7 +17,7 @@ import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
 
 from cluster import Cluster  # noqa: E402
 
@@ -126,6 +126,23 @@ def test_replicated_topic_metadata_and_admin_errors(cluster):
     with pytest.raises(KafkaException) as e:
         fs["rep"].result(30)
     assert e.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+    # More partitions and a config change, through the controller, seen by
+    # every broker.
+    admin.create_partitions([NewPartitions("rep", 4)], request_timeout=20)["rep"].result(30)
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "rep",
+        incremental_configs=[ConfigEntry("retention.ms", "123456", incremental_operation=AlterConfigOpType.SET)],
+    )
+    admin.incremental_alter_configs([res], request_timeout=20)[res].result(30)
+    for i in cluster.ids:
+        solo = AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}", **QUIET})
+        cluster.wait(f"4 partitions on {i}", lambda: len(solo.list_topics("rep", timeout=5).topics["rep"].partitions) == 4)
+        got = solo.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "rep")], request_timeout=10)
+        cfg = list(got.values())[0].result(10)
+        assert cfg["retention.ms"].value == "123456"
     # Delete through the controller; gone from every broker's metadata.
     admin.delete_topics(["rep"], request_timeout=20)["rep"].result(30)
     for i in cluster.ids:

@@ -402,6 +402,9 @@ async fn act(ctx: &Ctx, cluster: &Arc<Cluster>, a: Applied) {
         Applied::ConfigsAltered { name, .. } => {
             if let Some(topic) = cluster.topic(&name) {
                 ctx.broker.registry.install(topic.meta.clone());
+                if let Err(e) = crate::handlers::configs::push_log_config(ctx, &topic.meta).await {
+                    tracing::warn!(topic = %name, error = %e.message, "new topic configs not applied to its logs");
+                }
             }
         }
         _ => {}

@@ -717,7 +717,19 @@ async fn alter_one(
     // Check the request against the current configs now (clear errors
     // without touching the registry), then apply it to whatever the configs
     // are under the registry's lock, so concurrent changes compose.
-    apply_ops(&broker.config, &meta.configs, r)?;
+    let wanted = apply_ops(&broker.config, &meta.configs, r)?;
+    if let Some(c) = broker.replicated(&name) {
+        // Every replica applies the controller's decision.
+        if validate_only {
+            return Ok(());
+        }
+        let changes = wanted.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        let cmd = c.with_state(|ctl| ctl.alter_configs(&name, changes, true))?;
+        let n = name.clone();
+        return c
+            .submit(cmd, move |s| s.topic(&n).is_some_and(|t| t.meta.configs == wanted))
+            .await;
+    }
     let name2 = name.clone();
     let r2 = r.clone();
     let meta = ctx

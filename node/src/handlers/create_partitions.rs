@@ -58,6 +58,17 @@ async fn grow(ctx: &Ctx, t: &CreatePartitionsTopic, validate_only: bool) -> Resu
         ));
     }
     let (count, name2) = (t.count, name.clone());
+    if let Some(c) = ctx.broker.replicated(&name) {
+        // The controller places the new partitions; every replica opens
+        // its own as it applies the command.
+        let cmd = c.with_state(|ctl| ctl.create_partitions(&name, count))?;
+        if validate_only {
+            return Ok(());
+        }
+        return c
+            .submit(cmd, move |s| s.topic(&name2).is_some_and(|t| t.meta.partitions >= count))
+            .await;
+    }
     let (meta, old) = ctx
         .registry(move |b| b.registry.set_partitions(&name2, count, validate_only))
         .await?;
