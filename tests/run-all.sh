@@ -18,5 +18,8 @@ bash tests/run-clients.sh
 echo "==> Debian package and systemd unit"
 bash tests/package.sh
 
+echo "==> replication simulator, 300 seeds (release)"
+SIM_SEEDS=300 cargo test --release -p odradek --test raft_sim
+
 echo "==> fuzz smoke"
 bash fuzz/run.sh smoke
