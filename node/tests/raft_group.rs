@@ -135,7 +135,20 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
         assert!(h2.status().term > 1);
         for i in 0..20usize {
             let b = sample_batch(2, 20, i as i64).freeze();
-            let (base, _) = h2.propose(b.clone(), Acks::All, 2).await.expect("new leader");
+            // A new leader admits followers to the ISR once they answer
+            // it: the first proposals may see NOT_ENOUGH_REPLICAS.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let base = loop {
+                match h2.propose(b.clone(), Acks::All, 2).await {
+                    Ok((base, _)) => break base,
+                    Err(odradek_node::replication::ProduceError::NotEnoughReplicas { .. })
+                        if Instant::now() < deadline =>
+                    {
+                        compio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(e) => panic!("new leader refused: {e}"),
+                }
+            };
             acked.push((base, b.slice(61..)));
         }
 
