@@ -99,7 +99,7 @@ pub struct BrokerConfig {
     pub message_max_bytes: usize,
     /// Topic defaults: `log.retention.ms`, `log.retention.bytes`,
     /// `log.segment.bytes`, `log.roll.ms`, `log.index.interval.bytes`,
-    /// `log.flush.interval.messages`/`log.flush.interval.ms`.
+    /// `log.flush.interval.messages`/`.bytes`/`.ms` (the flush policy).
     pub log_retention_ms: Option<u64>,
     pub log_retention_bytes: Option<u64>,
     pub log_segment_bytes: u64,
@@ -276,12 +276,19 @@ impl BrokerConfig {
             "log.roll.ms" => self.log_roll_ms = parse_num(key, v)?,
             "log.roll.hours" => self.log_roll_ms = parse_num::<u64>(key, v)? * 3_600_000,
             "log.index.interval.bytes" => self.log_index_interval_bytes = parse_num(key, v)?,
+            // These set when data nobody waits for is flushed. A waiter
+            // (acks=all) always starts a group-commit flush at once
+            // (`FlushPolicy::on_demand` stays set), so no setting here
+            // delays an acks=all answer or lets one go out before its
+            // fdatasync.
             "log.flush.interval.messages" => {
                 // 1 = every append; larger values are read as a byte
                 // threshold of that many 1 KiB records.
                 let n: u64 = parse_num(key, v)?;
                 self.flush.every_append = n <= 1;
-                self.flush.every_bytes = (n > 1).then(|| n.saturating_mul(1024));
+                if n > 1 {
+                    self.flush.every_bytes = Some(n.saturating_mul(1024));
+                }
             }
             "log.flush.interval.bytes" => {
                 self.flush.every_append = false;
