@@ -76,6 +76,22 @@ pub const SETTINGS: &[&str] = &[
     "log.cleaner.backoff.ms",
 ];
 
+/// Shards to run for `num.shards = n`: `n`, or for 0 one per CPU but one
+/// (at least one). The CPU left over runs what the kernel does for the
+/// shards: network softirqs, the io-wq workers that run fdatasyncs, page
+/// cache writeback. On a 2-CPU machine (one shard) that moved 2.4x the
+/// acks=1 bytes of two shards at under half the broker CPU per GB, because
+/// two shards also pay a cross-shard hand-off (an eventfd wake-up and a
+/// context switch) for every request to a partition the other one owns
+/// (docs/benchmarks.md). Not measured on larger machines.
+pub fn resolve_shards(n: usize) -> usize {
+    if n > 0 {
+        return n;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    cpus.saturating_sub(1).max(1)
+}
+
 /// Everything the broker needs to start.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -87,7 +103,8 @@ pub struct BrokerConfig {
     pub advertised: (String, u16),
     /// `log.dirs`: where partition directories live.
     pub log_dir: PathBuf,
-    /// `num.io.threads`-like: shards (0 = one per CPU).
+    /// `num.io.threads`-like: shards (0 = one per CPU but one, see
+    /// [`resolve_shards`]).
     pub shards: usize,
     /// `num.partitions`: default partition count of new topics.
     pub num_partitions: i32,
