@@ -79,7 +79,7 @@ pub const SETTINGS: &[&str] = &[
 /// Shards to run for `num.shards = n`: `n`, or for 0 one per CPU but one
 /// (at least one). The CPU left over runs what the kernel does for the
 /// shards: network softirqs, the io-wq workers that run fdatasyncs, page
-/// cache writeback. On a 2-CPU machine (one shard) that moved 2.4x the
+/// cache writeback. On a 2-CPU machine (one shard) that moved 2.3x the
 /// acks=1 bytes of two shards at under half the broker CPU per GB, because
 /// two shards also pay a cross-shard hand-off (an eventfd wake-up and a
 /// context switch) for every request to a partition the other one owns
