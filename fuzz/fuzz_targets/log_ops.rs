@@ -200,6 +200,7 @@ fuzz_target!(|input: Input| {
                 every_append: false,
                 every_bytes: None,
                 every_ms: None,
+                on_demand: false,
             },
         },
         ..LogConfig::default()

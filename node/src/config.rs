@@ -81,6 +81,22 @@ pub const SETTINGS: &[&str] = &[
     "replica.lag.time.max.ms",
 ];
 
+/// Shards to run for `num.shards = n`: `n`, or for 0 one per CPU but one
+/// (at least one). The CPU left over runs what the kernel does for the
+/// shards: network softirqs, the io-wq workers that run fdatasyncs, page
+/// cache writeback. On a 2-CPU machine (one shard) that moved 2.3x the
+/// acks=1 bytes of two shards at under half the broker CPU per GB, because
+/// two shards also pay a cross-shard hand-off (an eventfd wake-up and a
+/// context switch) for every request to a partition the other one owns
+/// (docs/benchmarks.md). Not measured on larger machines.
+pub fn resolve_shards(n: usize) -> usize {
+    if n > 0 {
+        return n;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    cpus.saturating_sub(1).max(1)
+}
+
 /// Everything the broker needs to start.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -92,7 +108,8 @@ pub struct BrokerConfig {
     pub advertised: (String, u16),
     /// `log.dirs`: where partition directories live.
     pub log_dir: PathBuf,
-    /// `num.io.threads`-like: shards (0 = one per CPU).
+    /// `num.io.threads`-like: shards (0 = one per CPU but one, see
+    /// [`resolve_shards`]).
     pub shards: usize,
     /// `num.partitions`: default partition count of new topics.
     pub num_partitions: i32,
@@ -104,7 +121,7 @@ pub struct BrokerConfig {
     pub message_max_bytes: usize,
     /// Topic defaults: `log.retention.ms`, `log.retention.bytes`,
     /// `log.segment.bytes`, `log.roll.ms`, `log.index.interval.bytes`,
-    /// `log.flush.interval.messages`/`log.flush.interval.ms`.
+    /// `log.flush.interval.messages`/`.bytes`/`.ms` (the flush policy).
     pub log_retention_ms: Option<u64>,
     pub log_retention_bytes: Option<u64>,
     pub log_segment_bytes: u64,
@@ -325,12 +342,19 @@ impl BrokerConfig {
             "log.roll.ms" => self.log_roll_ms = parse_num(key, v)?,
             "log.roll.hours" => self.log_roll_ms = parse_num::<u64>(key, v)? * 3_600_000,
             "log.index.interval.bytes" => self.log_index_interval_bytes = parse_num(key, v)?,
+            // These set when data nobody waits for is flushed. A waiter
+            // (acks=all) always starts a group-commit flush at once
+            // (`FlushPolicy::on_demand` stays set), so no setting here
+            // delays an acks=all answer or lets one go out before its
+            // fdatasync.
             "log.flush.interval.messages" => {
                 // 1 = every append; larger values are read as a byte
                 // threshold of that many 1 KiB records.
                 let n: u64 = parse_num(key, v)?;
                 self.flush.every_append = n <= 1;
-                self.flush.every_bytes = (n > 1).then(|| n.saturating_mul(1024));
+                if n > 1 {
+                    self.flush.every_bytes = Some(n.saturating_mul(1024));
+                }
             }
             "log.flush.interval.bytes" => {
                 self.flush.every_append = false;

@@ -42,7 +42,7 @@ struct ServeArgs {
     /// Data directory (Kafka's `log.dirs`).
     #[arg(long)]
     log_dirs: Option<String>,
-    /// Number of shards (0 = one per CPU).
+    /// Number of shards (0 = one per CPU but one, at least one).
     #[arg(long)]
     shards: Option<usize>,
     /// Where GET /metrics (Prometheus) and GET /health are served

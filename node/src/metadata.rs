@@ -159,7 +159,7 @@ pub fn topic_log_config(
                     FlushPolicy {
                         every_append: false,
                         every_bytes: Some(n.saturating_mul(1024)),
-                        every_ms: c.flush.every_ms,
+                        ..c.flush
                     }
                 };
             }

@@ -49,7 +49,7 @@ impl Server {
         let producer_ids = crate::producer_ids::ProducerIds::load(&config.log_dir)
             .map_err(|e| format!("loading producer ids: {e}"))?;
         let mut shard_cfg = ShardConfig::new(&config.log_dir);
-        shard_cfg.shards = config.shards;
+        shard_cfg.shards = crate::config::resolve_shards(config.shards);
         shard_cfg.retention_check = config.retention_check;
         shard_cfg.cleaner_backoff = config.log_cleaner_backoff;
         let pool = ShardPool::start(shard_cfg).map_err(|e| format!("starting shards: {e}"))?;

@@ -477,7 +477,7 @@ mod tests {
         tmp.write_all(&data).expect("write");
         tmp.flush().expect("flush");
         let file = std::fs::File::open(tmp.path()).expect("open");
-        (tmp, UringFile(Arc::new(file)), data)
+        (tmp, UringFile::new(file), data)
     }
 
     /// A compio stream (the sending side, accepted like the node does) and a

@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,12 +27,27 @@ use super::{Storage, StorageFile};
 
 /// A file opened through io_uring. The `Arc` makes it `Send` (a fetch may
 /// splice it on another shard) and keeps it open while any slice of it lives.
+/// The second field counts fdatasyncs in flight on the file (see
+/// [`StorageFile::write_all_at`]).
 #[derive(Clone, Debug)]
-pub struct UringFile(pub Arc<std::fs::File>);
+pub struct UringFile(pub Arc<std::fs::File>, Arc<AtomicU32>);
 
 impl UringFile {
+    pub fn new(file: std::fs::File) -> Self {
+        Self(Arc::new(file), Arc::default())
+    }
+
     pub fn std(&self) -> &std::fs::File {
         &self.0
+    }
+}
+
+/// Ends a sync's count when it finishes or is dropped.
+struct Syncing<'a>(&'a AtomicU32);
+
+impl Drop for Syncing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -61,11 +77,90 @@ impl StorageFile for UringFile {
         Ok(out)
     }
 
+    /// A plain `pwritev` on the calling (shard) thread while no fdatasync
+    /// of the file is in flight; through io_uring while one is.
+    ///
+    /// On ext4 io_uring cannot try a buffered write without blocking
+    /// (`RWF_NOWAIT` gives EOPNOTSUPP there), so it hands every write to an
+    /// io-wq worker thread: the copy into the page cache runs on another
+    /// thread, plus two context switches per write, which on a 2-CPU
+    /// machine cost more than the copy (docs/benchmarks.md). But a write
+    /// that extends the file while an fdatasync of it runs can wait for the
+    /// journal commit; inline, that would stall the whole shard, so then the
+    /// write goes to io-wq and runs beside the sync, as before. A page-cache
+    /// write otherwise does not wait for the disk, except when the kernel
+    /// throttles writers for too many dirty pages (the flush policy's
+    /// background fdatasyncs keep that backlog small).
     async fn write_all_at(&self, pos: u64, bufs: Vec<Bytes>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if self.1.load(Ordering::Relaxed) > 0 {
+            return self.write_all_at_uring(pos, bufs).await;
+        }
+        let fd = self.0.as_raw_fd();
+        let mut pending: VecDeque<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
+        let mut pos = pos;
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(pending.len().min(IOV_MAX));
+        while !pending.is_empty() {
+            iov.clear();
+            iov.extend(pending.iter().take(IOV_MAX).map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            }));
+            // SAFETY: every iovec points into a live `Bytes` of `pending`,
+            // which is not touched until the call returns.
+            let n =
+                unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as libc::c_int, pos as i64) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut n = n as usize;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+            }
+            pos += n as u64;
+            // Drop what was written; a short write leaves the rest, in order.
+            while n > 0 {
+                let front = pending.front_mut().expect("wrote more than was given");
+                if n >= front.len() {
+                    n -= front.len();
+                    pending.pop_front();
+                } else {
+                    let _ = front.split_to(n);
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        let _count = Syncing(&self.1);
+        let op = Sync::new(self.0.clone(), true);
+        compio::runtime::submit(op).await.0.map(|_| ())
+    }
+
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        let op = TruncateFile::new(self.0.clone(), len);
+        compio::runtime::submit(op).await.0.map(|_| ())
+    }
+
+    async fn len(&self) -> io::Result<u64> {
+        // fstat of an open fd does not block on the disk.
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+impl UringFile {
+    /// The io_uring (io-wq) form of [`StorageFile::write_all_at`].
+    async fn write_all_at_uring(&self, pos: u64, bufs: Vec<Bytes>) -> io::Result<()> {
         let mut pending: VecDeque<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
         let mut pos = pos;
         while !pending.is_empty() {
-            // At most IOV_MAX buffers per writev.
             let take = pending.len().min(IOV_MAX);
             let batch = Chunks(pending.drain(..take).collect());
             let op = WriteVectoredAt::new(self.0.clone(), pos, batch);
@@ -90,21 +185,6 @@ impl StorageFile for UringFile {
             pending = rest;
         }
         Ok(())
-    }
-
-    async fn sync_data(&self) -> io::Result<()> {
-        let op = Sync::new(self.0.clone(), true);
-        compio::runtime::submit(op).await.0.map(|_| ())
-    }
-
-    async fn set_len(&self, len: u64) -> io::Result<()> {
-        let op = TruncateFile::new(self.0.clone(), len);
-        compio::runtime::submit(op).await.0.map(|_| ())
-    }
-
-    async fn len(&self) -> io::Result<u64> {
-        // fstat of an open fd does not block on the disk.
-        Ok(self.0.metadata()?.len())
     }
 }
 
@@ -153,7 +233,7 @@ impl Storage for UringStorage {
         if create {
             flags |= OFlags::CREATE;
         }
-        Ok(UringFile(Arc::new(open_raw(path, flags).await?)))
+        Ok(UringFile::new(open_raw(path, flags).await?))
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

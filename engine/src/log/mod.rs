@@ -31,7 +31,15 @@ pub use compaction::CompactionReport;
 pub use state::{AppendPlan, CleanableRange, FlushTicket, LogState, ValidRecords};
 use state::{Locate, ReadPlan};
 
-/// When appended bytes are fdatasynced. Any that is set triggers a flush.
+/// When appended bytes are fdatasynced. Any trigger that is set starts a
+/// flush; a flush is one group-commit fdatasync of the active segment.
+///
+/// The default ([`FlushPolicy::DEFAULT`]) flushes *on demand*: as soon as
+/// someone waits for durability ([`PartitionLog::wait_durable`], i.e. an
+/// acks=all produce), with every append written meanwhile sharing that
+/// fdatasync; and in the background every 16 MiB or 100 ms of unflushed
+/// data, so acks=0/1 producers, which wait for no fdatasync, do not pay one
+/// per append but their data is still on disk within about 100 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushPolicy {
     /// After every append (group commit shares one fdatasync among the
@@ -39,35 +47,52 @@ pub struct FlushPolicy {
     pub every_append: bool,
     /// Once this many bytes are unflushed.
     pub every_bytes: Option<u64>,
-    /// Once the oldest unflushed byte is this old (checked by [`PartitionLog::tick`]).
+    /// Once the last flush is this old and bytes are unflushed (checked by
+    /// [`PartitionLog::tick`]).
     pub every_ms: Option<u64>,
+    /// A waiter for durability starts a flush at once. Off: a waiter waits
+    /// for the next flush the other triggers make.
+    pub on_demand: bool,
 }
 
 impl FlushPolicy {
+    /// Sync when waited for, else every 16 MiB or 100 ms (see the type).
+    pub const DEFAULT: Self = Self {
+        every_append: false,
+        every_bytes: Some(16 << 20),
+        every_ms: Some(100),
+        on_demand: true,
+    };
     pub const EVERY_APPEND: Self = Self {
         every_append: true,
         every_bytes: None,
         every_ms: None,
+        on_demand: true,
     };
+    /// Every `n` unflushed bytes; a waiter does not wait for the threshold.
     pub fn every_bytes(n: u64) -> Self {
         Self {
             every_append: false,
             every_bytes: Some(n),
             every_ms: None,
+            on_demand: true,
         }
     }
+    /// Every `ms` milliseconds; waiters wait for that timer (batching
+    /// fdatasyncs at the cost of latency).
     pub fn every_ms(ms: u64) -> Self {
         Self {
             every_append: false,
             every_bytes: None,
             every_ms: Some(ms),
+            on_demand: false,
         }
     }
 }
 
 impl Default for FlushPolicy {
     fn default() -> Self {
-        Self::EVERY_APPEND
+        Self::DEFAULT
     }
 }
 
@@ -618,11 +643,12 @@ impl<S: Storage> PartitionLog<S> {
     fn maybe_flush(self: &Rc<Self>) {
         let now = self.storage.now_ms();
         let due = self.state.borrow().flush_due(now);
-        // Someone waits for durability: flush now, unless the policy's timer
-        // will (a byte threshold alone might never be reached).
+        // Someone waits for durability: flush now, unless the policy leaves
+        // it to its timer. A policy without a timer always flushes on demand
+        // (a byte threshold alone might never be reached).
         let policy = self.state.borrow().config.flush;
-        let waited =
-            !self.waiters.borrow().is_empty() && (policy.every_append || policy.every_ms.is_none());
+        let on_demand = policy.on_demand || policy.every_append || policy.every_ms.is_none();
+        let waited = on_demand && !self.waiters.borrow().is_empty();
         if due || waited {
             self.start_flush();
         }

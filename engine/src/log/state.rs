@@ -896,6 +896,7 @@ mod tests {
             every_append: false,
             every_bytes: Some(1000),
             every_ms: Some(50),
+            on_demand: true,
         };
         assert!(!st.flush_due(0), "nothing to flush");
         append(&mut st, 1);

@@ -275,6 +275,58 @@ fn group_commit_shares_fsyncs_and_reports_durability() {
 }
 
 #[test]
+fn default_policy_syncs_on_demand_and_in_the_background() {
+    // The default: acks=1-style appends pay no fdatasync; a waiter
+    // (acks=all) gets one at once, covering what was appended before it;
+    // unwaited data is synced by the 100 ms timer; and what a waiter was
+    // told is durable survives a crash that drops every unsynced byte.
+    assert_eq!(LogConfig::default().flush, FlushPolicy::DEFAULT);
+    let s = MemStorage::new(0);
+    let mut c = small_config();
+    c.segment_bytes = 64 << 20;
+    let (log, _) = open(&s, c.clone());
+    let before = s.sync_count();
+    for i in 0..5 {
+        block_on(log.append(batch(1, 10, i), 0)).unwrap();
+    }
+    log.tick();
+    assert_eq!(s.sync_count(), before, "no waiter, no timer: no fdatasync");
+    assert_eq!(log.durable_end_offset(), 0);
+    // An acks=all waiter for offset 3 starts one flush covering all five.
+    assert_eq!(block_on(log.wait_durable(3)).unwrap(), 5);
+    assert_eq!(s.sync_count(), before + 1);
+    // Unwaited appends become durable once the interval passed.
+    block_on(log.append(batch(2, 10, 9), 0)).unwrap();
+    log.tick();
+    assert_eq!(log.durable_end_offset(), 5);
+    s.advance_ms(100);
+    log.tick();
+    assert_eq!(log.durable_end_offset(), 7);
+    // ... or once 16 MiB are unsynced, without a tick.
+    let synced = s.sync_count();
+    let big = batch(1000, 1000, 10);
+    for _ in 0..((16 << 20) / big.len() + 1) {
+        block_on(log.append(big.clone(), 0)).unwrap();
+    }
+    assert!(s.sync_count() > synced, "the byte threshold flushed");
+    // Acknowledged-durable data survives a crash; the unwaited tail may not.
+    let acked = block_on(log.append(batch(1, 10, 11), 0)).unwrap();
+    let durable = block_on(log.wait_durable(acked.last_offset)).unwrap();
+    assert!(durable > acked.last_offset);
+    block_on(log.append(batch(1, 10, 12), 0)).unwrap();
+    drop(log);
+    s.crash(7);
+    let (log, _) = open(&s, c);
+    assert!(
+        log.log_end_offset() >= durable,
+        "an acknowledged batch was lost"
+    );
+    let last = block_on(log.read_bytes(acked.base_offset, 1 << 20)).unwrap();
+    let h = validate(&last, usize::MAX, Strictness::Produce).unwrap();
+    assert_eq!(h.base_offset as u64, acked.base_offset);
+}
+
+#[test]
 fn deleted_partition_is_gone_and_refuses_writes() {
     let s = MemStorage::new(0);
     let (log, _) = open(&s, small_config());

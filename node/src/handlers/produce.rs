@@ -25,15 +25,32 @@ use crate::handlers::topic_name;
 use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
 /// Outcome of one partition's append.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Appended {
     /// Committed by Raft already when acks=all (replicated partitions).
     replicated: bool,
     tp: TopicPartition,
     error: Option<ResponseError>,
     base_offset: i64,
-    last_offset: i64,
     log_start: i64,
+    /// acks=all: answers whether the append became durable.
+    durable: Option<flume::Receiver<bool>>,
+}
+
+/// acks=all: wait for durability on the owner shard, from a task started
+/// there right after the append (no second hop to that shard; a waiter
+/// starts the group-commit flush at once, while the next appends queue).
+fn wait_durable_on_owner(
+    log: &std::rc::Rc<odradek_engine::shard::Log>,
+    last: u64,
+) -> flume::Receiver<bool> {
+    let (tx, rx) = flume::bounded(1);
+    let log = log.clone();
+    compio::runtime::spawn(async move {
+        let _ = tx.send(log.wait_durable(last).await.is_ok());
+    })
+    .detach();
+    rx
 }
 
 fn log_error_code(e: &LogError) -> ResponseError {
@@ -75,8 +92,8 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 tp: tp.clone(),
                 error: Some(error),
                 base_offset: -1,
-                last_offset: -1,
                 log_start: -1,
+                durable: None,
             };
             if !matches!(acks, -1..=1) {
                 done.push(fail(ResponseError::InvalidRequiredAcks));
@@ -107,21 +124,21 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                     }
                     match r {
-                        Ok((base, last)) => Appended {
+                        Ok((base, _last)) => Appended {
                             replicated: true,
                             tp,
                             error: None,
                             base_offset: base as i64,
-                            last_offset: last as i64,
                             log_start: -1,
+                            durable: None,
                         },
                         Err(code) => Appended {
                             replicated: true,
                             tp,
                             error: Some(code),
                             base_offset: -1,
-                            last_offset: -1,
                             log_start: -1,
+                            durable: None,
                         },
                     }
                 }));
@@ -131,14 +148,21 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 let res = ctx2
                     .with_log(&tp, move |log| async move {
                         let r = log.append(records, 0).await;
+                        let durable = match &r {
+                            Ok(info) if acks == -1 => {
+                                Some(wait_durable_on_owner(&log, info.last_offset))
+                            }
+                            _ => None,
+                        };
                         (
                             r.map_err(|e| (log_error_code(&e), e.to_string())),
                             log.log_start_offset(),
+                            durable,
                         )
                     })
                     .await;
                 match res {
-                    Ok(Some((Ok(info), start))) => {
+                    Ok(Some((Ok(info), start, durable))) => {
                         if info.duplicate {
                             tracing::debug!(
                                 partition = %tp,
@@ -157,19 +181,19 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                             tp,
                             error: None,
                             base_offset: info.base_offset as i64,
-                            last_offset: info.last_offset as i64,
                             log_start: start as i64,
+                            durable,
                         }
                     }
-                    Ok(Some((Err((code, why)), _))) => {
+                    Ok(Some((Err((code, why)), _, _))) => {
                         tracing::debug!(partition = %tp, "produce refused: {why}");
                         Appended {
                             replicated: false,
                             tp,
                             error: Some(code),
                             base_offset: -1,
-                            last_offset: -1,
                             log_start: -1,
+                            durable: None,
                         }
                     }
                     Ok(None) => Appended {
@@ -177,16 +201,16 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         tp,
                         error: Some(ResponseError::UnknownTopicOrPartition),
                         base_offset: -1,
-                        last_offset: -1,
                         log_start: -1,
+                        durable: None,
                     },
                     Err(_) => Appended {
                         replicated: false,
                         tp,
                         error: Some(ResponseError::KafkaStorageError),
                         base_offset: -1,
-                        last_offset: -1,
                         log_start: -1,
+                        durable: None,
                     },
                 }
             }));
@@ -214,18 +238,15 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             },
         )));
     }
-    let ctx = ctx.clone();
     let (version, correlation) = (req.version, req.header.correlation_id);
     Ok(Box::pin(async move {
         if acks == -1 {
             for a in done.iter_mut().filter(|a| a.error.is_none() && !a.replicated) {
-                let last = a.last_offset as u64;
-                let durable = ctx
-                    .with_log(&a.tp, move |log| async move {
-                        log.wait_durable(last).await.is_ok()
-                    })
-                    .await;
-                if !matches!(durable, Ok(Some(true))) {
+                let durable = match a.durable.take() {
+                    Some(rx) => rx.recv_async().await.unwrap_or(false),
+                    None => false,
+                };
+                if !durable {
                     a.error = Some(ResponseError::KafkaStorageError);
                 }
             }
