@@ -215,6 +215,32 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
                 time.sleep(0.01)
         p.flush(90)
 
+    # A consumer group member reads along through all the faults; it may
+    # see a record twice (its group's offsets live on one broker), never
+    # miss one.
+    live = set()
+    live_stop = threading.Event()
+
+    def consume():
+        cons = Consumer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "group.id": "live",
+                "auto.offset.reset": "earliest",
+                "auto.commit.interval.ms": 500,
+                "session.timeout.ms": 6000,
+                **QUIET,
+            }
+        )
+        cons.subscribe(["faults"])
+        while not live_stop.is_set():
+            m = cons.poll(0.2)
+            if m is not None and not m.error():
+                live.add(m.value())
+        cons.close()
+
+    lt = threading.Thread(target=consume, daemon=True)
+    lt.start()
     t = threading.Thread(target=produce, daemon=True)
     t.start()
     time.sleep(2)
@@ -248,6 +274,12 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
     assert not failed, f"acks=all deliveries failed: {failed[:3]}"
     total = sum(len(v) for v in acked.values())
     assert total > 500, f"too little was produced to mean anything: {total}"
+    everything = {v for vs in acked.values() for v in vs}
+    try:
+        cluster.wait("the live consumer to read every acknowledged record", lambda: everything <= live, timeout=60)
+    finally:
+        live_stop.set()
+        lt.join(20)
     out = read_all(cluster, "faults", partitions)
     for pid in range(partitions):
         values = [v for _, v in out[pid]]

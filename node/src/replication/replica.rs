@@ -353,13 +353,7 @@ impl Replica {
         // Stepping a proposal (rather than `RawNode::propose`, which takes
         // a Vec) keeps the producer's bytes uncopied.
         let before = self.node.raft.raft_log.last_index();
-        let mut m = Message::default();
-        m.set_msg_type(MessageType::MsgPropose);
-        m.from = self.id;
-        let mut e = raft::eraftpb::Entry::default();
-        e.data = batch;
-        m.mut_entries().push(e);
-        let stepped = self.node.step(m);
+        let stepped = self.node.step(self.proposal(batch));
         let index = self.node.raft.raft_log.last_index();
         if stepped.is_err() || index != before + 1 {
             return Err(ProduceError::NotLeader {
@@ -384,27 +378,35 @@ impl Replica {
         if self.role != Role::Leader && self.leader.is_none() {
             return Err(ProduceError::NotLeader { leader: None });
         }
+        let m = self.proposal(batch);
+        self.node.step(m).map_err(|_| ProduceError::NotLeader {
+            leader: self.leader,
+        })
+    }
+
+    /// A proposal message of one batch from this replica.
+    fn proposal(&self, batch: Bytes) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.id;
         let mut e = raft::eraftpb::Entry::default();
         e.data = batch;
         m.mut_entries().push(e);
-        self.node.step(m).map_err(|_| ProduceError::NotLeader {
-            leader: self.leader,
-        })
+        m
     }
 
-    /// Whether `peer` answered the leader lately (leader only; raft-rs's
-    /// check-quorum bookkeeping).
-    pub fn recently_active(&self, peer: u64) -> bool {
-        self.role == Role::Leader
-            && self
-                .node
-                .raft
-                .prs()
-                .get(peer)
-                .is_some_and(|p| p.recent_active)
+    /// A proposal's answer once its index is written or committed: its
+    /// offsets if the entry there is still the one proposed.
+    fn outcome(&self, p: &Pending) -> Result<(u64, u64), ProduceError> {
+        let store = self.node.store();
+        match (store.term(p.index), store.base_offset(p.index)) {
+            (Ok(t), Some(base)) if t == p.term => {
+                Ok((base, store.end_offset(p.index).unwrap_or(base + 1) - 1))
+            }
+            _ => Err(ProduceError::NotLeader {
+                leader: self.leader,
+            }),
+        }
     }
 
     /// The next round of work, if any.
@@ -457,19 +459,10 @@ impl Replica {
     /// Appends up to raft index `index` are written (page cache): acks=1
     /// proposals up to there are answered.
     pub fn written(&mut self, index: u64) {
-        let store = self.node.store();
         let mut keep = VecDeque::with_capacity(self.pending.len());
-        for p in self.pending.drain(..) {
+        for p in std::mem::take(&mut self.pending) {
             if p.acks == Acks::Leader && p.index <= index {
-                let r = match (store.term(p.index), store.base_offset(p.index)) {
-                    (Ok(t), Some(base)) if t == p.term => Ok((
-                        base,
-                        store.end_offset(p.index).unwrap_or(base + 1) - 1,
-                    )),
-                    _ => Err(ProduceError::NotLeader {
-                        leader: self.leader,
-                    }),
-                };
+                let r = self.outcome(&p);
                 self.completions.push(Completion {
                     token: p.token,
                     result: r,
@@ -547,8 +540,7 @@ impl Replica {
             }
             self.applied = e.index;
         }
-        let store = self.node.store();
-        if let Some(end) = store.end_offset(self.applied) {
+        if let Some(end) = self.node.store().end_offset(self.applied) {
             self.hw = self.hw.max(end);
         }
         while let Some(p) = self.pending.front() {
@@ -556,14 +548,7 @@ impl Replica {
                 break;
             }
             let p = self.pending.pop_front().expect("checked");
-            let r = match (store.term(p.index), store.base_offset(p.index)) {
-                (Ok(t), Some(base)) if t == p.term => {
-                    Ok((base, store.end_offset(p.index).unwrap_or(base + 1) - 1))
-                }
-                _ => Err(ProduceError::NotLeader {
-                    leader: self.leader,
-                }),
-            };
+            let r = self.outcome(&p);
             // acks=1 proposals not yet answered by `written` are answered
             // here: committed implies written.
             self.completions.push(Completion {

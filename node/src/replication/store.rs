@@ -536,6 +536,21 @@ mod tests {
         }
     }
 
+    /// The batches a store's writes put in the log: (offset, epoch, bytes).
+    fn appended(w: Vec<LogWrite>) -> Vec<(u64, u64, Bytes)> {
+        w.into_iter()
+            .filter_map(|w| match w {
+                LogWrite::Append {
+                    term,
+                    base_offset,
+                    data,
+                    ..
+                } => Some((base_offset, term, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn writes_offsets(w: &[LogWrite]) -> Vec<(u64, u64)> {
         w.iter()
             .filter_map(|w| match w {
@@ -575,19 +590,7 @@ mod tests {
     fn recovery_rebuilds_the_same_translation() {
         let mut s = LogStore::new(&RaftMeta::new(vec![1], 0));
         let entries = [noop(1, 1), data(2, 1, 3), noop(3, 2), data(4, 2, 1)];
-        let w = s.append(&entries).unwrap();
-        let batches: Vec<(u64, u64, Bytes)> = w
-            .into_iter()
-            .filter_map(|w| match w {
-                LogWrite::Append {
-                    term,
-                    base_offset,
-                    data,
-                    ..
-                } => Some((base_offset, term, data)),
-                _ => None,
-            })
-            .collect();
+        let batches = appended(s.append(&entries).unwrap());
         let mut meta = s.meta();
         meta.commit = 2;
         let (r, lost) = LogStore::recover(&meta, batches.clone()).unwrap();
@@ -630,16 +633,7 @@ mod tests {
         ));
         let req = s.take_fetch_request().unwrap();
         assert_eq!((req.low, req.high, req.from_offset, req.to_offset), (1, 3, 0, 3));
-        let batches = w.into_iter().filter_map(|w| match w {
-            LogWrite::Append {
-                term,
-                base_offset,
-                data,
-                ..
-            } => Some((base_offset, term, data)),
-            _ => None,
-        });
-        assert_eq!(s.fetched(&req, batches).len(), 1);
+        assert_eq!(s.fetched(&req, appended(w)).len(), 1);
         let got = s.entries(1, 3, None, GetEntriesContext::empty(true)).unwrap();
         assert_eq!(got.len(), 2);
         // Compaction moves the anchor past them.
