@@ -127,7 +127,8 @@ struct Sim {
     next_token: u64,
     tokens: HashMap<u64, (usize, u64)>, // token -> (producer, seq)
     leaders: BTreeMap<u64, u64>,        // term -> leader
-    committed: Vec<Batch>,
+    /// The cluster's committed log: offset -> (epoch, bytes).
+    committed: BTreeMap<u64, (u64, Bytes)>,
     acked: BTreeMap<u64, Bytes>, // offset -> batch
     stats: Stats,
     producing: bool,
@@ -141,6 +142,8 @@ struct Stats {
     fetches: usize,
     truncations: usize,
     torn: usize,
+    compactions: usize,
+    snapshots: usize,
 }
 
 /// A replica's settings; its election timeout comes from the seeded RNG.
@@ -155,6 +158,9 @@ fn cfg(id: u64, rng: &mut Rng) -> ReplicaConfig {
         cache_bytes: 4 << 10,
         max_size_per_msg: 2 << 10,
         max_inflight_msgs: 8,
+        // Compacted often and close to the end, so lagging replicas get
+        // snapshots (their logs restart at the anchor).
+        keep_entries: 16,
         ..ReplicaConfig::new(id)
     }
 }
@@ -210,7 +216,7 @@ impl Sim {
             next_token: 1,
             tokens: HashMap::new(),
             leaders: BTreeMap::new(),
-            committed: Vec::new(),
+            committed: BTreeMap::new(),
             acked: BTreeMap::new(),
             stats: Stats::default(),
             producing: true,
@@ -320,6 +326,7 @@ impl Sim {
                     node.log.push((*base_offset, *term, data.clone()));
                 }
                 LogWrite::Reset { offset } => {
+                    stats.snapshots += 1;
                     node.log.clear();
                     node.log_start = *offset;
                     node.checked = 0;
@@ -428,16 +435,15 @@ impl Sim {
             if b.0 + batch_len(&b.2) > hw {
                 break;
             }
-            let i = node.checked;
-            match self.committed.get(i) {
+            match self.committed.get(&b.0) {
                 Some(c) => assert_eq!(
-                    (c.0, c.1, &c.2),
-                    (b.0, b.1, &b.2),
-                    "node {id}: committed batch {i} differs (t={now})"
+                    (c.0, &c.1),
+                    (b.1, &b.2),
+                    "node {id}: committed batch at {} differs (t={now})",
+                    b.0
                 ),
                 None => {
-                    assert_eq!(i, self.committed.len());
-                    self.committed.push(b.clone());
+                    self.committed.insert(b.0, (b.1, b.2.clone()));
                 }
             }
             node.checked += 1;
@@ -479,6 +485,11 @@ impl Sim {
                     fnode.jobs.len()
                 );
                 let i = fnode.log.partition_point(|b| b.0 < end);
+                if i == 0 {
+                    // All of it lies below the follower's snapshot.
+                    assert!(fnode.log_start >= end, "ISR member {f} lacks data");
+                    continue;
+                }
                 let last = &fnode.log[i - 1];
                 let lt = leader_store.term_at_offset(last.0).expect("leader holds it");
                 assert_eq!(last.1, lt, "ISR member {f} holds a different entry");
@@ -644,7 +655,15 @@ impl Sim {
             self.complete_jobs(id);
             let node = self.node(id);
             if node.replica.is_some() && now % TICK_MS == node.tick_phase {
-                node.replica.as_mut().expect("alive").tick(now);
+                let r = node.replica.as_mut().expect("alive");
+                r.tick(now);
+                if now % 1000 < TICK_MS {
+                    // The driver persists the moved anchor before going on.
+                    if let Some(meta) = r.compact_log() {
+                        node.meta = meta;
+                        self.stats.compactions += 1;
+                    }
+                }
                 self.drain_ready(id);
             }
         }
@@ -696,7 +715,8 @@ impl Sim {
             "no leader after healing"
         );
         for n in &self.nodes {
-            for (&off, batch) in &self.acked {
+            // A replica that installed a snapshot holds only what follows it.
+            for (&off, batch) in self.acked.range(n.log_start..) {
                 let i = n.log.partition_point(|b| b.0 < off);
                 let b = n.log.get(i).unwrap_or_else(|| {
                     panic!("node {}: acknowledged batch at {off} missing", n.id)
@@ -755,6 +775,8 @@ fn partition_replication_survives_faults() {
                 total.fetches += s.fetches;
                 total.truncations += s.truncations;
                 total.torn += s.torn;
+                total.compactions += s.compactions;
+                total.snapshots += s.snapshots;
             }
             Err(e) => {
                 let msg = e
@@ -773,5 +795,6 @@ fn partition_replication_survives_faults() {
     if seeds().len() >= 50 {
         assert!(total.crashes > 0 && total.elections > 0 && total.fetches > 0);
         assert!(total.truncations > 0, "{total:?}");
+        assert!(total.compactions > 0 && total.snapshots > 0, "{total:?}");
     }
 }

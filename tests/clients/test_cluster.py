@@ -295,3 +295,42 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
         assert not missing, f"partition {pid}: {len(missing)} acknowledged records lost"
         offsets = [o for o, _ in out[pid]]
         assert offsets == sorted(offsets)
+
+
+@pytest.mark.broker_set("log.retention.check.interval.ms=500")
+def test_retention_deletes_old_segments_of_replicated_partitions_and_brokers_restart(cluster):
+    """Retention runs below the Raft log's anchor (moved up every 10 s), so
+    old segments go and a restarted broker recovers its Raft log."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, **QUIET})
+    fs = admin.create_topics(
+        [NewTopic("ret", 1, 3, config={"segment.bytes": "65536", "retention.bytes": "65536"})],
+        request_timeout=20,
+    )
+    fs["ret"].result(30)
+    leader_of(cluster, admin, "ret", 0)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5, **QUIET})
+    for i in range(3000):
+        p.produce("ret", b"x" * 200 + f"{i:06d}".encode(), partition=0)
+        p.poll(0)
+    assert p.flush(30) == 0
+    cons = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "wm", **QUIET})
+    start = cluster.wait(
+        "old segments deleted",
+        lambda: (lambda lo: lo if lo > 0 else None)(
+            cons.get_watermark_offsets(TopicPartition("ret", 0), timeout=5)[0]
+        ),
+        timeout=40,
+    )
+    # Every broker restarts on its trimmed log and the partition keeps going.
+    for i in cluster.ids:
+        cluster.brokers[i].stop_clean()
+        cluster.start(i)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", **QUIET})
+    errs = []
+    for i in range(10):
+        p.produce("ret", f"after-{i}".encode(), partition=0, on_delivery=lambda e, m: errs.append(e))
+    p.flush(60)
+    assert errs == [None] * 10
+    lo, hi = cons.get_watermark_offsets(TopicPartition("ret", 0), timeout=10)
+    assert lo >= start and hi > lo
+    cons.close()

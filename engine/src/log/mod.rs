@@ -440,6 +440,22 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow_mut().set_compaction_limit(limit);
     }
 
+    /// Retention deletes only segments wholly below `limit` (a replicated
+    /// log keeps what its Raft log still holds).
+    pub fn set_retention_limit(&self, limit: Option<u64>) {
+        self.state.borrow_mut().set_retention_limit(limit);
+    }
+
+    /// Drop every segment and start again, empty, at `offset` (a replica
+    /// that installs its leader's snapshot).
+    pub async fn reset(self: &Rc<Self>, offset: u64) -> Result<(), LogError> {
+        let _guard = self.append_lock.lock().await;
+        self.check_failed()?;
+        self.reset_to(offset).await?;
+        self.wake_readers();
+        Ok(())
+    }
+
     /// Change settings (retention, segment size, flush policy); takes effect
     /// from the next append or retention pass.
     pub fn set_config(&self, config: LogConfig) {

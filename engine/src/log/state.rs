@@ -179,6 +179,10 @@ pub struct LogState<F> {
     /// replicated log sets its committed offset here, as Kafka's cleaner
     /// stops at the high watermark). `None`: no limit.
     compaction_limit: Option<u64>,
+    /// Retention deletes only segments wholly below this offset (a
+    /// replicated log's Raft anchor: batches above it are Raft entries
+    /// recovery walks). `None`: no limit.
+    retention_limit: Option<u64>,
     /// A replicated log's high watermark: readers see only offsets below
     /// it. `None`: everything written is visible.
     high_watermark: Option<u64>,
@@ -208,6 +212,7 @@ impl<F: Clone> LogState<F> {
             generation: 0,
             producers: ProducerStates::new(),
             compaction_limit: None,
+            retention_limit: None,
             high_watermark: None,
             hw_position: None,
             above_hw: VecDeque::new(),
@@ -663,6 +668,9 @@ impl<F: Clone> LogState<F> {
         let mut total = self.size_bytes();
         let mut n = 0;
         for seg in self.segments.iter().take(self.segments.len() - 1) {
+            if self.retention_limit.is_some_and(|l| seg.next_offset > l) {
+                break;
+            }
             let by_size = self
                 .config
                 .retention_bytes
@@ -683,6 +691,10 @@ impl<F: Clone> LogState<F> {
             n += 1;
         }
         n
+    }
+
+    pub fn set_retention_limit(&mut self, limit: Option<u64>) {
+        self.retention_limit = limit;
     }
 
     /// See [`super::PartitionLog::set_compaction_limit`].

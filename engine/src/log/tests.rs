@@ -1457,3 +1457,29 @@ fn readers_see_only_offsets_below_the_high_watermark() {
     block_on(log.set_high_watermark(5)).unwrap();
     assert_eq!(seen(&log, 0), vec![(0, 1), (2, 4)]);
 }
+
+#[test]
+fn retention_keeps_segments_above_its_limit_and_reset_restarts_the_log() {
+    let s = MemStorage::new(1_000);
+    let cfg = LogConfig {
+        retention_bytes: Some(1),
+        ..small_config()
+    };
+    let (log, _) = open(&s, cfg);
+    for _ in 0..60 {
+        block_on(log.append(batch(4, 100, 100), 0)).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    let third = log.segment_bases()[2];
+    log.set_retention_limit(Some(third));
+    block_on(log.enforce_retention()).unwrap();
+    assert_eq!(log.log_start_offset(), third, "only segments below the limit go");
+    log.set_retention_limit(None);
+    block_on(log.enforce_retention()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    block_on(log.reset(500)).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    let a = block_on(log.append_replicated(500, batch(1, 1, 0), 3)).unwrap();
+    assert_eq!(a.base_offset, 500);
+}

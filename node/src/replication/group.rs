@@ -22,6 +22,9 @@ use super::replica::{Acks, ReplicaError};
 use super::store::{LogStore, LogWrite, RaftMeta, RecoverError};
 use super::{ProduceError, Replica, ReplicaConfig, Role};
 
+/// How often the Raft log's anchor is moved up.
+const COMPACT_EVERY_MS: u64 = 10_000;
+
 /// The Raft state file in a partition's directory.
 pub const META_FILE: &str = "raft-state.json";
 
@@ -238,6 +241,8 @@ impl Group {
         let mut token = 0u64;
         // Proposals accepted since the last `drive` (not yet written).
         let mut unwritten = false;
+        let mut next_compaction = COMPACT_EVERY_MS;
+        self.limit_log();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = compio::time::timeout(wait, self.rx.recv_async()).await;
@@ -316,6 +321,17 @@ impl Group {
                 let now = self.now_ms();
                 self.replica.tick(now);
                 next_tick = Instant::now() + self.tick;
+                if now >= next_compaction {
+                    next_compaction = now + COMPACT_EVERY_MS;
+                    if let Some(meta) = self.replica.compact_log() {
+                        if let Err(e) = self.persist_meta(meta).await {
+                            tracing::error!(dir = %self.log.dir().display(), error = %e, "raft group stopped");
+                            self.fail_waiting();
+                            return;
+                        }
+                        self.limit_log();
+                    }
+                }
             }
             unwritten = false;
             if let Err(e) = self.drive().await {
@@ -350,13 +366,10 @@ impl Group {
                     }
                     LogWrite::Reset { offset } => {
                         self.flush_appends(&mut appends).await?;
-                        // Snapshots are not sent yet (the Raft log is never
-                        // compacted past a voter); a reset would lose history.
-                        tracing::error!(dir = %self.log.dir().display(), offset, "raft snapshot install is not supported");
-                        return Err(GroupError::Meta {
-                            path: self.log.dir().to_path_buf(),
-                            reason: "snapshot install not supported".into(),
-                        });
+                        // The leader's snapshot: this replica was behind its
+                        // anchor; its log restarts there.
+                        tracing::warn!(dir = %self.log.dir().display(), offset, "installing the leader's snapshot: the log restarts at its anchor");
+                        self.log.reset(offset).await?;
                     }
                 }
             }
@@ -385,6 +398,14 @@ impl Group {
         self.answer();
         self.publish();
         Ok(())
+    }
+
+    /// Retention and the cleaner keep off the batches that are still Raft
+    /// entries (above the anchor).
+    fn limit_log(&self) {
+        let anchor = self.replica.store().anchor().offset;
+        self.log.set_retention_limit(Some(anchor));
+        self.log.set_compaction_limit(Some(anchor));
     }
 
     /// Write queued appends together (the engine combines them into one

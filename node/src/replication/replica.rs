@@ -44,6 +44,10 @@ pub struct ReplicaConfig {
     /// Cached entry bytes beyond which applied entries are evicted even
     /// if a follower still needs them (it is then sent them from the log).
     pub cache_bytes: usize,
+    /// Applied entries kept above the Raft log's anchor when it is
+    /// compacted (so a briefly lagging follower still gets entries, not a
+    /// snapshot).
+    pub keep_entries: u64,
     /// The preferred leader (the first replica): a leader hands leadership
     /// to it once it is fully caught up, so leadership spreads as placed.
     pub preferred: Option<u64>,
@@ -61,6 +65,7 @@ impl ReplicaConfig {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             cache_bytes: 64 << 20,
+            keep_entries: 4096,
             preferred: None,
         }
     }
@@ -158,6 +163,9 @@ pub struct Replica {
     /// Last time each follower answered the leader.
     heard_ms: HashMap<u64, u64>,
     preferred: Option<u64>,
+    keep_entries: u64,
+    /// An installed snapshot's `Ready` number and anchor offset, until synced.
+    snapshot_hw: Option<(u64, u64)>,
     /// When leadership was last handed to the preferred replica.
     transfer_at: u64,
 }
@@ -202,6 +210,8 @@ impl Replica {
             caught_up_ms: HashMap::new(),
             heard_ms: HashMap::new(),
             preferred: cfg.preferred.filter(|&p| p != cfg.id),
+            keep_entries: cfg.keep_entries,
+            snapshot_hw: None,
             transfer_at: 0,
         })
     }
@@ -384,6 +394,33 @@ impl Replica {
         })
     }
 
+    /// Move the Raft log's anchor up (its batches stay in the partition
+    /// log): to what every voter holds, or, past `keep_entries` of lag, to
+    /// `keep_entries` below the applied index (a follower further behind
+    /// then gets a snapshot: its log restarts at the anchor). Returns the
+    /// state to persist when the anchor moved.
+    pub fn compact_log(&mut self) -> Option<RaftMeta> {
+        let keep_from = self.applied.saturating_sub(self.keep_entries);
+        let target = if self.role == Role::Leader {
+            let min_match = self
+                .node
+                .raft
+                .prs()
+                .iter()
+                .map(|(_, p)| p.matched)
+                .min()
+                .unwrap_or(0);
+            min_match.min(self.applied).max(keep_from)
+        } else {
+            keep_from
+        };
+        if target <= self.node.store().anchor().index {
+            return None;
+        }
+        self.node.mut_store().compact_to(target);
+        Some(self.node.store().meta())
+    }
+
     /// A proposal message of one batch from this replica.
     fn proposal(&self, batch: Bytes) -> Message {
         let mut m = Message::default();
@@ -427,7 +464,8 @@ impl Replica {
         if !rd.snapshot().is_empty() {
             let offset = self.node.mut_store().apply_snapshot(rd.snapshot());
             out.writes.push(LogWrite::Reset { offset });
-            self.hw = self.hw.max(offset);
+            // Visible once the reset is durable (`synced`), not before.
+            self.snapshot_hw = Some((out.number, offset));
             self.applied = rd.snapshot().get_metadata().index;
             meta_changed = true;
         }
@@ -440,8 +478,15 @@ impl Replica {
         }
         out.send_after_sync = rd.take_persisted_messages();
         self.node.advance_append_async(rd);
-        // Committed entries delivered after the append (the light ready).
-        self.node.advance_apply_to(self.applied);
+        self.advance_apply();
+        // A snapshot carries only the anchor: once handed to the caller it
+        // is done (lost on the way, the follower's next answer re-probes).
+        for m in out.send.iter().chain(&out.send_after_sync) {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let to = m.to;
+                self.node.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
+        }
         if meta_changed {
             out.meta = Some(self.node.store().meta());
         }
@@ -454,6 +499,23 @@ impl Replica {
     /// Everything of `Ready`s up to `number` is durable.
     pub fn synced(&mut self, number: u64) {
         self.node.on_persist_ready(number);
+        if let Some((n, offset)) = self.snapshot_hw {
+            if n <= number {
+                self.snapshot_hw = None;
+                self.hw = self.hw.max(offset);
+            }
+        }
+        self.advance_apply();
+    }
+
+    /// Tell raft-rs what is applied — never past what is persisted (an
+    /// installed snapshot counts once its `Ready` is synced).
+    fn advance_apply(&mut self) {
+        let log = &self.node.raft.raft_log;
+        let to = self.applied.min(log.persisted).min(log.committed);
+        if to > log.applied {
+            self.node.advance_apply_to(to);
+        }
     }
 
     /// Appends up to raft index `index` are written (page cache): acks=1
@@ -540,8 +602,10 @@ impl Replica {
             }
             self.applied = e.index;
         }
-        if let Some(end) = self.node.store().end_offset(self.applied) {
-            self.hw = self.hw.max(end);
+        if !entries.is_empty() {
+            if let Some(end) = self.node.store().end_offset(self.applied) {
+                self.hw = self.hw.max(end);
+            }
         }
         while let Some(p) = self.pending.front() {
             if p.index > self.applied {
