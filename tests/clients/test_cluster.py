@@ -334,3 +334,28 @@ def test_retention_deletes_old_segments_of_replicated_partitions_and_brokers_res
     lo, hi = cons.get_watermark_offsets(TopicPartition("ret", 0), timeout=10)
     assert lo >= start and hi > lo
     cons.close()
+
+
+def test_a_down_broker_is_fenced_and_gets_no_new_replicas(cluster):
+    """The controller fences a broker it stops hearing from: a replication
+    factor above the brokers that are up is refused, and the broker is
+    unfenced when it is back."""
+    admin = create(cluster, "before", 1, 3)
+    ctl = admin.list_topics(timeout=10).controller_id
+    victim = next(i for i in cluster.ids if i != ctl)
+    cluster.kill(victim)
+
+    def refused():
+        fs = admin.create_topics([NewTopic(f"rf3-{time.monotonic_ns()}", 1, 3)], request_timeout=20)
+        try:
+            list(fs.values())[0].result(30)
+            return None
+        except KafkaException as e:
+            return e.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR or None
+
+    cluster.wait("RF 3 refused with a broker down", refused, timeout=40, every=1.0)
+    # Two replicas still fit on the live brokers.
+    create(cluster, "rf2", 1, 2)
+    assert victim not in cluster.metadata(admin, "rf2").partitions[0].replicas
+    cluster.start(victim)
+    cluster.wait("RF 3 accepted again", lambda: create(cluster, f"back-{time.monotonic_ns()}", 1, 3) is not None, timeout=40, every=1.0)

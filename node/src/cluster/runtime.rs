@@ -176,6 +176,7 @@ impl Cluster {
                 let _ = me.controller_group.set(h);
                 compio::runtime::spawn(apply_loop(ctx.clone(), me.clone(), log)).detach();
                 compio::runtime::spawn(register(me.clone(), b.clone())).detach();
+                compio::runtime::spawn(watch_liveness(me.clone(), b.clone())).detach();
                 Ok::<(), String>(())
             })
             .map_err(|e| e.to_string())?
@@ -313,6 +314,58 @@ async fn register(cluster: Arc<Cluster>, broker: Arc<Broker>) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// On the controller's leader: fence a registered broker the controller
+/// group has not heard from for a while, unfence it when it is back. Only
+/// live (unfenced) brokers get new replicas, so a replication factor above
+/// the brokers that are up is refused (INVALID_REPLICATION_FACTOR).
+async fn watch_liveness(cluster: Arc<Cluster>, broker: Arc<Broker>) {
+    // Give every broker a chance to be heard after a (re)election.
+    let mut leader_since: Option<Instant> = None;
+    loop {
+        compio::time::sleep(Duration::from_secs(1)).await;
+        if broker.is_stopping() {
+            return;
+        }
+        let Some(status) = cluster.controller_group.get().map(|h| h.status()) else {
+            continue;
+        };
+        if status.role != Some(Role::Leader) {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < Duration::from_secs(8) {
+            continue;
+        }
+        let changes: Vec<Command> = cluster.with_state(|c| {
+            c.state()
+                .brokers()
+                .values()
+                .filter_map(|b| {
+                    let id = b.id as u64;
+                    let up = id == cluster.node_id || status.live_peers.contains(&id);
+                    match (up, b.fenced) {
+                        (false, false) => Some(Command::FenceBroker { id: b.id }),
+                        (true, true) => Some(Command::UnfenceBroker { id: b.id }),
+                        _ => None,
+                    }
+                })
+                .collect()
+        });
+        for cmd in changes {
+            let (id, fence) = match &cmd {
+                Command::FenceBroker { id } => (*id, true),
+                Command::UnfenceBroker { id } => (*id, false),
+                _ => continue,
+            };
+            tracing::info!(node = id, fenced = fence, "broker liveness changed");
+            let _ = cluster
+                .submit(cmd, move |s| s.broker(id).is_some_and(|b| b.fenced == fence))
+                .await;
         }
     }
 }

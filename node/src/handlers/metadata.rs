@@ -174,9 +174,10 @@ async fn create_replicated(
 ) -> Result<Arc<TopicMeta>, AdminError> {
     use crate::cluster::{Command, NewTopic, Requester};
     // Just after a cluster starts, brokers are still registering: give
-    // them a moment before placing replicas on fewer than all of them.
+    // them a moment before placing replicas on fewer than all of them
+    // (a registered broker that is down is fenced by the controller).
     for _ in 0..100 {
-        if c.with_state(|ctl| ctl.state().live_brokers().len()) >= c.voters.len() {
+        if c.with_state(|ctl| ctl.state().brokers().len()) >= c.voters.len() {
             break;
         }
         compio::time::sleep(std::time::Duration::from_millis(50)).await;

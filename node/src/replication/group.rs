@@ -42,6 +42,8 @@ pub struct GroupStatus {
     pub term: u64,
     pub voters: Vec<u64>,
     pub isr: Vec<u64>,
+    /// Leader only: the other voters heard from within the last 6 s.
+    pub live_peers: Vec<u64>,
     pub high_watermark: u64,
     pub log_end: u64,
 }
@@ -477,6 +479,7 @@ impl Group {
             term: r.term(),
             voters: r.voters(),
             isr: r.isr(),
+            live_peers: r.live_peers(6_000),
             high_watermark: r.high_watermark(),
             log_end: r.log_end_offset(),
         };

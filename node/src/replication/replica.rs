@@ -251,6 +251,22 @@ impl Replica {
         self.node.store()
     }
 
+    /// The other voters that answered this leader within `within_ms`
+    /// (empty unless leader): the controller's view of which brokers live.
+    pub fn live_peers(&self, within_ms: u64) -> Vec<u64> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let mut v: Vec<u64> = self
+            .heard_ms
+            .iter()
+            .filter(|(_, &t)| self.now_ms.saturating_sub(t) <= within_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The voters of the group (the partition's replicas).
     pub fn voters(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self.node.store().conf_state().voters.clone();
