@@ -418,14 +418,7 @@ impl Replica {
     pub fn compact_log(&mut self) -> Option<RaftMeta> {
         let keep_from = self.applied.saturating_sub(self.keep_entries);
         let target = if self.role == Role::Leader {
-            let min_match = self
-                .node
-                .raft
-                .prs()
-                .iter()
-                .map(|(_, p)| p.matched)
-                .min()
-                .unwrap_or(0);
+            let min_match = self.min_match();
             min_match.min(self.applied).max(keep_from)
         } else {
             keep_from
@@ -639,18 +632,22 @@ impl Replica {
         Ok(conf_changed)
     }
 
+    /// The lowest index every voter holds (leader's view).
+    fn min_match(&self) -> u64 {
+        self.node
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, p)| p.matched)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Drop cached entries every replica has (or, past the cap, applied
     /// ones: a lagging follower is then served from the log).
     fn evict(&mut self) {
         let through = if self.role == Role::Leader {
-            let min_match = self
-                .node
-                .raft
-                .prs()
-                .iter()
-                .map(|(_, p)| p.matched)
-                .min()
-                .unwrap_or(0);
+            let min_match = self.min_match();
             if self.node.store().cached_bytes() > self.cache_cap {
                 self.applied
             } else {
