@@ -74,7 +74,9 @@ def read_all(c: Cluster, topic: str, partitions: int, timeout: float = 30.0):
         }
     )
     cons.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out = defaultdict(list)
+    # By offset: a consumer that re-fetches after a leader change may see
+    # an offset twice; a record written twice has two offsets.
+    out = defaultdict(dict)
     eof = set()
     deadline = time.monotonic() + timeout
     while len(eof) < partitions and time.monotonic() < deadline:
@@ -86,10 +88,13 @@ def read_all(c: Cluster, topic: str, partitions: int, timeout: float = 30.0):
                 eof.add(m.partition())
             continue
         eof.discard(m.partition())
-        out[m.partition()].append((m.offset(), m.value()))
+        seen = out[m.partition()].setdefault(m.offset(), m.value())
+        assert seen == m.value(), f"offset {m.offset()} read with two values"
     cons.close()
     assert len(eof) == partitions, f"did not reach the end of every partition: {sorted(eof)}"
-    return out
+    result = defaultdict(list)
+    result.update({p: sorted(recs.items()) for p, recs in out.items()})
+    return result
 
 
 def test_replicated_topic_metadata_and_admin_errors(cluster):
