@@ -95,7 +95,12 @@ fn main() {
     // tombstone and a keyless record), uncompressed and in every codec.
     for codec in 0..5i16 {
         let mut bb = BatchBuilder::new(1_000).attributes(codec);
-        for (k, v) in [(Some("a"), Some("1")), (Some("b"), None), (None, Some("x")), (Some("a"), Some("2"))] {
+        for (k, v) in [
+            (Some("a"), Some("1")),
+            (Some("b"), None),
+            (None, Some("x")),
+            (Some("a"), Some("2")),
+        ] {
             bb.push(&Record {
                 key: k.map(|k| k.as_bytes().to_vec()),
                 value: v.map(|v| v.as_bytes().to_vec()),
@@ -110,7 +115,11 @@ fn main() {
         b[8..12].copy_from_slice(&len.to_be_bytes());
         assign(&mut b, 10, 0);
         odradek_engine::batch::set_crc(&mut b);
-        write("compact_batch", &format!("keyed-codec-{codec}"), &with_mode(1 | ((codec as u8) << 1), &b));
+        write(
+            "compact_batch",
+            &format!("keyed-codec-{codec}"),
+            &with_mode(1 | ((codec as u8) << 1), &b),
+        );
     }
     println!("seed corpus written");
 }

@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use odradek_engine::batch::{self, BatchHeader, Strictness};
-use odradek_engine::compact::{self, CleanOptions, Cleaned, KeyMap};
 use odradek_engine::codec;
+use odradek_engine::compact::{self, CleanOptions, Cleaned, KeyMap};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -57,8 +57,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(n.size(), out.len());
             assert_eq!(n.base_offset, h.base_offset);
             assert_eq!(n.last_offset_delta, h.last_offset_delta);
-            assert_eq!((n.producer_id, n.producer_epoch, n.base_sequence), (h.producer_id, h.producer_epoch, h.base_sequence));
-            assert_eq!((n.base_timestamp, n.max_timestamp), (h.base_timestamp, h.max_timestamp));
+            assert_eq!(
+                (n.producer_id, n.producer_epoch, n.base_sequence),
+                (h.producer_id, h.producer_epoch, h.base_sequence)
+            );
+            assert_eq!(
+                (n.base_timestamp, n.max_timestamp),
+                (h.base_timestamp, h.max_timestamp)
+            );
             let after = compact::batch_contents(&out, cap).expect("rewrite decodes");
             assert_eq!(after.len() + verdict.removed, before.len());
             for r in &after {

@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok((offset, state)) = ProducerStates::decode_snapshot(&file) {
         let again = state.encode_snapshot(offset);
-        let (o2, s2) = ProducerStates::decode_snapshot(&again).expect("re-encoded snapshot decodes");
+        let (o2, s2) =
+            ProducerStates::decode_snapshot(&again).expect("re-encoded snapshot decodes");
         assert_eq!(o2, offset);
         assert_eq!(s2, state);
         assert!(again.len() <= file.len(), "re-encoding grew the snapshot");

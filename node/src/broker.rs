@@ -37,9 +37,7 @@ impl Broker {
 
     /// This broker's cluster, and `topic` is one it replicates.
     pub fn replicated(&self, topic: &str) -> Option<&Arc<crate::cluster::runtime::Cluster>> {
-        self.cluster
-            .as_ref()
-            .filter(|c| c.topic(topic).is_some())
+        self.cluster.as_ref().filter(|c| c.topic(topic).is_some())
     }
 }
 

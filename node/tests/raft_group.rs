@@ -123,7 +123,9 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
             .unwrap_err();
         assert_eq!(
             e,
-            odradek_node::replication::ProduceError::NotLeader { leader: Some(first) },
+            odradek_node::replication::ProduceError::NotLeader {
+                leader: Some(first)
+            },
             "follower {fid}"
         );
 
@@ -166,7 +168,12 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
             compio::time::sleep(Duration::from_millis(10)).await;
         }
         let (_, h3) = leader(&routes, None).await;
-        assert_eq!(h3.status().isr.len(), 3, "all back in sync: {:?}", h3.status());
+        assert_eq!(
+            h3.status().isr.len(),
+            3,
+            "all back in sync: {:?}",
+            h3.status()
+        );
         for (id, log) in &logs {
             let got = contents(log).await;
             for (off, rec) in &acked {

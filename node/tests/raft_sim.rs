@@ -87,7 +87,9 @@ struct Node {
 
 impl Node {
     fn end_offset(&self) -> u64 {
-        self.log.last().map_or(self.log_start, |b| b.0 + batch_len(&b.2))
+        self.log
+            .last()
+            .map_or(self.log_start, |b| b.0 + batch_len(&b.2))
     }
 }
 
@@ -236,7 +238,11 @@ impl Sim {
             if faults && (self.cut.contains(&(from, to)) || self.rng.chance(self.drop_p)) {
                 continue;
             }
-            let copies = if faults && self.rng.chance(self.dup_p) { 2 } else { 1 };
+            let copies = if faults && self.rng.chance(self.dup_p) {
+                2
+            } else {
+                1
+            };
             for _ in 0..copies {
                 let at = self.now + self.rng.range(0, self.max_delay);
                 self.net.push(InFlight {
@@ -289,8 +295,17 @@ impl Sim {
     fn apply_writes(node: &mut Node, writes: &[LogWrite], stats: &mut Stats) {
         for w in writes {
             if std::env::var_os("SIM_TRACE_IO").is_some() {
-                if let LogWrite::Append { index, term, base_offset, .. } = w {
-                    eprintln!("node {} append index {index} term {term} at {base_offset}", node.id);
+                if let LogWrite::Append {
+                    index,
+                    term,
+                    base_offset,
+                    ..
+                } = w
+                {
+                    eprintln!(
+                        "node {} append index {index} term {term} at {base_offset}",
+                        node.id
+                    );
                 } else {
                     eprintln!("node {} {w:?}", node.id);
                 }
@@ -454,7 +469,9 @@ impl Sim {
     /// the entries the leader counts it for, with the leader's terms.
     fn check_isr(&self) {
         for n in &self.nodes {
-            let Some(r) = n.replica.as_ref() else { continue };
+            let Some(r) = n.replica.as_ref() else {
+                continue;
+            };
             if r.role() != Role::Leader {
                 continue;
             }
@@ -473,7 +490,9 @@ impl Sim {
                 if matched <= anchor {
                     continue;
                 }
-                let end = leader_store.end_offset(matched).expect("matched is in the leader's log");
+                let end = leader_store
+                    .end_offset(matched)
+                    .expect("matched is in the leader's log");
                 assert!(
                     fnode.end_offset() >= end,
                     "ISR member {f} lacks data the leader {} counts it for (t={}): matched {matched} (offset {end}), its disk ends at {}, its raft log at {} (commit {}), {} jobs pending",
@@ -491,7 +510,9 @@ impl Sim {
                     continue;
                 }
                 let last = &fnode.log[i - 1];
-                let lt = leader_store.term_at_offset(last.0).expect("leader holds it");
+                let lt = leader_store
+                    .term_at_offset(last.0)
+                    .expect("leader holds it");
                 assert_eq!(last.1, lt, "ISR member {f} holds a different entry");
             }
         }
@@ -508,7 +529,10 @@ impl Sim {
         if keep_torn {
             if let Some(job) = node.jobs.front() {
                 if job.meta.is_none()
-                    && job.writes.iter().all(|w| matches!(w, LogWrite::Append { .. }))
+                    && job
+                        .writes
+                        .iter()
+                        .all(|w| matches!(w, LogWrite::Append { .. }))
                 {
                     let part: Vec<LogWrite> = job.writes.iter().take(k as usize).cloned().collect();
                     let mut st = Stats::default();
@@ -570,7 +594,11 @@ impl Sim {
             let batch = b.build().freeze();
             let token = self.next_token;
             self.next_token += 1;
-            let acks = if seq % 5 == 4 { Acks::Leader } else { Acks::All };
+            let acks = if seq % 5 == 4 {
+                Acks::Leader
+            } else {
+                Acks::All
+            };
             let node = &mut self.nodes[(target - 1) as usize];
             let Some(r) = node.replica.as_mut() else {
                 self.producers[p].target = target % self.nodes.len() as u64 + 1;
@@ -630,8 +658,9 @@ impl Sim {
         self.now += 1;
         let now = self.now;
         let due: Vec<InFlight> = {
-            let (due, rest): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.net).into_iter().partition(|m| m.at <= now);
+            let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
+                .into_iter()
+                .partition(|m| m.at <= now);
             self.net = rest;
             due
         };
@@ -711,7 +740,9 @@ impl Sim {
             "replicas did not converge: high watermarks {hws:?}"
         );
         assert!(
-            self.nodes.iter().any(|n| n.replica.as_ref().unwrap().role() == Role::Leader),
+            self.nodes
+                .iter()
+                .any(|n| n.replica.as_ref().unwrap().role() == Role::Leader),
             "no leader after healing"
         );
         for n in &self.nodes {
@@ -721,13 +752,20 @@ impl Sim {
                 let b = n.log.get(i).unwrap_or_else(|| {
                     panic!("node {}: acknowledged batch at {off} missing", n.id)
                 });
-                assert_eq!(b.0, off, "node {}: no batch starts at acked offset {off}", n.id);
+                assert_eq!(
+                    b.0, off,
+                    "node {}: no batch starts at acked offset {off}",
+                    n.id
+                );
                 assert_eq!(&b.2, batch, "node {}: acked batch at {off} differs", n.id);
             }
         }
         for (p, prod) in self.producers.iter().enumerate() {
             for w in prod.acked.windows(2) {
-                assert!(w[0].0 < w[1].0 && w[0].1 < w[1].1, "producer {p}: order broken");
+                assert!(
+                    w[0].0 < w[1].0 && w[0].1 < w[1].1,
+                    "producer {p}: order broken"
+                );
             }
         }
     }

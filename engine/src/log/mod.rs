@@ -523,7 +523,11 @@ impl<S: Storage> PartitionLog<S> {
         self.enqueue(set, leader_epoch).await
     }
 
-    async fn enqueue(self: &Rc<Self>, set: ValidRecords, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+    async fn enqueue(
+        self: &Rc<Self>,
+        set: ValidRecords,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
         let (tx, rx) = flume::bounded(1);
         self.queue.borrow_mut().push_back(Queued {
             set,
@@ -674,7 +678,10 @@ impl<S: Storage> PartitionLog<S> {
     /// replicated: `Ok(None)` to write it, `Ok(Some((first, last)))` for a
     /// retry of a batch already in the log (its original offsets), or the
     /// epoch/sequence error. Non-idempotent batches are always `Ok(None)`.
-    pub fn judge_producer(&self, h: &batch::BatchHeader) -> Result<Option<(u64, u64)>, ProducerError> {
+    pub fn judge_producer(
+        &self,
+        h: &batch::BatchHeader,
+    ) -> Result<Option<(u64, u64)>, ProducerError> {
         if !crate::producer::is_idempotent(h) {
             return Ok(None);
         }

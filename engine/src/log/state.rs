@@ -45,7 +45,11 @@ impl ValidRecords {
     }
 
     /// One batch that must be written at exactly `base_offset`.
-    pub fn replicated(bytes: Bytes, max_batch_bytes: usize, base_offset: u64) -> Result<Self, LogError> {
+    pub fn replicated(
+        bytes: Bytes,
+        max_batch_bytes: usize,
+        base_offset: u64,
+    ) -> Result<Self, LogError> {
         let mut set = Self::new(bytes, max_batch_bytes)?;
         if set.headers.len() != 1 {
             return Err(LogError::InvalidBatch(BatchError::Truncated {
@@ -71,14 +75,19 @@ impl ValidRecords {
 pub enum Refused {
     Producer(ProducerError),
     /// A replicated set whose offset is not the log end.
-    NotAtOffset { expected: u64, log_end: u64 },
+    NotAtOffset {
+        expected: u64,
+        log_end: u64,
+    },
 }
 
 impl From<Refused> for LogError {
     fn from(r: Refused) -> Self {
         match r {
             Refused::Producer(e) => LogError::Producer(e),
-            Refused::NotAtOffset { expected, log_end } => LogError::NotAtOffset { expected, log_end },
+            Refused::NotAtOffset { expected, log_end } => {
+                LogError::NotAtOffset { expected, log_end }
+            }
         }
     }
 }
@@ -501,7 +510,8 @@ impl<F: Clone> LogState<F> {
         let mut pos = plan.position;
         for h in &plan.headers {
             if hw.is_some_and(|hw| h.base_offset as u64 >= hw) {
-                self.above_hw.push_back((h.base_offset as u64, seg_base, pos));
+                self.above_hw
+                    .push_back((h.base_offset as u64, seg_base, pos));
             }
             pos += h.size() as u64;
         }
@@ -1020,7 +1030,9 @@ mod tests {
         let plan = st.prepare_append(&[bad], 0, 0).unwrap();
         assert!(matches!(
             plan.outcomes[0],
-            Err(Refused::Producer(ProducerError::InvalidProducerEpoch { .. }))
+            Err(Refused::Producer(
+                ProducerError::InvalidProducerEpoch { .. }
+            ))
         ));
         assert_eq!(plan.len, 0);
         assert!(!plan.roll);

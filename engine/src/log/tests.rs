@@ -1395,7 +1395,16 @@ fn replicated_appends_land_at_their_offsets_and_record_producer_state() {
     assert_eq!((a.base_offset, a.last_offset), (0, 2));
     // Not at the log end: refused, nothing written.
     let e = block_on(log.append_replicated(7, batch(1, 10, 100), 4)).unwrap_err();
-    assert!(matches!(e, LogError::NotAtOffset { expected: 7, log_end: 3 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            LogError::NotAtOffset {
+                expected: 7,
+                log_end: 3
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(log.log_end_offset(), 3);
     // An idempotent batch is written even when it would be judged a
     // duplicate (the leader judged it), and its state is recorded: a
@@ -1474,7 +1483,11 @@ fn retention_keeps_segments_above_its_limit_and_reset_restarts_the_log() {
     let third = log.segment_bases()[2];
     log.set_retention_limit(Some(third));
     block_on(log.enforce_retention()).unwrap();
-    assert_eq!(log.log_start_offset(), third, "only segments below the limit go");
+    assert_eq!(
+        log.log_start_offset(),
+        third,
+        "only segments below the limit go"
+    );
     log.set_retention_limit(None);
     block_on(log.enforce_retention()).unwrap();
     assert_eq!(log.segment_count(), 1);

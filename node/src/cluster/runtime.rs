@@ -170,9 +170,15 @@ impl Cluster {
                     cluster: me.clone(),
                     group: GroupId::Controller,
                 });
-                let h = group::start(me.replica.clone(), me.voters.clone(), log.clone(), outbox, TICK)
-                    .await
-                    .map_err(|e| format!("starting the controller group: {e}"))?;
+                let h = group::start(
+                    me.replica.clone(),
+                    me.voters.clone(),
+                    log.clone(),
+                    outbox,
+                    TICK,
+                )
+                .await
+                .map_err(|e| format!("starting the controller group: {e}"))?;
                 let _ = me.controller_group.set(h);
                 compio::runtime::spawn(apply_loop(ctx.clone(), me.clone(), log)).detach();
                 compio::runtime::spawn(register(me.clone(), b.clone())).detach();
@@ -248,7 +254,10 @@ impl Cluster {
         done: impl Fn(&ClusterState) -> bool,
     ) -> Result<(), AdminError> {
         let Some(h) = self.controller_group.get() else {
-            return Err(AdminError::new(ResponseError::NotController, "controller not started"));
+            return Err(AdminError::new(
+                ResponseError::NotController,
+                "controller not started",
+            ));
         };
         let batch = cmd.to_batch(now_ms());
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -364,7 +373,9 @@ async fn watch_liveness(cluster: Arc<Cluster>, broker: Arc<Broker>) {
             };
             tracing::info!(node = id, fenced = fence, "broker liveness changed");
             let _ = cluster
-                .submit(cmd, move |s| s.broker(id).is_some_and(|b| b.fenced == fence))
+                .submit(cmd, move |s| {
+                    s.broker(id).is_some_and(|b| b.fenced == fence)
+                })
                 .await;
         }
     }
@@ -378,7 +389,8 @@ async fn apply_loop(ctx: Ctx, cluster: Arc<Cluster>, log: Rc<Log>) {
             return;
         }
         if log.visible_end() <= next {
-            let _ = compio::time::timeout(Duration::from_millis(500), log.wait_for_data(next)).await;
+            let _ =
+                compio::time::timeout(Duration::from_millis(500), log.wait_for_data(next)).await;
             continue;
         }
         let batches = match group::read_batches(&log, next, log.visible_end()).await {
@@ -436,7 +448,9 @@ async fn act(ctx: &Ctx, cluster: &Arc<Cluster>, a: Applied) {
                 }
             }
         }
-        Applied::TopicDeleted { name, partitions, .. } => {
+        Applied::TopicDeleted {
+            name, partitions, ..
+        } => {
             ctx.broker.registry.remove(&name);
             for p in 0..partitions {
                 let tp = TopicPartition::new(&name, p);
@@ -446,7 +460,10 @@ async fn act(ctx: &Ctx, cluster: &Arc<Cluster>, a: Applied) {
                     let tp2 = tp.clone();
                     let _ = ctx
                         .on_owner(&tp, move |shard| async move {
-                            shard.delete_partition(&tp2).await.map_err(|e| e.to_string())
+                            shard
+                                .delete_partition(&tp2)
+                                .await
+                                .map_err(|e| e.to_string())
                         })
                         .await;
                 }

@@ -164,7 +164,8 @@ impl Coordinator {
                     ctx.broker.config.offsets_topic_segment_bytes.to_string(),
                 );
                 let n = ctx.broker.config.offsets_topic_num_partitions;
-                match crate::handlers::metadata::create_topic(ctx, OFFSETS_TOPIC, n, 1, configs).await
+                match crate::handlers::metadata::create_topic(ctx, OFFSETS_TOPIC, n, 1, configs)
+                    .await
                 {
                     Ok(m) => {
                         tracing::info!(partitions = n, "created {OFFSETS_TOPIC}");

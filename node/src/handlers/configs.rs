@@ -723,11 +723,16 @@ async fn alter_one(
         if validate_only {
             return Ok(());
         }
-        let changes = wanted.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        let changes = wanted
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
         let cmd = c.with_state(|ctl| ctl.alter_configs(&name, changes, true))?;
         let n = name.clone();
         return c
-            .submit(cmd, move |s| s.topic(&n).is_some_and(|t| t.meta.configs == wanted))
+            .submit(cmd, move |s| {
+                s.topic(&n).is_some_and(|t| t.meta.configs == wanted)
+            })
             .await;
     }
     let name2 = name.clone();

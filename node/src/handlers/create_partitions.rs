@@ -66,7 +66,9 @@ async fn grow(ctx: &Ctx, t: &CreatePartitionsTopic, validate_only: bool) -> Resu
             return Ok(());
         }
         return c
-            .submit(cmd, move |s| s.topic(&name2).is_some_and(|t| t.meta.partitions >= count))
+            .submit(cmd, move |s| {
+                s.topic(&name2).is_some_and(|t| t.meta.partitions >= count)
+            })
             .await;
     }
     let (meta, old) = ctx

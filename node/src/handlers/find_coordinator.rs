@@ -32,14 +32,20 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     // stay on the broker that coordinated it; see docs/replication.md).
     let mut answer = answer;
     let ((host, port), node) = match &ctx.broker.cluster {
-        Some(c) => match c.controller_leader().and_then(|l| c.brokers.get(&l).map(|a| (a.clone(), l as i32))) {
+        Some(c) => match c
+            .controller_leader()
+            .and_then(|l| c.brokers.get(&l).map(|a| (a.clone(), l as i32)))
+        {
             Some(x) => x,
             None => {
                 answer = answer.or(Some(ResponseError::CoordinatorNotAvailable));
                 (ctx.broker.config.advertised.clone(), -1)
             }
         },
-        None => (ctx.broker.config.advertised.clone(), ctx.broker.config.node_id),
+        None => (
+            ctx.broker.config.advertised.clone(),
+            ctx.broker.config.node_id,
+        ),
     };
     let (host, port) = (&host, &port);
     let fill = |c: &mut Coordinator| match answer {

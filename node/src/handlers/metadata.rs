@@ -124,7 +124,15 @@ async fn lookup(
             &AdminError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"),
         );
     }
-    match create_topic(ctx, &name, broker.config.num_partitions, -1, BTreeMap::new()).await {
+    match create_topic(
+        ctx,
+        &name,
+        broker.config.num_partitions,
+        -1,
+        BTreeMap::new(),
+    )
+    .await
+    {
         Ok(meta) => {
             tracing::info!(topic = %name, partitions = meta.partitions, "topic auto-created");
             describe(broker, &meta, version)
@@ -151,7 +159,12 @@ pub async fn create_topic(
     replication_factor: i16,
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<TopicMeta>, AdminError> {
-    if let Some(c) = ctx.broker.cluster.as_ref().filter(|_| name != crate::groups::OFFSETS_TOPIC) {
+    if let Some(c) = ctx
+        .broker
+        .cluster
+        .as_ref()
+        .filter(|_| name != crate::groups::OFFSETS_TOPIC)
+    {
         return create_replicated(ctx, c, name, partitions, replication_factor, configs).await;
     }
     let name2 = name.to_string();
@@ -198,7 +211,10 @@ async fn create_replicated(
     debug_assert!(matches!(cmd, Command::CreateTopic { .. }));
     c.submit(cmd, |s| s.topic(name).is_some()).await?;
     let Some(topic) = c.topic(name) else {
-        return Err(AdminError::new(ResponseError::UnknownServerError, "topic vanished"));
+        return Err(AdminError::new(
+            ResponseError::UnknownServerError,
+            "topic vanished",
+        ));
     };
     if topic.meta.id != id {
         return Err(AdminError::new(
@@ -219,7 +235,11 @@ async fn create_replicated(
 /// A topic as Metadata describes it: a replicated topic as its replicas
 /// know it (leader, epoch = Raft term, replicas, ISR); a local one led by
 /// this node.
-pub fn describe(broker: &crate::broker::Broker, meta: &TopicMeta, _version: i16) -> MetadataResponseTopic {
+pub fn describe(
+    broker: &crate::broker::Broker,
+    meta: &TopicMeta,
+    _version: i16,
+) -> MetadataResponseTopic {
     let node = broker.config.node_id;
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(meta.name.clone())));

@@ -241,7 +241,10 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let (version, correlation) = (req.version, req.header.correlation_id);
     Ok(Box::pin(async move {
         if acks == -1 {
-            for a in done.iter_mut().filter(|a| a.error.is_none() && !a.replicated) {
+            for a in done
+                .iter_mut()
+                .filter(|a| a.error.is_none() && !a.replicated)
+            {
                 let durable = match a.durable.take() {
                     Some(rx) => rx.recv_async().await.unwrap_or(false),
                     None => false,

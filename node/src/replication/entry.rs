@@ -147,7 +147,10 @@ mod tests {
     fn raft_entries_are_one_offset_control_batches() {
         for (kind, data) in [
             (EntryType::EntryNormal, Bytes::new()),
-            (EntryType::EntryConfChangeV2, Bytes::from_static(b"\x01\x02cc")),
+            (
+                EntryType::EntryConfChangeV2,
+                Bytes::from_static(b"\x01\x02cc"),
+            ),
         ] {
             let mut e = Entry {
                 index: 9,

@@ -273,7 +273,8 @@ impl Group {
                             if unwritten {
                                 unwritten = false;
                                 if let Err(e) = self.drive().await {
-                                    let _ = reply.send(Err(ProduceError::NotLeader { leader: None }));
+                                    let _ =
+                                        reply.send(Err(ProduceError::NotLeader { leader: None }));
                                     tracing::error!(dir = %self.log.dir().display(), error = %e, "raft group stopped");
                                     self.fail_waiting();
                                     return;
@@ -283,7 +284,9 @@ impl Group {
                                 match self.log.judge_producer(&h) {
                                     Ok(None) => {}
                                     Ok(Some((first, last))) => {
-                                        let r = if last < self.replica.high_watermark() || acks == Acks::Leader {
+                                        let r = if last < self.replica.high_watermark()
+                                            || acks == Acks::Leader
+                                        {
                                             tracing::debug!(first, last, "idempotent retry answered with its original offsets");
                                             Ok((first, last))
                                         } else {

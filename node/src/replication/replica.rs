@@ -20,8 +20,8 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 
 use super::entry;
-use raft::Storage as _;
 use super::store::{FetchRequest, LogStore, LogWrite, RaftMeta};
+use raft::Storage as _;
 
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {

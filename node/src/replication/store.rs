@@ -254,7 +254,10 @@ impl LogStore {
     /// The term of the entry holding `offset` (for leader-epoch lookups).
     pub fn term_at_offset(&self, offset: u64) -> Option<u64> {
         let i = self.slots.partition_point(|s| s.base + s.count <= offset);
-        self.slots.get(i).filter(|s| s.base <= offset).map(|s| s.term)
+        self.slots
+            .get(i)
+            .filter(|s| s.base <= offset)
+            .map(|s| s.term)
     }
 
     /// The end offset of the last entry with term <= `term` (Kafka's
@@ -582,8 +585,13 @@ mod tests {
         assert_eq!(s.term_at_offset(105), Some(2));
         assert_eq!(s.term_at_offset(100), Some(1));
         assert_eq!(s.term_at_offset(110), None);
-        let got = s.entries(2, 5, None, GetEntriesContext::empty(false)).unwrap();
-        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3, 4]);
+        let got = s
+            .entries(2, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
     }
 
     #[test]
@@ -601,10 +609,14 @@ mod tests {
             assert_eq!(r.end_offset(i), s.end_offset(i));
         }
         // Uncommitted entries are cached with their data.
-        let e = r.entries(3, 5, None, GetEntriesContext::empty(false)).unwrap();
+        let e = r
+            .entries(3, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
         assert_eq!(e, entries[2..].to_vec());
         // Committed ones need a fetch.
-        assert!(r.entries(1, 3, None, GetEntriesContext::empty(false)).is_err());
+        assert!(r
+            .entries(1, 3, None, GetEntriesContext::empty(false))
+            .is_err());
         // A commit beyond the log is clamped and reported.
         meta.commit = 9;
         let (r, lost) = LogStore::recover(&meta, batches.clone()).unwrap();
@@ -632,9 +644,14 @@ mod tests {
             Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
         ));
         let req = s.take_fetch_request().unwrap();
-        assert_eq!((req.low, req.high, req.from_offset, req.to_offset), (1, 3, 0, 3));
+        assert_eq!(
+            (req.low, req.high, req.from_offset, req.to_offset),
+            (1, 3, 0, 3)
+        );
         assert_eq!(s.fetched(&req, appended(w)).len(), 1);
-        let got = s.entries(1, 3, None, GetEntriesContext::empty(true)).unwrap();
+        let got = s
+            .entries(1, 3, None, GetEntriesContext::empty(true))
+            .unwrap();
         assert_eq!(got.len(), 2);
         // Compaction moves the anchor past them.
         s.compact_to(2);
