@@ -208,6 +208,11 @@ impl Cluster {
         self.groups.read().ok().and_then(|g| g.get(tp).cloned())
     }
 
+    /// Whether `name` is a replicated topic (no copy of its metadata).
+    pub fn replicates(&self, name: &str) -> bool {
+        self.with_state(|s| s.state().topic(name).is_some())
+    }
+
     /// A replicated topic, as the controller log has it so far.
     pub fn topic(&self, name: &str) -> Option<Topic> {
         self.with_state(|s| s.state().topic(name).cloned())

@@ -119,9 +119,7 @@ async fn read_all(ctx: &Ctx, wants: &[Want], max_bytes: u64) -> Vec<Got> {
         // A replicated partition is read from its leader (consumers are
         // sent there by Metadata; the leader's log shows what is committed).
         if let Some(c) = ctx.broker.replicated(&tp.topic) {
-            let leads = c
-                .group(tp)
-                .is_some_and(|g| g.status().role == Some(crate::replication::Role::Leader));
+            let leads = c.group(tp).is_some_and(|g| g.is_leader());
             if !leads {
                 out.push(Got {
                     error: Some(ResponseError::NotLeaderOrFollower),

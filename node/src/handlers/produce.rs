@@ -27,8 +27,6 @@ use crate::protocol::{decode_body, encode_response, FrameError, Request};
 /// Outcome of one partition's append.
 #[derive(Debug)]
 struct Appended {
-    /// Committed by Raft already when acks=all (replicated partitions).
-    replicated: bool,
     tp: TopicPartition,
     error: Option<ResponseError>,
     base_offset: i64,
@@ -88,7 +86,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         for p in topic.partition_data {
             let tp = TopicPartition::new(&name, p.index);
             let fail = |error| Appended {
-                replicated: false,
                 tp: tp.clone(),
                 error: Some(error),
                 base_offset: -1,
@@ -123,23 +120,18 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                             .produce_bytes
                             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                     }
-                    match r {
-                        Ok((base, _last)) => Appended {
-                            replicated: true,
-                            tp,
-                            error: None,
-                            base_offset: base as i64,
-                            log_start: -1,
-                            durable: None,
-                        },
-                        Err(code) => Appended {
-                            replicated: true,
-                            tp,
-                            error: Some(code),
-                            base_offset: -1,
-                            log_start: -1,
-                            durable: None,
-                        },
+                    // acks=all was answered by the Raft commit: no
+                    // durability wait follows (`durable: None`).
+                    let (base_offset, error) = match r {
+                        Ok(base) => (base as i64, None),
+                        Err(code) => (-1, Some(code)),
+                    };
+                    Appended {
+                        tp,
+                        error,
+                        base_offset,
+                        log_start: -1,
+                        durable: None,
                     }
                 }));
                 continue;
@@ -177,7 +169,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                         }
                         Appended {
-                            replicated: false,
                             tp,
                             error: None,
                             base_offset: info.base_offset as i64,
@@ -188,7 +179,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                     Ok(Some((Err((code, why)), _, _))) => {
                         tracing::debug!(partition = %tp, "produce refused: {why}");
                         Appended {
-                            replicated: false,
                             tp,
                             error: Some(code),
                             base_offset: -1,
@@ -197,7 +187,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         }
                     }
                     Ok(None) => Appended {
-                        replicated: false,
                         tp,
                         error: Some(ResponseError::UnknownTopicOrPartition),
                         base_offset: -1,
@@ -205,7 +194,6 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         durable: None,
                     },
                     Err(_) => Appended {
-                        replicated: false,
                         tp,
                         error: Some(ResponseError::KafkaStorageError),
                         base_offset: -1,
@@ -241,16 +229,13 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let (version, correlation) = (req.version, req.header.correlation_id);
     Ok(Box::pin(async move {
         if acks == -1 {
-            for a in done
-                .iter_mut()
-                .filter(|a| a.error.is_none() && !a.replicated)
-            {
-                let durable = match a.durable.take() {
-                    Some(rx) => rx.recv_async().await.unwrap_or(false),
-                    None => false,
-                };
-                if !durable {
-                    a.error = Some(ResponseError::KafkaStorageError);
+            // Local appends wait for their fdatasync; replicated ones
+            // are committed already and carry no wait.
+            for a in done.iter_mut().filter(|a| a.error.is_none()) {
+                if let Some(rx) = a.durable.take() {
+                    if !rx.recv_async().await.unwrap_or(false) {
+                        a.error = Some(ResponseError::KafkaStorageError);
+                    }
                 }
             }
         }
@@ -269,15 +254,12 @@ async fn replicated_append(
     records: bytes::Bytes,
     acks: i16,
     max: usize,
-) -> Result<(u64, u64), ResponseError> {
+) -> Result<u64, ResponseError> {
     use crate::replication::replica::Acks;
-    use crate::replication::{ProduceError, Role};
-    let Some(group) = cluster.group(tp) else {
+    use crate::replication::ProduceError;
+    let Some(group) = cluster.group(tp).filter(|g| g.is_leader()) else {
         return Err(ResponseError::NotLeaderOrFollower);
     };
-    if group.status().role != Some(Role::Leader) {
-        return Err(ResponseError::NotLeaderOrFollower);
-    }
     let headers = odradek_engine::batch::validate_all(
         &records,
         max,
@@ -286,12 +268,11 @@ async fn replicated_append(
     .map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
     let mode = if acks == -1 { Acks::All } else { Acks::Leader };
     let mut first = None;
-    let mut last = 0;
     let mut at = 0usize;
     for h in headers {
         let batch = records.slice(at..at + h.size());
         at += h.size();
-        let (b, l) = group
+        let (b, _) = group
             .propose(batch, mode, cluster.min_insync())
             .await
             .map_err(|e| match e {
@@ -302,9 +283,8 @@ async fn replicated_append(
                 ProduceError::NotYetCommitted => ResponseError::RequestTimedOut,
             })?;
         first.get_or_insert(b);
-        last = l;
     }
-    Ok((first.unwrap_or(0), last))
+    Ok(first.unwrap_or(0))
 }
 
 fn response(done: Vec<Appended>) -> ProduceResponse {

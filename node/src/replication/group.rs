@@ -7,8 +7,10 @@
 //! `Ready` carries them all: group commit.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,6 +74,9 @@ enum Input {
 pub struct GroupHandle {
     tx: flume::Sender<Input>,
     status: Arc<Mutex<GroupStatus>>,
+    /// Whether this replica leads: read on every produce and fetch, so an
+    /// atomic rather than the status lock.
+    leads: Arc<AtomicBool>,
 }
 
 impl GroupHandle {
@@ -103,6 +108,10 @@ impl GroupHandle {
             .send(Input::Forward { batch, reply })
             .map_err(|_| gone())?;
         rx.recv_async().await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leads.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> GroupStatus {
@@ -198,9 +207,11 @@ pub async fn start(
     log.set_high_watermark(replica.high_watermark()).await?;
     let (tx, rx) = flume::unbounded();
     let status = Arc::new(Mutex::new(GroupStatus::default()));
+    let leads = Arc::new(AtomicBool::new(false));
     let handle = GroupHandle {
         tx,
         status: status.clone(),
+        leads: leads.clone(),
     };
     let group = Group {
         replica,
@@ -208,10 +219,11 @@ pub async fn start(
         outbox,
         rx,
         status,
+        leads,
         persisted: meta,
         started,
         tick,
-        waiting: Vec::new(),
+        waiting: HashMap::new(),
         failed: Cell::new(false),
     };
     compio::runtime::spawn(group.run()).detach();
@@ -224,12 +236,13 @@ struct Group {
     outbox: Rc<dyn Outbox>,
     rx: flume::Receiver<Input>,
     status: Arc<Mutex<GroupStatus>>,
+    leads: Arc<AtomicBool>,
     /// The Raft state last written to the state file.
     persisted: RaftMeta,
     started: Instant,
     tick: Duration,
-    /// Proposals waiting for their answer: (token, reply).
-    waiting: Vec<(u64, flume::Sender<ProposeResult>)>,
+    /// Proposals waiting for their answer, by token.
+    waiting: HashMap<u64, flume::Sender<ProposeResult>>,
     failed: Cell<bool>,
 }
 
@@ -306,7 +319,7 @@ impl Group {
                         match self.replica.propose(token, acks, min_insync, batch) {
                             Ok(()) => {
                                 unwritten = true;
-                                self.waiting.push((token, reply));
+                                self.waiting.insert(token, reply);
                             }
                             Err(e) => {
                                 let _ = reply.send(Err(e));
@@ -461,21 +474,22 @@ impl Group {
 
     fn answer(&mut self) {
         for c in self.replica.take_completions() {
-            if let Some(i) = self.waiting.iter().position(|(t, _)| *t == c.token) {
-                let (_, reply) = self.waiting.swap_remove(i);
+            if let Some(reply) = self.waiting.remove(&c.token) {
                 let _ = reply.send(c.result);
             }
         }
     }
 
     fn fail_waiting(&mut self) {
-        for (_, reply) in self.waiting.drain(..) {
+        for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(ProduceError::NotLeader { leader: None }));
         }
     }
 
     fn publish(&self) {
         let r = &self.replica;
+        self.leads
+            .store(r.role() == Role::Leader, Ordering::Relaxed);
         let s = GroupStatus {
             role: Some(r.role()),
             leader: r.leader(),

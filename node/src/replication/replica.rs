@@ -288,16 +288,27 @@ impl Replica {
         if self.role != Role::Leader {
             return Vec::new();
         }
-        let mut isr = vec![self.id];
-        for (&peer, &at) in &self.caught_up_ms {
-            if self.now_ms.saturating_sub(at) <= self.lag_max_ms
-                && self.node.raft.prs().get(peer).is_some()
-            {
-                isr.push(peer);
-            }
-        }
+        let mut isr: Vec<u64> = std::iter::once(self.id)
+            .chain(self.in_sync_followers())
+            .collect();
         isr.sort_unstable();
         isr
+    }
+
+    /// `isr().len()` without building it (checked on every acks=all).
+    fn isr_count(&self) -> usize {
+        match self.role {
+            Role::Leader => 1 + self.in_sync_followers().count(),
+            _ => 0,
+        }
+    }
+
+    fn in_sync_followers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.caught_up_ms.iter().filter_map(|(&peer, &at)| {
+            (self.now_ms.saturating_sub(at) <= self.lag_max_ms
+                && self.node.raft.prs().get(peer).is_some())
+            .then_some(peer)
+        })
     }
 
     pub fn tick(&mut self, now_ms: u64) {
@@ -368,7 +379,7 @@ impl Replica {
         }
         entry::single_batch(&batch).map_err(ProduceError::InvalidBatch)?;
         if acks == Acks::All {
-            let isr = self.isr().len();
+            let isr = self.isr_count();
             if isr < min_insync {
                 return Err(ProduceError::NotEnoughReplicas {
                     isr,
