@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use odradek_engine::batch::BatchHeader;
+use odradek_engine::batch::{self, BatchHeader};
 use odradek_engine::log::LogError;
 use odradek_engine::shard::Log;
 use raft::eraftpb::Message;
@@ -163,25 +163,22 @@ pub async fn read_batches(
     let mut out = Vec::new();
     while from < to.min(log.log_end_offset()) {
         let bytes = log.read_bytes(from, 1 << 20).await?;
-        if bytes.is_empty() {
-            break;
-        }
-        let mut at = 0;
-        while at < bytes.len() {
-            let Ok(h) = BatchHeader::parse(&bytes[at..]) else {
-                break;
-            };
-            let end = at + h.size();
-            if end > bytes.len() || h.base_offset as u64 >= to {
+        let before = from;
+        for (at, h) in batch::headers(&bytes) {
+            if h.base_offset as u64 >= to {
                 break;
             }
             out.push((
                 h.base_offset as u64,
                 h.partition_leader_epoch.max(0) as u64,
-                bytes.slice(at..end),
+                bytes.slice(at..at + h.size()),
             ));
             from = h.last_offset() as u64 + 1;
-            at = end;
+        }
+        // Nothing readable here (a damaged batch): stop rather than spin;
+        // the caller's recovery then refuses the gap.
+        if from == before {
+            break;
         }
     }
     Ok(out)
