@@ -18,10 +18,36 @@ from pathlib import Path
 from conftest import Broker
 
 
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below Linux's ephemeral range (32768-60999): a port the kernel
+    hands out for bind(0) or an outgoing connection could be taken by the
+    time a broker binds it (this happened in CI), one from here cannot."""
+    import random
+
+    lo, hi = ephemeral_range()
+    for _ in range(1000):
+        port = random.randrange(10000, lo if lo > 11000 else 32768)
+        if port in _taken or lo <= port <= hi:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 class Proxy:
@@ -190,3 +216,40 @@ class Cluster:
                 last = e
             time.sleep(every)
         raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def batch_headers(partition_dir: Path):
+    """(base_offset, last_offset, leader_epoch, producer_id, producer_epoch,
+    base_sequence) of every batch in a partition directory's segments, read
+    straight from the files: the evidence a failed run leaves behind."""
+    import struct
+
+    out = []
+    for seg in sorted(Path(partition_dir).glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base, length, epoch = struct.unpack_from(">qii", data, pos)
+            if length <= 0 or pos + 12 + length > len(data):
+                break
+            last_delta = struct.unpack_from(">i", data, pos + 23)[0]
+            pid, pepoch, seq = struct.unpack_from(">qhi", data, pos + 43)
+            out.append((base, base + last_delta, epoch, pid, pepoch, seq))
+            pos += 12 + length
+    return out
+
+
+def describe_offsets(cluster: "Cluster", topic: str, partition: int, offsets) -> str:
+    """The batch headers around `offsets` on every broker, for a failure message."""
+    lines = []
+    lo, hi = min(offsets) - 3, max(offsets) + 3
+    for i, b in cluster.brokers.items():
+        d = b.data_dir / f"{topic}-{partition}"
+        rows = [h for h in batch_headers(d) if h[1] >= lo and h[0] <= hi]
+        lines.append(f"broker {i} (base, last, leader_epoch, pid, epoch, seq):")
+        lines += [f"  {r}" for r in rows]
+        log = b.log_path.read_text(errors="replace").splitlines() if b.log_path.exists() else []
+        mentions = [l for l in log if f"{topic}-{partition}" in l or "WARN" in l or "ERROR" in l]
+        lines.append(f"broker {i} log lines about {topic}-{partition}, warnings and errors (last 40):")
+        lines += [f"  {l}" for l in mentions[-40:]]
+    return "\n".join(lines)

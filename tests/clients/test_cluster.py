@@ -19,7 +19,7 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
 
-from cluster import Cluster  # noqa: E402
+from cluster import Cluster, describe_offsets  # noqa: E402
 
 QUIET = {"log_level": 3}
 
@@ -294,7 +294,12 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
             if v in seen:
                 dups.append((seen[v], o, v))
             seen[v] = o
-        assert not dups, f"partition {pid}: {len(dups)} duplicates (first offset, again at, value): {dups[:5]}"
+        if dups:
+            where = [o for d in dups[:8] for o in d[:2]]
+            detail = describe_offsets(cluster, "faults", pid, where)
+            raise AssertionError(
+                f"partition {pid}: {len(dups)} duplicates (first offset, again at, value): {dups[:5]}\n{detail}"
+            )
         assert values == sorted(values), f"partition {pid}: out of order"
         missing = set(acked[pid]) - set(values)
         assert not missing, f"partition {pid}: {len(missing)} acknowledged records lost"
