@@ -4,13 +4,13 @@
 //! recovers the Raft log for real. Leader stopped and restarted from its
 //! files; nothing acknowledged with acks=all is lost.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use odradek_engine::batch::{sample_batch, BatchHeader};
+use odradek_engine::batch::{sample_batch, BatchBuilder, BatchHeader};
 use odradek_engine::io::uring::UringStorage;
 use odradek_engine::log::{LogConfig, PartitionLog};
 use odradek_engine::shard::Log;
@@ -21,10 +21,14 @@ use raft::eraftpb::Message;
 
 type Routes = Rc<RefCell<HashMap<u64, GroupHandle>>>;
 
-struct Router(Routes);
+/// Delivers messages between the replicas unless they are cut off.
+struct Router(Routes, Rc<Cell<bool>>);
 
 impl Outbox for Router {
     fn send(&self, msgs: Vec<Message>) {
+        if self.1.get() {
+            return;
+        }
         let routes = self.0.borrow();
         for m in msgs {
             if let Some(h) = routes.get(&m.to) {
@@ -44,12 +48,22 @@ async fn open(dir: &std::path::Path) -> Rc<Log> {
 }
 
 async fn start(id: u64, log: Rc<Log>, routes: &Routes) -> GroupHandle {
+    start_with(id, log, routes, TICK, Rc::default()).await
+}
+
+async fn start_with(
+    id: u64,
+    log: Rc<Log>,
+    routes: &Routes,
+    tick: Duration,
+    cut: Rc<Cell<bool>>,
+) -> GroupHandle {
     let h = group::start(
         ReplicaConfig::new(id),
         vec![1, 2, 3],
         log,
-        Rc::new(Router(routes.clone())),
-        TICK,
+        Rc::new(Router(routes.clone(), cut)),
+        tick,
     )
     .await
     .expect("start group");
@@ -183,6 +197,75 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
                 );
             }
         }
+        for h in routes.borrow().values() {
+            h.stop();
+        }
+    });
+}
+
+/// An idempotent producer's retry of a batch the leader has written but
+/// not committed is answered like Kafka answers it: once the original
+/// commits, with the original's offsets (not written twice, and not an
+/// error that would make a client bump its epoch and send it again).
+#[test]
+fn a_retry_of_an_uncommitted_batch_waits_for_the_original_to_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = compio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let routes: Routes = Rc::default();
+        let cut: Rc<Cell<bool>> = Rc::default();
+        // Slow ticks: the leader keeps its term while cut off for a moment.
+        let tick = Duration::from_millis(100);
+        let mut logs = Vec::new();
+        for id in 1..=3u64 {
+            let log = open(&tmp.path().join(format!("r{id}"))).await;
+            logs.push(log.clone());
+            start_with(id, log, &routes, tick, cut.clone()).await;
+        }
+        let (_, h) = leader(&routes, None).await;
+        let batch = |seq: i32| {
+            let mut bb = BatchBuilder::new(1_000).producer(42, 0, seq);
+            bb.value(format!("v{seq}").as_bytes());
+            bb.build().freeze()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            match h.propose(batch(0), Acks::All, 2).await {
+                Ok(r) => break r,
+                Err(_) if Instant::now() < deadline => {
+                    compio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("first batch refused: {e}"),
+            }
+        };
+        cut.set(true);
+        let answers: Rc<RefCell<Vec<_>>> = Rc::default();
+        for _ in 0..2 {
+            let (h, answers) = (h.clone(), answers.clone());
+            compio::runtime::spawn(async move {
+                let r = h.propose(batch(1), Acks::All, 2).await;
+                answers.borrow_mut().push(r);
+            })
+            .detach();
+            compio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            answers.borrow().is_empty(),
+            "answered before the batch could commit: {:?}",
+            answers.borrow()
+        );
+        cut.set(false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answers.borrow().len() < 2 {
+            assert!(Instant::now() < deadline, "not answered: {:?}", answers.borrow());
+            compio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let got = answers.borrow().clone();
+        let want = Ok((first.1 + 1, first.1 + 1));
+        assert_eq!(got, vec![want.clone(), want], "both answered with the one offset");
+        // Written once: the next batch follows it directly.
+        let next = h.propose(batch(2), Acks::All, 2).await.expect("next batch");
+        assert_eq!(next, (first.1 + 2, first.1 + 2));
         for h in routes.borrow().values() {
             h.stop();
         }

@@ -224,6 +224,8 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
     # see a record twice (its group's offsets live on one broker), never
     # miss one.
     live = set()
+    live_errors = []
+    live_last = {}  # partition -> (last offset read, when)
     live_stop = threading.Event()
 
     def consume():
@@ -240,8 +242,14 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
         cons.subscribe(["faults"])
         while not live_stop.is_set():
             m = cons.poll(0.2)
-            if m is not None and not m.error():
+            if m is None:
+                continue
+            if m.error():
+                live_errors.append(f"{time.strftime('%T')} {m.error()}")
+            else:
                 live.add(m.value())
+                live_last[m.partition()] = (m.offset(), time.strftime("%T"))
+        live_last["assignment"] = [(tp.partition, tp.offset) for tp in cons.position(cons.assignment())]
         cons.close()
 
     lt = threading.Thread(target=consume, daemon=True)
@@ -282,6 +290,19 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
     everything = {v for vs in acked.values() for v in vs}
     try:
         cluster.wait("the live consumer to read every acknowledged record", lambda: everything <= live, timeout=60)
+    except AssertionError as e:
+        live_stop.set()
+        lt.join(20)
+        unread = {
+            pid: (len(m), min(m), max(m))
+            for pid in range(partitions)
+            if (m := set(acked[pid]) - live)
+        }
+        raise AssertionError(
+            f"{e}; unread per partition (count, first, last): {unread}; acked per partition: "
+            f"{ {p: len(v) for p, v in acked.items()} }; last read (offset, when) and positions: {live_last}; "
+            f"consumer errors: {live_errors[-10:]}"
+        ) from None
     finally:
         live_stop.set()
         lt.join(20)

@@ -280,7 +280,6 @@ async fn replicated_append(
                 ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
                 ProduceError::InvalidBatch(_) => ResponseError::CorruptMessage,
                 ProduceError::Producer(p) => log_error_code(&LogError::Producer(p)),
-                ProduceError::NotYetCommitted => ResponseError::RequestTimedOut,
             })?;
         first.get_or_insert(b);
     }

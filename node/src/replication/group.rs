@@ -294,15 +294,24 @@ impl Group {
                                 match self.log.judge_producer(&h) {
                                     Ok(None) => {}
                                     Ok(Some((first, last))) => {
-                                        let r = if last < self.replica.high_watermark()
+                                        tracing::debug!(first, last, "idempotent retry answered with its original offsets");
+                                        if last < self.replica.high_watermark()
                                             || acks == Acks::Leader
                                         {
-                                            tracing::debug!(first, last, "idempotent retry answered with its original offsets");
-                                            Ok((first, last))
-                                        } else {
-                                            Err(ProduceError::NotYetCommitted)
-                                        };
-                                        let _ = reply.send(r);
+                                            let _ = reply.send(Ok((first, last)));
+                                            continue;
+                                        }
+                                        // Answered when the original commits.
+                                        token += 1;
+                                        match self.replica.await_entry(token, acks, first, last) {
+                                            Ok(()) => {
+                                                self.waiting.insert(token, reply);
+                                                self.answer();
+                                            }
+                                            Err(e) => {
+                                                let _ = reply.send(Err(e));
+                                            }
+                                        }
                                         continue;
                                     }
                                     Err(e) => {

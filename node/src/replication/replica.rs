@@ -98,9 +98,6 @@ pub enum ProduceError {
     /// An idempotent producer's batch out of sequence or of a fenced epoch.
     #[error(transparent)]
     Producer(#[from] odradek_engine::producer::ProducerError),
-    /// A retry of a batch that is written but not committed yet.
-    #[error("the original of this retried batch is not committed yet")]
-    NotYetCommitted,
 }
 
 /// A producer's answer: the batch's first and last offset, or why not.
@@ -403,6 +400,54 @@ impl Replica {
             token,
             acks,
         });
+        Ok(())
+    }
+
+    /// Answer `token` when the entry already in the log at `first..=last`
+    /// (an idempotent producer's original of a retried batch) is done by
+    /// `acks` (the caller answers acks=1 retries itself: the original is
+    /// written), as Kafka answers a duplicate: with the original's offsets,
+    /// once the original commits — or NOT_LEADER if this replica steps
+    /// down first (a new leader may truncate it; the producer retries).
+    pub fn await_entry(
+        &mut self,
+        token: u64,
+        acks: Acks,
+        first: u64,
+        last: u64,
+    ) -> Result<(), ProduceError> {
+        if self.role != Role::Leader {
+            return Err(ProduceError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        let Some((index, term)) = self.node.store().entry_spanning(first, last) else {
+            // Below the anchor: long committed.
+            if last < self.hw {
+                self.completions.push(Completion {
+                    token,
+                    result: Ok((first, last)),
+                });
+                return Ok(());
+            }
+            return Err(ProduceError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        let p = Pending {
+            index,
+            term,
+            token,
+            acks,
+        };
+        if index <= self.applied {
+            let r = self.outcome(&p);
+            self.completions.push(Completion { token, result: r });
+            return Ok(());
+        }
+        // `apply` answers pending proposals in index order.
+        let at = self.pending.partition_point(|q| q.index <= index);
+        self.pending.insert(at, p);
         Ok(())
     }
 

@@ -251,6 +251,15 @@ impl LogStore {
         self.slot(index).map(|s| s.base)
     }
 
+    /// The index and term of the entry whose batch spans exactly
+    /// `first..=last`, if the log holds one above the anchor.
+    pub fn entry_spanning(&self, first: u64, last: u64) -> Option<(u64, u64)> {
+        let i = self.slots.partition_point(|s| s.base + s.count <= first);
+        let s = self.slots.get(i)?;
+        (s.base == first && s.base + s.count == last + 1)
+            .then_some((self.anchor.index + 1 + i as u64, s.term))
+    }
+
     /// The term of the entry holding `offset` (for leader-epoch lookups).
     pub fn term_at_offset(&self, offset: u64) -> Option<u64> {
         let i = self.slots.partition_point(|s| s.base + s.count <= offset);

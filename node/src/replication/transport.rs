@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use compio::buf::BufResult;
@@ -838,7 +838,14 @@ enum PeerState {
     Connected,
     Disconnected,
     Unreachable,
+    /// Connections are accepted and then dropped at once (a peer that is
+    /// down behind a proxy, or restarting): back off as for a refused one.
+    Flapping,
 }
+
+/// A connection that lasted less than this before it was lost counts as
+/// a failed connect: it is retried after the backoff, and logged once.
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 
 async fn connect(sh: &Shared, addr: SocketAddr, hello: &Bytes) -> io::Result<Conn> {
     let stream = compio::time::timeout(sh.cfg.connect_timeout, TcpStream::connect(addr))
@@ -878,6 +885,7 @@ async fn peer_writer(
     let mut state = PeerState::Idle;
     let mut backoff = sh.cfg.backoff_min;
     let mut carry: Option<Queued> = None;
+    let mut connected_at = Instant::now();
     loop {
         let first = match carry.take() {
             Some(m) => m,
@@ -888,19 +896,34 @@ async fn peer_writer(
         };
         if conn.as_ref().is_some_and(|c| c.dead.get()) {
             conn = None;
+            if connected_at.elapsed() < STABLE_CONNECTION {
+                if state != PeerState::Flapping {
+                    tracing::info!(peer, %addr, "connections to peer are dropped at once; retrying with backoff");
+                }
+                state = PeerState::Flapping;
+                let dropped = 1 + rx.drain().count() as u64;
+                add(&c.dropped_unreachable, dropped);
+                sh.report_unreachable(peer);
+                compio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(sh.cfg.backoff_max);
+                continue;
+            }
             tracing::info!(peer, %addr, "connection to peer closed by the peer");
             state = PeerState::Disconnected;
         }
         if conn.is_none() {
             match connect(&sh, addr, &hello).await {
                 Ok(new) => {
-                    if state != PeerState::Connected {
+                    if !matches!(state, PeerState::Connected | PeerState::Flapping) {
                         tracing::info!(peer, %addr, "connected to peer");
                     }
-                    state = PeerState::Connected;
+                    if state != PeerState::Flapping {
+                        state = PeerState::Connected;
+                        backoff = sh.cfg.backoff_min;
+                    }
+                    connected_at = Instant::now();
                     add(&c.connects, 1);
                     sh.set_reachable(peer, true);
-                    backoff = sh.cfg.backoff_min;
                     conn = Some(new);
                 }
                 Err(e) => {
@@ -956,13 +979,27 @@ async fn peer_writer(
                 add(&c.frames_sent, 1);
                 add(&c.messages_sent, n);
                 add(&c.bytes_sent, len);
+                if state == PeerState::Flapping && connected_at.elapsed() >= STABLE_CONNECTION {
+                    tracing::info!(peer, %addr, "connected to peer");
+                    state = PeerState::Connected;
+                    backoff = sh.cfg.backoff_min;
+                }
             }
             Err(e) => {
-                tracing::info!(peer, %addr, "connection to peer lost: {e}");
                 conn = None;
-                state = PeerState::Disconnected;
                 add(&c.dropped_unreachable, n);
                 sh.report_unreachable(peer);
+                if connected_at.elapsed() < STABLE_CONNECTION {
+                    if state != PeerState::Flapping {
+                        tracing::info!(peer, %addr, "connections to peer are dropped at once ({e}); retrying with backoff");
+                    }
+                    state = PeerState::Flapping;
+                    compio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(sh.cfg.backoff_max);
+                } else {
+                    tracing::info!(peer, %addr, "connection to peer lost: {e}");
+                    state = PeerState::Disconnected;
+                }
             }
         }
     }
