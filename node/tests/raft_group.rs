@@ -257,12 +257,20 @@ fn a_retry_of_an_uncommitted_batch_waits_for_the_original_to_commit() {
         cut.set(false);
         let deadline = Instant::now() + Duration::from_secs(10);
         while answers.borrow().len() < 2 {
-            assert!(Instant::now() < deadline, "not answered: {:?}", answers.borrow());
+            assert!(
+                Instant::now() < deadline,
+                "not answered: {:?}",
+                answers.borrow()
+            );
             compio::time::sleep(Duration::from_millis(10)).await;
         }
         let got = answers.borrow().clone();
         let want = Ok((first.1 + 1, first.1 + 1));
-        assert_eq!(got, vec![want.clone(), want], "both answered with the one offset");
+        assert_eq!(
+            got,
+            vec![want.clone(), want],
+            "both answered with the one offset"
+        );
         // Written once: the next batch follows it directly.
         let next = h.propose(batch(2), Acks::All, 2).await.expect("next batch");
         assert_eq!(next, (first.1 + 2, first.1 + 2));

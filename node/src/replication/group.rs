@@ -294,7 +294,11 @@ impl Group {
                                 match self.log.judge_producer(&h) {
                                     Ok(None) => {}
                                     Ok(Some((first, last))) => {
-                                        tracing::debug!(first, last, "idempotent retry answered with its original offsets");
+                                        tracing::debug!(
+                                            first,
+                                            last,
+                                            "idempotent retry answered with its original offsets"
+                                        );
                                         if last < self.replica.high_watermark()
                                             || acks == Acks::Leader
                                         {
