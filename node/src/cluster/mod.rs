@@ -19,7 +19,7 @@ pub mod state;
 pub use command::{BrokerId, Command, DecodeError};
 pub use controller::{Controller, NewTopic, Requester, TopicDefaults};
 pub use placement::{place, Load};
-pub use state::{Applied, Broker, ClusterState, CommandError, SnapshotError, Topic};
+pub use state::{Applied, Broker, ClusterState, CommandError, LeaderAndIsr, SnapshotError, Topic};
 
 #[cfg(test)]
 mod proptests;
