@@ -13,6 +13,7 @@
 pub mod command;
 pub mod controller;
 pub mod placement;
+pub mod report;
 pub mod runtime;
 pub mod state;
 
