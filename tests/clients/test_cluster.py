@@ -155,6 +155,77 @@ def test_replicated_topic_metadata_and_admin_errors(cluster):
         cluster.wait(f"rep deleted on {i}", lambda: "rep" not in solo.list_topics(timeout=5).topics)
 
 
+LAG_MS = 2000
+REPORT_MS = 500
+
+
+@pytest.mark.broker_set(f"replica.lag.time.max.ms={LAG_MS}")
+def test_every_broker_reports_the_isr_as_it_shrinks_and_grows_back(cluster):
+    """The leader records leader, epoch and ISR in the controller, so a
+    follower and a broker asked alone report the same ISR as the leader."""
+    create(cluster, "isr", 1, 3)
+
+    def solo(i):
+        # A new client per question: before its first answer it knows only
+        # broker i, so Metadata is asked of i (a client that has learnt the
+        # other brokers may ask any of them).
+        return AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}", **QUIET})
+
+    def views(ids):
+        out = {}
+        for i in ids:
+            md = solo(i).list_topics("isr", timeout=5)
+            p = md.topics["isr"].partitions[0]
+            out[i] = (p.leader, tuple(sorted(p.isrs)))
+        return out
+
+    def agree(ids, isr):
+        """Every broker of `ids` names one leader and the ISR `isr`."""
+        def ok():
+            v = views(ids)
+            leaders = {leader for leader, _ in v.values()}
+            if len(leaders) == 1 and all(got == isr for _, got in v.values()):
+                return v
+            # Shown by cluster.wait if it never agrees.
+            raise AssertionError(f"(leader, ISR) per broker: {v}")
+        return ok
+
+    # A broker with no replica of a partition reports its leader and ISR
+    # too (from the controller's record).
+    create(cluster, "isr1", 1, 1)
+
+    def lone():
+        seen = set()
+        for i in cluster.ids:
+            p = solo(i).list_topics("isr1", timeout=5).topics["isr1"].partitions[0]
+            seen.add((p.leader, tuple(p.isrs), tuple(p.replicas)))
+        (leader, isr, replicas), = seen  # one answer from all
+        assert leader > 0 and isr == (leader,) and replicas == (leader,), seen
+        return True
+
+    cluster.wait("RF=1 leader and ISR on every broker", lone)
+    full = agree(cluster.ids, (1, 2, 3))
+    v = cluster.wait("the full ISR on every broker", full)
+    leader = next(iter(v.values()))[0]
+    # A follower that is not the controller's leader if there is one: the
+    # report then does not wait for a controller election.
+    controller = solo(leader).list_topics(timeout=5).controller_id
+    followers = [i for i in cluster.ids if i != leader]
+    follower = next((i for i in followers if i != controller), followers[0])
+    live = [i for i in cluster.ids if i != follower]
+    cluster.kill(follower)
+    t0 = time.monotonic()
+    shrunk = tuple(sorted(live))
+    # Out of the leader's ISR after replica.lag.time.max.ms, recorded at
+    # the next report; slack for a loaded machine and a debug build.
+    budget = (LAG_MS + REPORT_MS) / 1000 + 4.0
+    cluster.wait(f"ISR {shrunk} on {live}", agree(live, shrunk), timeout=budget)
+    took = time.monotonic() - t0
+    print(f"ISR shrank on every live broker {took:.1f} s after the kill")
+    cluster.start(follower)
+    cluster.wait("the ISR grown back on every broker", full, timeout=40)
+
+
 @pytest.mark.broker_set("min.insync.replicas=3", "replica.lag.time.max.ms=1500")
 def test_acks_all_refused_when_the_isr_is_below_min_insync(cluster):
     admin = create(cluster, "strict", 1, 3)

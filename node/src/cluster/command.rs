@@ -62,6 +62,17 @@ pub enum Command {
         changes: BTreeMap<String, Option<String>>,
         replace: bool,
     },
+    /// A partition's leader reports its leader epoch (the Raft term) and
+    /// ISR, like Kafka's AlterPartition: recorded unless an equal or newer
+    /// epoch of another leader, or a newer one, is recorded already.
+    PartitionState {
+        name: String,
+        id: Uuid,
+        partition: i32,
+        leader: BrokerId,
+        epoch: u64,
+        isr: Vec<BrokerId>,
+    },
 }
 
 /// The record key of a command: names the encoding, so a future one can
@@ -144,6 +155,14 @@ mod tests {
                 id: Uuid::from_u128(9),
                 changes: [("retention.ms".to_string(), None)].into(),
                 replace: false,
+            },
+            Command::PartitionState {
+                name: "t".into(),
+                id: Uuid::from_u128(9),
+                partition: 1,
+                leader: 2,
+                epoch: 4,
+                isr: vec![1, 2],
             },
         ]
     }

@@ -13,13 +13,14 @@
 pub mod command;
 pub mod controller;
 pub mod placement;
+pub mod report;
 pub mod runtime;
 pub mod state;
 
 pub use command::{BrokerId, Command, DecodeError};
 pub use controller::{Controller, NewTopic, Requester, TopicDefaults};
 pub use placement::{place, Load};
-pub use state::{Applied, Broker, ClusterState, CommandError, SnapshotError, Topic};
+pub use state::{Applied, Broker, ClusterState, CommandError, LeaderAndIsr, SnapshotError, Topic};
 
 #[cfg(test)]
 mod proptests;

@@ -22,6 +22,9 @@ enum Op {
     Delete(u8),
     Grow(u8, i32),
     Alter(u8, Option<u32>),
+    /// A partition's leader reports (topic, partition, leader index, epoch,
+    /// ISR mask over the replicas); the epoch may be stale.
+    Report(u8, u8, u8, u64, u8),
     /// Apply an earlier proposal again: stale, or a duplicate in flight.
     Replay(usize),
 }
@@ -37,7 +40,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (name.clone(), -1..9i32, -1..5i16).prop_map(|(n, p, r)| Op::Create(n, p, r)),
         1 => name.clone().prop_map(Op::Delete),
         2 => (name.clone(), 1..5i32).prop_map(|(n, e)| Op::Grow(n, e)),
-        1 => (name, proptest::option::of(0..100_000u32)).prop_map(|(n, v)| Op::Alter(n, v)),
+        1 => (name.clone(), proptest::option::of(0..100_000u32)).prop_map(|(n, v)| Op::Alter(n, v)),
+        3 => (name, 0..6u8, 0..4u8, 0..6u64, any::<u8>()).prop_map(|(n, p, l, e, m)| Op::Report(n, p, l, e, m)),
         2 => any::<usize>().prop_map(Op::Replay),
     ]
 }
@@ -82,6 +86,30 @@ fn propose(c: &Controller, op: &Op, next_id: &mut u128, old: &[Command]) -> Opti
             [("retention.ms".to_string(), v.map(|v| v.to_string()))].into(),
             false,
         ),
+        Op::Report(n, p, l, epoch, mask) => {
+            // As a leader would: its own topic id and replicas, unless the
+            // topic is gone (then an id of no topic).
+            let name = topic_name(*n);
+            let t = c.state().topic(&name);
+            let replicas = t
+                .and_then(|t| t.replicas.get(*p as usize).cloned())
+                .unwrap_or_else(|| vec![1, 2, 3]);
+            let leader = replicas[*l as usize % replicas.len()];
+            let isr = replicas
+                .iter()
+                .enumerate()
+                .filter(|(i, &b)| b == leader || mask & (1 << i) != 0)
+                .map(|(_, &b)| b)
+                .collect();
+            return Some(Command::PartitionState {
+                name,
+                id: t.map_or(Uuid::from_u128(u128::MAX), |t| t.meta.id),
+                partition: *p as i32,
+                leader,
+                epoch: *epoch,
+                isr,
+            });
+        }
         Op::Replay(i) => return (!old.is_empty()).then(|| old[i % old.len()].clone()),
     };
     r.ok()
@@ -100,6 +128,13 @@ fn assert_shape(s: &ClusterState) {
         for r in &t.replicas {
             assert_eq!(r.len(), rf, "{t:?}");
             assert!(distinct(r), "{t:?}");
+        }
+        for (p, l) in &t.leaders {
+            let r = &t.replicas[*p as usize];
+            assert!(r.contains(&l.leader), "{t:?}");
+            assert!(l.isr.contains(&l.leader), "{t:?}");
+            assert!(l.isr.iter().all(|b| r.contains(b)), "{t:?}");
+            assert!(l.isr.windows(2).all(|w| w[0] < w[1]), "{t:?}");
         }
     }
 }
@@ -120,7 +155,15 @@ proptest! {
         let mut next_id = 0u128;
         for op in &ops {
             let Some(cmd) = propose(&c, op, &mut next_id, &log) else { continue };
-            let fresh = !matches!(op, Op::Replay(_));
+            let fresh = !matches!(op, Op::Replay(_) | Op::Report(..));
+            let before = match &cmd {
+                Command::PartitionState { name, id, partition, .. } => c
+                    .state()
+                    .topic(name)
+                    .filter(|t| t.meta.id == *id)
+                    .and_then(|t| t.leader_and_isr(*partition).cloned()),
+                _ => None,
+            };
             let live: BTreeSet<BrokerId> = c.state().live_brokers().into_iter().collect();
             let r = c.apply(&cmd);
             // A proposal checked on the committed state applies to it.
@@ -144,6 +187,20 @@ proptest! {
                 let want_p = if *partitions == -1 { DEFAULTS.partitions } else { *partitions };
                 prop_assert_eq!(t.replication_factor(), want_rf as usize);
                 prop_assert_eq!(t.meta.partitions, want_p);
+            }
+            // A partition's recorded epoch never goes back; a report is
+            // refused exactly when it is older, or another leader's equal one.
+            if let Command::PartitionState { name, partition, leader, epoch, .. } = &cmd {
+                if let (Some(b), Ok(_)) = (&before, &r) {
+                    prop_assert!(*epoch > b.epoch || (*epoch == b.epoch && *leader == b.leader));
+                }
+                if let (Some(b), Err(CommandError::StaleLeaderEpoch { .. })) = (&before, &r) {
+                    prop_assert!(*epoch < b.epoch || *leader != b.leader);
+                }
+                if r.is_ok() {
+                    let now = c.state().topic(name).and_then(|t| t.leader_and_isr(*partition));
+                    prop_assert_eq!(now.map(|l| (l.leader, l.epoch)), Some((*leader, *epoch)));
+                }
             }
             assert_shape(c.state());
             log.push(cmd);

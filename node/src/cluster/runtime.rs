@@ -15,6 +15,7 @@ use odradek_engine::batch::BatchHeader;
 use odradek_engine::shard::{Log, TopicPartition};
 use raft::eraftpb::Message;
 
+use super::report::{self, Led, ReportConfig, Reporter};
 use super::{Applied, ClusterState, Command, Controller, Topic, TopicDefaults};
 use crate::broker::{Broker, Ctx};
 use crate::config::BrokerConfig;
@@ -29,6 +30,9 @@ pub const CONTROLLER_LOG: &str = "__cluster_metadata";
 
 /// Raft ticks: 100 ms, so elections start after 1–2 s of silence.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How often led partitions are compared with the controller's record.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Cluster {
     pub node_id: u64,
@@ -183,6 +187,7 @@ impl Cluster {
                 compio::runtime::spawn(apply_loop(ctx.clone(), me.clone(), log)).detach();
                 compio::runtime::spawn(register(me.clone(), b.clone())).detach();
                 compio::runtime::spawn(watch_liveness(me.clone(), b.clone())).detach();
+                compio::runtime::spawn(report_leaders(me.clone(), b.clone())).detach();
                 Ok::<(), String>(())
             })
             .map_err(|e| e.to_string())?
@@ -235,19 +240,25 @@ impl Cluster {
             .cloned()
             .unwrap_or_default();
         let tp = TopicPartition::new(&topic.meta.name, partition);
-        let status = self.group(&tp).map(|h| h.status()).unwrap_or_default();
-        let leader = status.leader.map(|l| l as i32);
-        let isr = if status.role == Some(Role::Leader) {
-            status.isr.iter().map(|i| *i as i32).collect()
-        } else {
-            // Only the leader knows the ISR; elsewhere show the leader.
-            leader.into_iter().collect()
-        };
+        let local = self.group(&tp).map(|h| {
+            let s = h.status();
+            report::Local {
+                leads: s.role == Some(Role::Leader),
+                leader: s.leader.map(|l| l as i32),
+                term: s.term,
+                isr: s.isr.iter().map(|i| *i as i32).collect(),
+            }
+        });
+        let seen = report::seen(
+            self.node_id as i32,
+            local.as_ref(),
+            topic.leader_and_isr(partition),
+        );
         PartitionView {
-            leader,
-            epoch: status.term as i32,
+            leader: seen.leader,
+            epoch: i32::try_from(seen.epoch).unwrap_or(i32::MAX),
             replicas,
-            isr,
+            isr: seen.isr,
         }
     }
 
@@ -382,6 +393,58 @@ async fn watch_liveness(cluster: Arc<Cluster>, broker: Arc<Broker>) {
                     s.broker(id).is_some_and(|b| b.fenced == fence)
                 })
                 .await;
+        }
+    }
+}
+
+/// Every [`REPORT_EVERY`]: the partitions this broker leads whose leader,
+/// epoch or ISR differ from the controller's record are reported to it
+/// (see [`Reporter`] for the debounce and the retries).
+async fn report_leaders(cluster: Arc<Cluster>, broker: Arc<Broker>) {
+    let me = cluster.node_id as i32;
+    let mut reporter = Reporter::new(me, ReportConfig::default());
+    let started = Instant::now();
+    loop {
+        compio::time::sleep(REPORT_EVERY).await;
+        if broker.is_stopping() {
+            return;
+        }
+        let Some(ctl) = cluster.controller_group.get() else {
+            continue;
+        };
+        let led: Vec<Led> = match cluster.groups.read() {
+            Ok(g) => g
+                .iter()
+                .filter(|(_, h)| h.is_leader())
+                .map(|(tp, h)| (tp, h.status()))
+                .filter(|(_, s)| s.role == Some(Role::Leader))
+                .map(|(tp, s)| Led {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    epoch: s.term,
+                    isr: s.isr.iter().map(|i| *i as i32).collect(),
+                })
+                .collect(),
+            Err(_) => continue,
+        };
+        let now = started.elapsed().as_millis() as u64;
+        let cmds = cluster.with_state(|c| reporter.poll(now, c.state(), &led));
+        for cmd in cmds {
+            let Command::PartitionState {
+                name,
+                partition,
+                epoch,
+                isr,
+                ..
+            } = &cmd
+            else {
+                continue;
+            };
+            tracing::info!(topic = %name, partition, epoch, ?isr, "reporting leader and ISR to the controller");
+            if let Err(e) = ctl.forward(cmd.to_batch(now_ms())).await {
+                tracing::debug!(topic = %name, partition, error = %e, "leader and ISR report not proposed");
+                reporter.not_sent(name, *partition);
+            }
         }
     }
 }

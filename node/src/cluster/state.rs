@@ -43,12 +43,31 @@ pub struct Topic {
     /// Per partition its replicas, first = preferred leader; all lists of
     /// a topic have the same length (its replication factor).
     pub replicas: Vec<Vec<BrokerId>>,
+    /// Per partition, what its leader last reported (none before the
+    /// first report): leader, leader epoch, ISR.
+    #[serde(default)]
+    pub leaders: BTreeMap<i32, LeaderAndIsr>,
 }
 
 impl Topic {
     pub fn replication_factor(&self) -> usize {
         self.replicas.first().map_or(0, Vec::len)
     }
+
+    /// The recorded leader, epoch and ISR of `partition`.
+    pub fn leader_and_isr(&self, partition: i32) -> Option<&LeaderAndIsr> {
+        self.leaders.get(&partition)
+    }
+}
+
+/// A partition's leader, leader epoch (its Raft term) and in-sync
+/// replicas, as its leader reported them to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderAndIsr {
+    pub leader: BrokerId,
+    pub epoch: u64,
+    /// Sorted; contains the leader; a subset of the partition's replicas.
+    pub isr: Vec<BrokerId>,
 }
 
 /// What an applied command changed, for the caller to act on (open or
@@ -88,6 +107,11 @@ pub enum Applied {
         name: String,
         id: Uuid,
     },
+    PartitionStateChanged {
+        name: String,
+        partition: i32,
+        state: LeaderAndIsr,
+    },
 }
 
 /// Why a command was refused (on proposal) or was a no-op (on apply).
@@ -115,6 +139,24 @@ pub enum CommandError {
     InvalidPartitions { name: String, reason: String },
     #[error("topic `{name}`: {reason}")]
     InvalidAssignment { name: String, reason: String },
+    #[error("topic `{name}` has no partition {partition}")]
+    UnknownPartition { name: String, partition: i32 },
+    /// A report from a deposed leader, or from a second one in one epoch.
+    #[error("{name}-{partition}: epoch {epoch} of leader {leader} is stale, epoch {recorded} of leader {recorded_leader} is recorded")]
+    StaleLeaderEpoch {
+        name: String,
+        partition: i32,
+        leader: BrokerId,
+        epoch: u64,
+        recorded_leader: BrokerId,
+        recorded: u64,
+    },
+    #[error("{name}-{partition}: {reason}")]
+    InvalidIsr {
+        name: String,
+        partition: i32,
+        reason: String,
+    },
     /// A topic name or config refused by [`crate::metadata`]'s checks.
     #[error("{}", .0.message)]
     Refused(AdminError),
@@ -133,6 +175,9 @@ impl CommandError {
             Self::TopicIdMismatch { .. } => ResponseError::UnknownTopicId,
             Self::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             Self::InvalidAssignment { .. } => ResponseError::InvalidReplicaAssignment,
+            Self::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+            Self::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            Self::InvalidIsr { .. } => ResponseError::InvalidRequest,
             Self::Refused(e) => e.code,
         }
     }
@@ -317,6 +362,48 @@ impl ClusterState {
                 let t = self.existing(name, *id)?;
                 check_configs(&altered(&t.meta.configs, changes, *replace))
             }
+            Command::PartitionState {
+                name,
+                id,
+                partition,
+                leader,
+                epoch,
+                isr,
+            } => {
+                let t = self.existing(name, *id)?;
+                let replicas = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|p| t.replicas.get(p))
+                    .ok_or_else(|| CommandError::UnknownPartition {
+                        name: name.clone(),
+                        partition: *partition,
+                    })?;
+                let state = LeaderAndIsr {
+                    leader: *leader,
+                    epoch: *epoch,
+                    isr: isr.clone(),
+                };
+                check_leader_and_isr(replicas, &state).map_err(|reason| {
+                    CommandError::InvalidIsr {
+                        name: name.clone(),
+                        partition: *partition,
+                        reason,
+                    }
+                })?;
+                match t.leader_and_isr(*partition) {
+                    Some(r) if r.epoch > *epoch || (r.epoch == *epoch && r.leader != *leader) => {
+                        Err(CommandError::StaleLeaderEpoch {
+                            name: name.clone(),
+                            partition: *partition,
+                            leader: *leader,
+                            epoch: *epoch,
+                            recorded_leader: r.leader,
+                            recorded: r.epoch,
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -372,7 +459,14 @@ impl ClusterState {
                     partitions,
                     configs,
                 };
-                self.topics.insert(name.clone(), Topic { meta, replicas });
+                self.topics.insert(
+                    name.clone(),
+                    Topic {
+                        meta,
+                        replicas,
+                        leaders: BTreeMap::new(),
+                    },
+                );
                 Applied::TopicCreated {
                     name,
                     id,
@@ -413,6 +507,24 @@ impl ClusterState {
                 t.meta.configs = altered(&t.meta.configs, &changes, replace);
                 Applied::ConfigsAltered { name, id }
             }
+            Command::PartitionState {
+                name,
+                partition,
+                leader,
+                epoch,
+                mut isr,
+                ..
+            } => {
+                isr.sort_unstable();
+                let state = LeaderAndIsr { leader, epoch, isr };
+                let t = self.topics.get_mut(&name).expect("checked");
+                t.leaders.insert(partition, state.clone());
+                Applied::PartitionStateChanged {
+                    name,
+                    partition,
+                    state,
+                }
+            }
         };
         self.version = version;
         Ok(applied)
@@ -442,6 +554,18 @@ impl ClusterState {
                 || !ids.insert(t.meta.id)
             {
                 return bad(format!("topic `{name}`"));
+            }
+            for (p, l) in &t.leaders {
+                let replicas = usize::try_from(*p).ok().and_then(|p| t.replicas.get(p));
+                let Some(replicas) = replicas else {
+                    return bad(format!("topic `{name}`: a leader of no partition {p}"));
+                };
+                if let Err(why) = check_leader_and_isr(replicas, l) {
+                    return bad(format!("{name}-{p}: {why}"));
+                }
+                if !l.isr.windows(2).all(|w| w[0] < w[1]) {
+                    return bad(format!("{name}-{p}: ISR {:?} not sorted", l.isr));
+                }
             }
         }
         Ok(s)
@@ -497,6 +621,29 @@ impl ClusterState {
         }
         Ok(())
     }
+}
+
+/// A leader and ISR fit a partition's replicas: the leader is one, the
+/// ISR holds the leader and only distinct replicas.
+fn check_leader_and_isr(replicas: &[BrokerId], l: &LeaderAndIsr) -> Result<(), String> {
+    if !replicas.contains(&l.leader) {
+        return Err(format!(
+            "leader {} is not one of the replicas {replicas:?}",
+            l.leader
+        ));
+    }
+    if !l.isr.contains(&l.leader) {
+        return Err(format!("ISR {:?} lacks the leader {}", l.isr, l.leader));
+    }
+    if l.isr.iter().collect::<BTreeSet<_>>().len() != l.isr.len() {
+        return Err(format!("ISR {:?} repeats a broker", l.isr));
+    }
+    if let Some(b) = l.isr.iter().find(|b| !replicas.contains(b)) {
+        return Err(format!(
+            "ISR member {b} is not one of the replicas {replicas:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// `configs` after `changes`.
@@ -755,12 +902,152 @@ mod tests {
         );
     }
 
+    fn report(
+        name: &str,
+        id: u128,
+        partition: i32,
+        leader: BrokerId,
+        epoch: u64,
+        isr: &[BrokerId],
+    ) -> Command {
+        Command::PartitionState {
+            name: name.into(),
+            id: Uuid::from_u128(id),
+            partition,
+            leader,
+            epoch,
+            isr: isr.to_vec(),
+        }
+    }
+
+    fn recorded(s: &ClusterState, name: &str, p: i32) -> Option<(BrokerId, u64, Vec<BrokerId>)> {
+        s.topic(name)
+            .and_then(|t| t.leader_and_isr(p))
+            .map(|l| (l.leader, l.epoch, l.isr.clone()))
+    }
+
+    #[test]
+    fn partition_state_keeps_the_newest_epoch() {
+        let mut s = three();
+        s.apply(&create("a", 1, vec![vec![1, 2, 3], vec![2, 3, 1]]))
+            .unwrap();
+        assert_eq!(recorded(&s, "a", 0), None);
+        assert_eq!(
+            s.apply(&report("a", 1, 0, 1, 2, &[3, 1, 2])),
+            Ok(Applied::PartitionStateChanged {
+                name: "a".into(),
+                partition: 0,
+                state: LeaderAndIsr {
+                    leader: 1,
+                    epoch: 2,
+                    isr: vec![1, 2, 3]
+                }
+            })
+        );
+        // The same leader in the same epoch: its ISR shrinks, then grows.
+        s.apply(&report("a", 1, 0, 1, 2, &[1, 3])).unwrap();
+        assert_eq!(recorded(&s, "a", 0), Some((1, 2, vec![1, 3])));
+        // A new leader in a newer epoch replaces it.
+        s.apply(&report("a", 1, 0, 3, 5, &[3])).unwrap();
+        assert_eq!(recorded(&s, "a", 0), Some((3, 5, vec![3])));
+        // The deposed leader's late reports change nothing, nor does a
+        // second leader claiming the recorded epoch.
+        for stale in [
+            report("a", 1, 0, 1, 2, &[1, 2, 3]),
+            report("a", 1, 0, 1, 4, &[1]),
+            report("a", 1, 0, 2, 5, &[2, 3]),
+        ] {
+            assert_eq!(
+                refused(&mut s, &stale),
+                ResponseError::FencedLeaderEpoch,
+                "{stale:?}"
+            );
+        }
+        assert_eq!(recorded(&s, "a", 0), Some((3, 5, vec![3])));
+        // Partitions are recorded independently.
+        s.apply(&report("a", 1, 1, 2, 1, &[2, 1])).unwrap();
+        assert_eq!(recorded(&s, "a", 1), Some((2, 1, vec![1, 2])));
+        assert_eq!(recorded(&s, "a", 0), Some((3, 5, vec![3])));
+    }
+
+    #[test]
+    fn partition_state_of_unknown_partitions_or_foreign_brokers_is_refused() {
+        let mut s = three();
+        s.apply(&create("a", 1, vec![vec![1, 2]])).unwrap();
+        for (cmd, code) in [
+            (
+                report("b", 1, 0, 1, 1, &[1]),
+                ResponseError::UnknownTopicOrPartition,
+            ),
+            (report("a", 2, 0, 1, 1, &[1]), ResponseError::UnknownTopicId),
+            (
+                report("a", 1, 1, 1, 1, &[1]),
+                ResponseError::UnknownTopicOrPartition,
+            ),
+            (
+                report("a", 1, -1, 1, 1, &[1]),
+                ResponseError::UnknownTopicOrPartition,
+            ),
+            // The leader is not a replica.
+            (report("a", 1, 0, 3, 1, &[3]), ResponseError::InvalidRequest),
+            // The ISR is not a subset of the replicas.
+            (
+                report("a", 1, 0, 1, 1, &[1, 3]),
+                ResponseError::InvalidRequest,
+            ),
+            // It lacks the leader, is empty, or repeats a broker.
+            (report("a", 1, 0, 1, 1, &[2]), ResponseError::InvalidRequest),
+            (report("a", 1, 0, 1, 1, &[]), ResponseError::InvalidRequest),
+            (
+                report("a", 1, 0, 1, 1, &[1, 1]),
+                ResponseError::InvalidRequest,
+            ),
+        ] {
+            assert_eq!(refused(&mut s, &cmd), code, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn partition_records_follow_topic_deletion_and_growth() {
+        let mut s = three();
+        let id = Uuid::from_u128(1);
+        s.apply(&create("a", 1, vec![vec![1, 2]])).unwrap();
+        s.apply(&report("a", 1, 0, 2, 3, &[1, 2])).unwrap();
+        s.apply(&Command::CreatePartitions {
+            name: "a".into(),
+            id,
+            from: 1,
+            replicas: vec![vec![3, 1]],
+        })
+        .unwrap();
+        // The new partition has no record until its leader reports.
+        assert_eq!(recorded(&s, "a", 1), None);
+        assert_eq!(recorded(&s, "a", 0), Some((2, 3, vec![1, 2])));
+        s.apply(&report("a", 1, 1, 3, 1, &[3])).unwrap();
+        s.apply(&Command::DeleteTopic {
+            name: "a".into(),
+            id,
+        })
+        .unwrap();
+        // Re-created under the same name: the old records are gone and the
+        // old leaders' reports miss (another topic id).
+        s.apply(&create("a", 2, vec![vec![1, 2]])).unwrap();
+        assert_eq!(recorded(&s, "a", 0), None);
+        assert_eq!(
+            refused(&mut s, &report("a", 1, 0, 2, 9, &[2])),
+            ResponseError::UnknownTopicId
+        );
+        s.apply(&report("a", 2, 0, 1, 1, &[1])).unwrap();
+        assert_eq!(recorded(&s, "a", 0), Some((1, 1, vec![1])));
+    }
+
     #[test]
     fn snapshot_restores_the_same_state() {
         let mut s = three();
         s.apply(&create("a", 1, vec![vec![1, 2], vec![3, 1]]))
             .unwrap();
         s.apply(&Command::FenceBroker { id: 2 }).unwrap();
+        s.apply(&report("a", 1, 1, 3, 2, &[1, 3])).unwrap();
         let bytes = s.snapshot();
         let r = ClusterState::restore(&bytes).unwrap();
         assert_eq!(r, s);
@@ -775,5 +1062,51 @@ mod tests {
             ClusterState::restore(&broken.snapshot()),
             Err(SnapshotError::Inconsistent(_))
         ));
+        for bad in [
+            (
+                5,
+                LeaderAndIsr {
+                    leader: 1,
+                    epoch: 1,
+                    isr: vec![1],
+                },
+            ),
+            (
+                0,
+                LeaderAndIsr {
+                    leader: 3,
+                    epoch: 1,
+                    isr: vec![3],
+                },
+            ),
+            (
+                0,
+                LeaderAndIsr {
+                    leader: 1,
+                    epoch: 1,
+                    isr: vec![1, 3],
+                },
+            ),
+            (
+                0,
+                LeaderAndIsr {
+                    leader: 2,
+                    epoch: 1,
+                    isr: vec![2, 1],
+                },
+            ),
+        ] {
+            let mut broken = s.clone();
+            broken
+                .topics
+                .get_mut("a")
+                .unwrap()
+                .leaders
+                .insert(bad.0, bad.1);
+            assert!(matches!(
+                ClusterState::restore(&broken.snapshot()),
+                Err(SnapshotError::Inconsistent(_))
+            ));
+        }
     }
 }
