@@ -1496,3 +1496,53 @@ fn retention_keeps_segments_above_its_limit_and_reset_restarts_the_log() {
     let a = block_on(log.append_replicated(500, batch(1, 1, 0), 3)).unwrap();
     assert_eq!(a.base_offset, 500);
 }
+
+/// A replicated log's producer state after restarts and truncations is
+/// what its batches say: the leader judges retries against it, so a
+/// batch the log holds must be a duplicate, one it lost must not be.
+#[test]
+fn replicated_producer_state_survives_rolls_truncation_and_restarts() {
+    let s = MemStorage::new(1_000);
+    let (log, _) = open(&s, small_config());
+    let one = |seq: i32| {
+        let mut bb = crate::batch::BatchBuilder::new(1_000).producer(7, 0, seq);
+        bb.value(&[b'x'; 300]);
+        bb.build()
+    };
+    let header = |seq| crate::batch::BatchHeader::parse(&one(seq)).unwrap();
+    for seq in 0..40 {
+        block_on(log.append_replicated(seq as u64, one(seq), 1)).unwrap();
+    }
+    assert!(
+        log.segment_count() > 3,
+        "rolled, so producer snapshots exist"
+    );
+    let judge = |log: &Rc<PartitionLog<MemStorage>>, seq| log.judge_producer(&header(seq)).unwrap();
+    assert_eq!(judge(&log, 39), Some((39, 39)));
+    // Truncate into an earlier segment (below a producer snapshot).
+    block_on(log.truncate_to(22)).unwrap();
+    assert_eq!(judge(&log, 21), Some((21, 21)), "kept: a duplicate");
+    assert_eq!(judge(&log, 22), None, "lost: written again");
+    // Another history continues at 22, then a restart without a clean close.
+    for seq in 22..30 {
+        block_on(log.append_replicated(seq as u64, one(seq), 2)).unwrap();
+    }
+    drop(log);
+    let (log, _) = open(&s, small_config());
+    assert_eq!(log.log_end_offset(), 30);
+    for seq in 25..30 {
+        assert_eq!(
+            judge(&log, seq),
+            Some((seq as u64, seq as u64)),
+            "seq {seq} after restart"
+        );
+    }
+    assert_eq!(judge(&log, 30), None);
+    // A restart after truncating to below the first roll.
+    block_on(log.truncate_to(3)).unwrap();
+    drop(log);
+    let (log, _) = open(&s, small_config());
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(judge(&log, 2), Some((2, 2)));
+    assert_eq!(judge(&log, 3), None);
+}

@@ -79,7 +79,11 @@ async fn grant(ctx: &Ctx, id: i64, epoch: i16) -> Outcome {
         None => Some(id),
     };
     if (0..i16::MAX).contains(&epoch) && local.is_some_and(|l| ids.producer_ids.was_allocated(l)) {
-        tracing::debug!(producer_id = id, epoch = epoch + 1, "producer epoch bumped");
+        tracing::info!(
+            producer_id = id,
+            epoch = epoch + 1,
+            "producer epoch bumped (the client renumbers what it has not had acknowledged)"
+        );
         return Outcome::Granted {
             id,
             epoch: epoch + 1,

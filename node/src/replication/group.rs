@@ -319,6 +319,9 @@ impl Group {
                                         continue;
                                     }
                                     Err(e) => {
+                                        // Rare, and what a client does next
+                                        // (an epoch bump) matters: say so.
+                                        tracing::info!(dir = %self.log.dir().display(), error = %e, "idempotent batch refused");
                                         let _ = reply.send(Err(ProduceError::Producer(e)));
                                         continue;
                                     }
