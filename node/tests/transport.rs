@@ -332,3 +332,46 @@ fn frames_stay_within_the_cap() {
     a.shutdown();
     b.shutdown();
 }
+
+/// A peer address that accepts connections and drops them at once (a peer
+/// that is down behind a proxy): reconnects back off as for a refused
+/// connect instead of spinning, and the peer is reached once it is real.
+#[test]
+fn connections_dropped_at_once_are_retried_with_backoff() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closer = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        drop(s);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let (a, _a_rx) = start(config(1, free_addr(), &[(2, b_addr)]));
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut seq = 0;
+    while Instant::now() < until {
+        let _ = a.send(2, GroupId::Controller, msg(1, 2, seq));
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    closer.join().unwrap();
+    // 20 ms doubling to 100 ms: about 17 attempts in 1.5 s; without the
+    // backoff, one per message sent (hundreds).
+    let n = accepted.load(Ordering::Relaxed);
+    assert!((1..=30).contains(&n), "{n} connections in 1.5 s");
+    // The real peer comes up on that address: reached within a backoff.
+    let (_b, b_rx) = start(config(2, b_addr, &[(1, free_addr())]));
+    send_until_received(&a, 1, 2, &b_rx, Duration::from_secs(5));
+}

@@ -847,6 +847,24 @@ enum PeerState {
 /// a failed connect: it is retried after the backoff, and logged once.
 const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 
+/// After a failed or dropped connection: what is queued is stale by the
+/// next attempt, so drop it (Raft retransmits) along with the `lost`
+/// messages already taken, and wait out the backoff (doubling it), so no
+/// message waits longer than one backoff.
+async fn back_off(
+    sh: &Shared,
+    peer: u64,
+    rx: &flume::Receiver<Queued>,
+    backoff: &mut Duration,
+    lost: u64,
+) {
+    let dropped = lost + rx.drain().count() as u64;
+    add(&sh.counters.dropped_unreachable, dropped);
+    sh.report_unreachable(peer);
+    compio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(sh.cfg.backoff_max);
+}
+
 async fn connect(sh: &Shared, addr: SocketAddr, hello: &Bytes) -> io::Result<Conn> {
     let stream = compio::time::timeout(sh.cfg.connect_timeout, TcpStream::connect(addr))
         .await
@@ -901,11 +919,7 @@ async fn peer_writer(
                     tracing::info!(peer, %addr, "connections to peer are dropped at once; retrying with backoff");
                 }
                 state = PeerState::Flapping;
-                let dropped = 1 + rx.drain().count() as u64;
-                add(&c.dropped_unreachable, dropped);
-                sh.report_unreachable(peer);
-                compio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(sh.cfg.backoff_max);
+                back_off(&sh, peer, &rx, &mut backoff, 1).await;
                 continue;
             }
             tracing::info!(peer, %addr, "connection to peer closed by the peer");
@@ -933,14 +947,7 @@ async fn peer_writer(
                         tracing::debug!(peer, %addr, "connect failed: {e}");
                     }
                     state = PeerState::Unreachable;
-                    // What is queued is stale by the next attempt: drop it
-                    // (Raft retransmits), so no message waits longer than
-                    // one backoff.
-                    let dropped = 1 + rx.drain().count() as u64;
-                    add(&c.dropped_unreachable, dropped);
-                    sh.report_unreachable(peer);
-                    compio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(sh.cfg.backoff_max);
+                    back_off(&sh, peer, &rx, &mut backoff, 1).await;
                     continue;
                 }
             }
@@ -987,18 +994,17 @@ async fn peer_writer(
             }
             Err(e) => {
                 conn = None;
-                add(&c.dropped_unreachable, n);
-                sh.report_unreachable(peer);
                 if connected_at.elapsed() < STABLE_CONNECTION {
                     if state != PeerState::Flapping {
                         tracing::info!(peer, %addr, "connections to peer are dropped at once ({e}); retrying with backoff");
                     }
                     state = PeerState::Flapping;
-                    compio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(sh.cfg.backoff_max);
+                    back_off(&sh, peer, &rx, &mut backoff, n).await;
                 } else {
                     tracing::info!(peer, %addr, "connection to peer lost: {e}");
                     state = PeerState::Disconnected;
+                    add(&c.dropped_unreachable, n);
+                    sh.report_unreachable(peer);
                 }
             }
         }
