@@ -442,7 +442,12 @@ impl Group {
                 leads: r.role() == Role::Leader,
             },
             end: end_for.and_then(|e| r.end_offset_for_epoch(e)),
-            at_offset: at_offset.and_then(|o| r.store().epoch_at_offset(o)),
+            // The log end belongs to the epoch the next batch will get.
+            at_offset: at_offset.and_then(|o| {
+                r.store()
+                    .epoch_at_offset(o)
+                    .or_else(|| (o == r.log_end_offset()).then(|| r.term()))
+            }),
         }
     }
 
