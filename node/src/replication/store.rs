@@ -915,4 +915,70 @@ mod tests {
         assert_eq!(s.end_offset_for_epoch(4), Some((3, 17)));
         assert_eq!(s.end_offset_for_epoch(5), Some((5, 18)));
     }
+
+    /// Kafka's answer computed from every entry of the log, in order:
+    /// (term, base offset, offset count).
+    fn model_end(log: &[(u64, u64, u64)], epoch: u64) -> Option<(u64, u64)> {
+        let end = log.last().map(|e| e.1 + e.2)?;
+        let floor = log.iter().filter(|e| e.0 <= epoch).map(|e| e.0).max();
+        let next = log.iter().find(|e| e.0 > epoch).map(|e| e.1);
+        match (floor, next) {
+            (Some(f), Some(n)) => Some((f, n)),
+            (None, Some(n)) => Some((epoch, n)),
+            (Some(f), None) if f == epoch => Some((epoch, end)),
+            _ => None,
+        }
+    }
+
+    proptest::proptest! {
+        /// Appends that overwrite (truncate) and compactions in any order:
+        /// the store answers OffsetForLeaderEpoch and epoch-at-offset as a
+        /// model holding every entry does, and so does its recovery from
+        /// the persisted state and the batches above the anchor.
+        #[test]
+        fn epoch_answers_match_a_full_log(
+            ops in proptest::collection::vec((0u8..3, 0u64..6, 0u64..3, 1usize..4), 1..40)
+        ) {
+            let mut s = LogStore::new(&RaftMeta::new(vec![1], 5));
+            let mut log: Vec<(u64, u64, u64)> = Vec::new();
+            let mut batches: Vec<(u64, u64, Bytes)> = Vec::new();
+            let mut term = 1;
+            for (kind, back, bump, n) in ops {
+                if kind == 2 {
+                    // Compact up to `back` entries below the last.
+                    let to = s.last().saturating_sub(back);
+                    s.compact_to(to);
+                    continue;
+                }
+                // Append n entries at `back` entries below the end (never
+                // below the anchor), at a term that never goes back.
+                let first = (s.last() + 1).saturating_sub(back).max(s.anchor().index + 1);
+                term += bump;
+                let entries: Vec<Entry> = (0..n as u64)
+                    .map(|i| if kind == 0 { noop(first + i, term) } else { data(first + i, term, 1 + i as usize) })
+                    .collect();
+                let keep = (first - 1) as usize;
+                log.truncate(keep);
+                batches.truncate(keep);
+                let w = s.append(&entries).unwrap();
+                for (offset, t, b) in appended(w) {
+                    let count = entry::offset_count(&entry::from_batch(0, t, b.clone()).unwrap()).unwrap();
+                    log.push((t, offset, count));
+                    batches.push((offset, t, b));
+                }
+            }
+            let above = batches.iter().filter(|b| b.0 >= s.anchor().offset).cloned();
+            let (r, _) = LogStore::recover(&s.meta(), above).unwrap();
+            for store in [&s, &r] {
+                for e in 0..=term + 1 {
+                    proptest::prop_assert_eq!(store.end_offset_for_epoch(e), model_end(&log, e), "epoch {}", e);
+                }
+                for &(t, base, count) in &log {
+                    for o in base..base + count {
+                        proptest::prop_assert_eq!(store.epoch_at_offset(o), Some(t), "offset {}", o);
+                    }
+                }
+            }
+        }
+    }
 }
