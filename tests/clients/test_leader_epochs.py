@@ -3,12 +3,14 @@ requests so every field can be checked: OffsetForLeaderEpoch answers on the
 leader and NOT_LEADER_OR_FOLLOWER elsewhere, and after the leader is killed
 a request carrying the old epoch gets FENCED_LEADER_EPOCH while the new
 leader's answer ends the old epoch where the new one starts. Then a
-confluent-kafka consumer that read along through the leader change (it
-validates its position with OffsetForLeaderEpoch) has every record once.
+confluent-kafka consumer that read along through the leader change has
+validated its position with OffsetForLeaderEpoch (seen in librdkafka's
+protocol log: v2), reported no truncation, and has every record once.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -145,6 +147,17 @@ def test_cluster_leader_epochs_fence_a_stale_leader_epoch(cluster):
     others = [i for i in cluster.ids if i != first]
 
     consumed = {}
+    # librdkafka's protocol debug log shows the requests it sends.
+    sent = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            sent.append(record.getMessage())
+
+    log = logging.getLogger("epochs-consumer")
+    log.propagate = False
+    log.addHandler(Collect())
+    log.setLevel(logging.DEBUG)
     cons = Consumer(
         {
             "bootstrap.servers": cluster.bootstrap,
@@ -152,8 +165,10 @@ def test_cluster_leader_epochs_fence_a_stale_leader_epoch(cluster):
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "topic.metadata.refresh.interval.ms": 1000,
-            **QUIET,
-        }
+            "debug": "protocol",
+            "log_level": 7,
+        },
+        logger=log,
     )
     cons.assign([TopicPartition("epochs", 0, 0)])
 
@@ -244,4 +259,8 @@ def test_cluster_leader_epochs_fence_a_stale_leader_epoch(cluster):
     cons.close()
     values = [consumed[o] for o in sorted(consumed)]
     assert values == [f"a{i}".encode() for i in range(40)]
+    validations = [m for m in sent if "OffsetForLeaderEpoch" in m]
+    assert any("Sent" in m for m in validations), "the consumer never validated its position"
+    assert any("Received" in m for m in validations), validations[-5:]
+    assert not [m for m in sent if "truncat" in m.lower()], "a truncation was reported"
     cluster.start(first)
