@@ -14,7 +14,7 @@ use odradek_engine::batch::{sample_batch, BatchBuilder, BatchHeader};
 use odradek_engine::io::uring::UringStorage;
 use odradek_engine::log::{LogConfig, PartitionLog};
 use odradek_engine::shard::Log;
-use odradek_node::replication::group::{self, GroupHandle, Outbox};
+use odradek_node::replication::group::{self, GroupHandle, Leadership, Outbox};
 use odradek_node::replication::replica::Acks;
 use odradek_node::replication::{ReplicaConfig, Role};
 use raft::eraftpb::Message;
@@ -144,6 +144,15 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
         );
 
         // Stop the leader; the others elect a new one and take writes.
+        let t1 = h.leadership();
+        assert!(t1.leads);
+        assert_eq!(
+            fh.leadership(),
+            Leadership {
+                epoch: t1.epoch,
+                leads: false
+            }
+        );
         h.stop();
         routes.borrow_mut().remove(&first);
         let (second, h2) = leader(&routes, Some(first)).await;
@@ -167,6 +176,33 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
             };
             acked.push((base, b.slice(61..)));
         }
+
+        // Leader epochs (KIP-101): the new leader's epoch is its term; the
+        // old epoch ends where the new leader's first (empty) entry starts.
+        let t2 = h2.leadership();
+        assert!(t2.leads && t2.epoch > t1.epoch, "{t1:?} then {t2:?}");
+        let end_of_t1 = acked[49].0 + 2; // batch 49 has 2 records
+        assert_eq!(acked[50].0, end_of_t1 + 1, "the new leader's entry first");
+        let a = h2.epochs(Some(t1.epoch), Some(acked[10].0)).await.unwrap();
+        assert_eq!(a.leadership, t2);
+        assert_eq!(a.end, Some((t1.epoch, end_of_t1)));
+        assert_eq!(a.at_offset, Some(t1.epoch));
+        // Epochs between the two without entries answer the older one.
+        for e in t1.epoch + 1..t2.epoch {
+            let a = h2.epochs(Some(e), None).await.unwrap();
+            assert_eq!(a.end, Some((t1.epoch, end_of_t1)), "epoch {e}");
+        }
+        let log_end = h2.status().log_end;
+        let a = h2.epochs(Some(t2.epoch), Some(acked[50].0)).await.unwrap();
+        assert_eq!(a.end, Some((t2.epoch, log_end)));
+        assert_eq!(a.at_offset, Some(t2.epoch));
+        let a = h2.epochs(Some(t2.epoch + 1), Some(log_end)).await.unwrap();
+        assert_eq!(a.end, None, "an epoch newer than the log's is UNDEFINED");
+        assert_eq!(
+            a.at_offset,
+            Some(t2.epoch),
+            "the log end is the current epoch's"
+        );
 
         // Restart the old leader from its files: it recovers, catches up.
         let old = logs.remove(&first).unwrap();
@@ -197,6 +233,14 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
                 );
             }
         }
+        // The restarted replica's log agrees on the epochs.
+        let back = routes.borrow().get(&first).cloned().unwrap();
+        let a = back
+            .epochs(Some(t1.epoch), Some(acked[50].0))
+            .await
+            .unwrap();
+        assert_eq!(a.end, Some((t1.epoch, end_of_t1)));
+        assert_eq!(a.at_offset, Some(t2.epoch));
         for h in routes.borrow().values() {
             h.stop();
         }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::broker::Ctx;
 use crate::connection::{Part, Pending, Reply};
+use crate::handlers::offset_for_leader_epoch::{check_epoch, holder};
 use crate::handlers::topic_name;
 use crate::protocol::{decode_body, put_response_header, FrameError, Request};
 
@@ -29,6 +30,8 @@ struct Want {
     partition: i32,
     offset: i64,
     max_bytes: i32,
+    /// The client's idea of the leader epoch (v9+; -1 = unchecked).
+    current_leader_epoch: i32,
 }
 
 /// What a read of one partition found.
@@ -62,6 +65,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
             });
         }
     }
@@ -117,18 +121,18 @@ async fn read_all(ctx: &Ctx, wants: &[Want], max_bytes: u64) -> Vec<Got> {
             continue;
         };
         // A replicated partition is read from its leader (consumers are
-        // sent there by Metadata; the leader's log shows what is committed).
-        if let Some(c) = ctx.broker.replicated(&tp.topic) {
-            let leads = c.group(tp).is_some_and(|g| g.is_leader());
-            if !leads {
-                out.push(Got {
-                    error: Some(ResponseError::NotLeaderOrFollower),
-                    high_watermark: -1,
-                    log_start: -1,
-                    slice: None,
-                });
-                continue;
-            }
+        // sent there by Metadata; the leader's log shows what is committed),
+        // at the epoch the client knows (KIP-320): a cheap atomic read.
+        let checked =
+            holder(ctx, tp).and_then(|h| check_epoch(w.current_leader_epoch, h.leadership(), true));
+        if let Err(e) = checked {
+            out.push(Got {
+                error: Some(e),
+                high_watermark: -1,
+                log_start: -1,
+                slice: None,
+            });
+            continue;
         }
         if w.offset < 0 {
             out.push(Got {

@@ -1,6 +1,11 @@
 //! ListOffsets (v1–v8): earliest (-2), latest (-1), max timestamp (-3), or
 //! the first offset whose batch reaches a timestamp; a timestamp after the
 //! last record gives offset -1.
+//!
+//! A replicated partition answers only on its leader, after the request's
+//! current leader epoch is checked (v4+, KIP-320). The answer's leader
+//! epoch (v4+) is, as in Kafka, the current epoch for "latest" and the
+//! epoch of the batch holding the offset otherwise (0 on a lone broker).
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -11,6 +16,7 @@ use odradek_engine::shard::TopicPartition;
 
 use crate::broker::Ctx;
 use crate::connection::{frame, Pending};
+use crate::handlers::offset_for_leader_epoch::{check_epoch, holder, Holder};
 use crate::handlers::topic_name;
 use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
@@ -39,6 +45,17 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 continue;
             }
             let tp = TopicPartition::new(&name, p.partition_index);
+            let held = holder(ctx, &tp).and_then(|h| {
+                check_epoch(p.current_leader_epoch, h.leadership(), true).map(|()| h)
+            });
+            let held = match held {
+                Ok(h) => h,
+                Err(e) => {
+                    pr.error_code = e.code();
+                    tr.partitions.push(pr);
+                    continue;
+                }
+            };
             let ts = p.timestamp;
             let res = ctx
                 .with_log(&tp, move |log| async move {
@@ -62,7 +79,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                     pr.offset = offset;
                     pr.timestamp = timestamp;
                     if req.version >= 4 {
-                        pr.leader_epoch = 0;
+                        pr.leader_epoch = answer_epoch(&held, ts, offset).await;
                     }
                 }
                 Ok(Some(Ok(None))) => {}
@@ -82,4 +99,18 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         req.header.correlation_id,
         &resp,
     ))
+}
+
+/// The leader epoch to answer with `offset`: the current one for
+/// "latest", else the epoch of the batch holding it (-1 if unknown).
+async fn answer_epoch(held: &Holder, ts: i64, offset: i64) -> i32 {
+    let epoch = match held {
+        Holder::Local => Some(0),
+        Holder::Group(g) if ts == LATEST => Some(g.leadership().epoch),
+        Holder::Group(g) => match u64::try_from(offset) {
+            Ok(o) => g.epochs(None, Some(o)).await.and_then(|a| a.at_offset),
+            Err(_) => None,
+        },
+    };
+    epoch.map_or(-1, |e| i32::try_from(e).unwrap_or(i32::MAX))
 }

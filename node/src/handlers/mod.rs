@@ -12,6 +12,7 @@ pub mod group_membership;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
 
@@ -43,6 +44,7 @@ async fn route(ctx: &Ctx, req: protocol::Request) -> Result<Pending, FrameError>
         ApiKey::SyncGroup => group_membership::handle_sync(ctx, &req),
         ApiKey::Heartbeat => group_membership::handle_heartbeat(ctx, &req),
         ApiKey::LeaveGroup => group_membership::handle_leave(ctx, &req),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(ctx, &req).await,
         ApiKey::OffsetCommit => offsets::handle_commit(ctx, &req),
         ApiKey::OffsetFetch => offsets::handle_fetch(ctx, &req),
         ApiKey::OffsetDelete => offsets::handle_delete(ctx, &req),

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,39 @@ pub struct GroupStatus {
 /// A proposal's answer: base and last offset.
 pub type ProposeResult = Result<(u64, u64), ProduceError>;
 
+/// A replica's leader epoch (Raft term) and whether it leads, read
+/// together (one atomic word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub epoch: u64,
+    pub leads: bool,
+}
+
+impl Leadership {
+    fn pack(self) -> u64 {
+        (self.epoch << 1) | u64::from(self.leads)
+    }
+
+    fn unpack(v: u64) -> Self {
+        Self {
+            epoch: v >> 1,
+            leads: v & 1 == 1,
+        }
+    }
+}
+
+/// What the group's task answers about leader epochs (OffsetForLeaderEpoch,
+/// ListOffsets), all from one state of the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochAnswer {
+    pub leadership: Leadership,
+    /// For the asked epoch: the largest epoch <= it and where it ends;
+    /// `None` = UNDEFINED (or nothing was asked).
+    pub end: Option<(u64, u64)>,
+    /// The epoch of the batch holding the asked offset, if known.
+    pub at_offset: Option<u64>,
+}
+
 enum Input {
     Step(Message),
     Propose {
@@ -65,6 +98,11 @@ enum Input {
         batch: Bytes,
         reply: flume::Sender<Result<(), ProduceError>>,
     },
+    Epochs {
+        end_for: Option<u64>,
+        at_offset: Option<u64>,
+        reply: flume::Sender<EpochAnswer>,
+    },
     Stop,
 }
 
@@ -74,9 +112,10 @@ enum Input {
 pub struct GroupHandle {
     tx: flume::Sender<Input>,
     status: Arc<Mutex<GroupStatus>>,
-    /// Whether this replica leads: read on every produce and fetch, so an
-    /// atomic rather than the status lock.
-    leads: Arc<AtomicBool>,
+    /// Whether this replica leads, and its epoch ([`Leadership`] packed):
+    /// read on every produce and fetch, so an atomic rather than the
+    /// status lock.
+    leads: Arc<AtomicU64>,
 }
 
 impl GroupHandle {
@@ -111,7 +150,31 @@ impl GroupHandle {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leads.load(Ordering::Relaxed)
+        self.leadership().leads
+    }
+
+    /// The current leader epoch (Raft term) and whether this replica leads.
+    pub fn leadership(&self) -> Leadership {
+        Leadership::unpack(self.leads.load(Ordering::Relaxed))
+    }
+
+    /// Ask the group's task, after its current round of work, for the end
+    /// of epoch `end_for` and the epoch at offset `at_offset`. `None` if
+    /// the group stopped.
+    pub async fn epochs(
+        &self,
+        end_for: Option<u64>,
+        at_offset: Option<u64>,
+    ) -> Option<EpochAnswer> {
+        let (reply, rx) = flume::bounded(1);
+        self.tx
+            .send(Input::Epochs {
+                end_for,
+                at_offset,
+                reply,
+            })
+            .ok()?;
+        rx.recv_async().await.ok()
     }
 
     pub fn status(&self) -> GroupStatus {
@@ -204,7 +267,7 @@ pub async fn start(
     log.set_high_watermark(replica.high_watermark()).await?;
     let (tx, rx) = flume::unbounded();
     let status = Arc::new(Mutex::new(GroupStatus::default()));
-    let leads = Arc::new(AtomicBool::new(false));
+    let leads = Arc::new(AtomicU64::new(0));
     let handle = GroupHandle {
         tx,
         status: status.clone(),
@@ -233,7 +296,7 @@ struct Group {
     outbox: Rc<dyn Outbox>,
     rx: flume::Receiver<Input>,
     status: Arc<Mutex<GroupStatus>>,
-    leads: Arc<AtomicBool>,
+    leads: Arc<AtomicU64>,
     /// The Raft state last written to the state file.
     persisted: RaftMeta,
     started: Instant,
@@ -254,6 +317,9 @@ impl Group {
         // Proposals accepted since the last `drive` (not yet written).
         let mut unwritten = false;
         let mut next_compaction = COMPACT_EVERY_MS;
+        // Epoch questions, answered once this round's work is done (role,
+        // term and log then agree).
+        let mut questions = Vec::new();
         self.limit_log();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -342,6 +408,11 @@ impl Group {
                     Input::Forward { batch, reply } => {
                         let _ = reply.send(self.replica.forward(batch));
                     }
+                    Input::Epochs {
+                        end_for,
+                        at_offset,
+                        reply,
+                    } => questions.push((end_for, at_offset, reply)),
                     Input::Stop => {
                         self.fail_waiting();
                         return;
@@ -354,6 +425,8 @@ impl Group {
                 next_tick = Instant::now() + self.tick;
                 if now >= next_compaction {
                     next_compaction = now + COMPACT_EVERY_MS;
+                    self.replica
+                        .forget_epochs_below(self.log.log_start_offset());
                     if let Some(meta) = self.replica.compact_log() {
                         if let Err(e) = self.persist_meta(meta).await {
                             tracing::error!(dir = %self.log.dir().display(), error = %e, "raft group stopped");
@@ -371,6 +444,26 @@ impl Group {
                 self.fail_waiting();
                 return;
             }
+            for (end_for, at_offset, reply) in questions.drain(..) {
+                let _ = reply.send(self.answer_epochs(end_for, at_offset));
+            }
+        }
+    }
+
+    fn answer_epochs(&self, end_for: Option<u64>, at_offset: Option<u64>) -> EpochAnswer {
+        let r = &self.replica;
+        EpochAnswer {
+            leadership: Leadership {
+                epoch: r.term(),
+                leads: r.role() == Role::Leader,
+            },
+            end: end_for.and_then(|e| r.end_offset_for_epoch(e)),
+            // The log end belongs to the epoch the next batch will get.
+            at_offset: at_offset.and_then(|o| {
+                r.store()
+                    .epoch_at_offset(o)
+                    .or_else(|| (o == r.log_end_offset()).then(|| r.term()))
+            }),
         }
     }
 
@@ -501,8 +594,11 @@ impl Group {
 
     fn publish(&self) {
         let r = &self.replica;
-        self.leads
-            .store(r.role() == Role::Leader, Ordering::Relaxed);
+        let leadership = Leadership {
+            epoch: r.term(),
+            leads: r.role() == Role::Leader,
+        };
+        self.leads.store(leadership.pack(), Ordering::Relaxed);
         let s = GroupStatus {
             role: Some(r.role()),
             leader: r.leader(),

@@ -248,6 +248,21 @@ impl Replica {
         self.node.store()
     }
 
+    /// OffsetForLeaderEpoch as this replica's log answers it (see
+    /// [`LogStore::end_offset_for_epoch`]); a leader's own epoch ends at
+    /// its log end even before its first entry of that term is in the log.
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, u64)> {
+        if self.role == Role::Leader && epoch == self.term() {
+            return Some((epoch, self.log_end_offset()));
+        }
+        self.node.store().end_offset_for_epoch(epoch)
+    }
+
+    /// Drop the epoch history of batches retention deleted.
+    pub fn forget_epochs_below(&mut self, log_start: u64) {
+        self.node.mut_store().forget_epochs_below(log_start);
+    }
+
     /// The other voters that answered this leader within `within_ms`
     /// (empty unless leader): the controller's view of which brokers live.
     pub fn live_peers(&self, within_ms: u64) -> Vec<u64> {

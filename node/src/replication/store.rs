@@ -34,7 +34,24 @@ pub struct RaftMeta {
     #[serde(default)]
     pub learners: Vec<u64>,
     pub anchor: Anchor,
+    /// The leader epochs of the entries compacted below the anchor, as
+    /// (epoch, first offset), oldest first: what OffsetForLeaderEpoch
+    /// needs about batches Raft no longer holds. Empty in state files
+    /// written before it existed, and after a snapshot (the log restarts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<EpochStart>,
 }
+
+/// Where a leader epoch (Raft term) starts in the partition log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochStart {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+/// Epoch starts kept below the anchor at most (one per leader change that
+/// wrote something; the oldest go first).
+const MAX_EPOCHS: usize = 4096;
 
 impl RaftMeta {
     /// A new partition replicated on `voters`, its log starting at `offset`.
@@ -117,6 +134,8 @@ pub struct LogStore {
     cache_from: u64,
     cache_bytes: usize,
     fetching: RefCell<Fetching>,
+    /// Epoch starts below the anchor (see [`RaftMeta::epochs`]).
+    epochs: Vec<EpochStart>,
 }
 
 impl LogStore {
@@ -138,6 +157,7 @@ impl LogStore {
             cache_from: meta.anchor.index + 1,
             cache_bytes: 0,
             fetching: RefCell::default(),
+            epochs: meta.epochs.clone(),
         }
     }
 
@@ -203,6 +223,7 @@ impl LogStore {
             voters: self.conf.voters.clone(),
             learners: self.conf.learners.clone(),
             anchor: self.anchor,
+            epochs: self.epochs.clone(),
         }
     }
 
@@ -260,7 +281,7 @@ impl LogStore {
             .then_some((self.anchor.index + 1 + i as u64, s.term))
     }
 
-    /// The term of the entry holding `offset` (for leader-epoch lookups).
+    /// The term of an entry Raft holds (above the anchor) that holds `offset`.
     pub fn term_at_offset(&self, offset: u64) -> Option<u64> {
         let i = self.slots.partition_point(|s| s.base + s.count <= offset);
         self.slots
@@ -269,15 +290,73 @@ impl LogStore {
             .map(|s| s.term)
     }
 
-    /// The end offset of the last entry with term <= `term` (Kafka's
-    /// OffsetForLeaderEpoch), or `None` if it lies below the anchor.
-    pub fn end_offset_for_term(&self, term: u64) -> Option<u64> {
-        let i = self.slots.partition_point(|s| s.term <= term);
-        if i == 0 {
-            return (self.anchor.term <= term).then_some(self.anchor.offset);
+    /// Epoch starts below the anchor. Without a recorded history (an old
+    /// state file, or after a snapshot) the anchor stands in for it: its
+    /// entry, whose term is known, ends at the anchor's offset.
+    fn compacted_epochs(&self) -> std::borrow::Cow<'_, [EpochStart]> {
+        if self.epochs.is_empty() && self.anchor.index > 0 {
+            std::borrow::Cow::Owned(vec![EpochStart {
+                epoch: self.anchor.term,
+                offset: self.anchor.offset,
+            }])
+        } else {
+            std::borrow::Cow::Borrowed(&self.epochs)
         }
-        let s = self.slots[i - 1];
-        Some(s.base + s.count)
+    }
+
+    /// The leader epoch of the batch holding `offset`, as far as this log
+    /// knows: held entries exactly, compacted ones from the epoch history.
+    pub fn epoch_at_offset(&self, offset: u64) -> Option<u64> {
+        if offset >= self.next_offset() {
+            return None;
+        }
+        if let Some(t) = self.term_at_offset(offset) {
+            return Some(t);
+        }
+        let below = self.compacted_epochs();
+        let i = below.partition_point(|e| e.offset <= offset);
+        i.checked_sub(1).map(|i| below[i].epoch)
+    }
+
+    /// Kafka's OffsetForLeaderEpoch over this log (KIP-101 / KIP-279):
+    /// the largest epoch `<= epoch` the log has, and the offset where it
+    /// ends — the start of the next larger epoch, or the log end for the
+    /// last epoch. An epoch older than everything known gets itself and
+    /// the start of the first known later epoch (as Kafka answers); one
+    /// newer than the last epoch of the log gets `None` (UNDEFINED).
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, u64)> {
+        let below = self.compacted_epochs();
+        let j = below.partition_point(|e| e.epoch <= epoch);
+        let (floor, next) = if j < below.len() {
+            (
+                j.checked_sub(1).map(|j| below[j].epoch),
+                Some(below[j].offset),
+            )
+        } else {
+            let i = self.slots.partition_point(|s| s.term <= epoch);
+            let floor = match i.checked_sub(1) {
+                Some(i) => Some(self.slots[i].term),
+                None => below.last().map(|e| e.epoch),
+            };
+            (floor, self.slots.get(i).map(|s| s.base))
+        };
+        match (floor, next) {
+            (Some(f), Some(n)) => Some((f, n)),
+            (None, Some(n)) => Some((epoch, n)),
+            (Some(f), None) if f == epoch => Some((epoch, self.next_offset())),
+            _ => None,
+        }
+    }
+
+    /// Forget epochs that end at or below `log_start` (retention removed
+    /// their batches); the one holding `log_start` stays.
+    pub fn forget_epochs_below(&mut self, log_start: u64) {
+        let gone = self
+            .epochs
+            .windows(2)
+            .take_while(|w| w[1].offset <= log_start)
+            .count();
+        self.epochs.drain(..gone);
     }
 
     /// Take entries handed over by a `Ready` into the log, saying what to
@@ -343,7 +422,25 @@ impl LogStore {
         let end = self.end_offset(index).expect("in range");
         let term = self.slot(index).expect("in range").term;
         let n = (index - self.anchor.index) as usize;
-        self.slots.drain(..n);
+        if self.epochs.is_empty() && self.anchor.index > 0 {
+            // No history yet below the anchor: keep what the anchor says.
+            self.epochs.push(EpochStart {
+                epoch: self.anchor.term,
+                offset: self.anchor.offset,
+            });
+        }
+        for s in self.slots.drain(..n) {
+            if self.epochs.last().is_none_or(|e| e.epoch != s.term) {
+                self.epochs.push(EpochStart {
+                    epoch: s.term,
+                    offset: s.base,
+                });
+            }
+        }
+        if self.epochs.len() > MAX_EPOCHS {
+            let extra = self.epochs.len() - MAX_EPOCHS;
+            self.epochs.drain(..extra);
+        }
         self.evict_through(index);
         if self.cache.is_empty() {
             self.cache_from = index + 1;
@@ -367,6 +464,8 @@ impl LogStore {
             offset,
         };
         self.slots.clear();
+        // The log restarts at the anchor: no history below it here.
+        self.epochs.clear();
         self.cache.clear();
         self.cache_bytes = 0;
         self.cache_from = m.index + 1;
@@ -589,8 +688,8 @@ mod tests {
         assert_eq!(w[0], LogWrite::Truncate { offset: 104 });
         assert_eq!(writes_offsets(&w), vec![(3, 104), (4, 109)]);
         assert_eq!(s.last(), 4);
-        assert_eq!(s.end_offset_for_term(1), Some(104));
-        assert_eq!(s.end_offset_for_term(2), Some(110));
+        assert_eq!(s.end_offset_for_epoch(1), Some((1, 104)));
+        assert_eq!(s.end_offset_for_epoch(2), Some((2, 110)));
         assert_eq!(s.term_at_offset(105), Some(2));
         assert_eq!(s.term_at_offset(100), Some(1));
         assert_eq!(s.term_at_offset(110), None);
@@ -673,5 +772,222 @@ mod tests {
         assert_eq!(other.apply_snapshot(&snap), 3);
         assert_eq!(other.next_offset(), 3);
         assert_eq!(other.last_index().unwrap(), 2);
+    }
+
+    /// Terms 1, 1, 3, 3, 5 at offsets 10.., with record counts 1, 3, 1, 2, 1.
+    fn epochs_store() -> LogStore {
+        let mut s = LogStore::new(&RaftMeta::new(vec![1, 2, 3], 10));
+        s.append(&[
+            noop(1, 1),
+            data(2, 1, 3),
+            noop(3, 3),
+            data(4, 3, 2),
+            noop(5, 5),
+        ])
+        .unwrap();
+        // Offsets: term 1 at 10..14, term 3 at 14..17, term 5 at 17, end 18.
+        assert_eq!(s.next_offset(), 18);
+        s
+    }
+
+    fn assert_epoch_answers(s: &LogStore) {
+        // Older than anything known: itself, ending where term 1 starts.
+        assert_eq!(s.end_offset_for_epoch(0), Some((0, 10)));
+        assert_eq!(s.end_offset_for_epoch(1), Some((1, 14)));
+        // No entry of term 2: the largest epoch below it, ending at term 3.
+        assert_eq!(s.end_offset_for_epoch(2), Some((1, 14)));
+        assert_eq!(s.end_offset_for_epoch(3), Some((3, 17)));
+        assert_eq!(s.end_offset_for_epoch(4), Some((3, 17)));
+        // The last epoch ends at the log end; a newer one is unknown.
+        assert_eq!(s.end_offset_for_epoch(5), Some((5, 18)));
+        assert_eq!(s.end_offset_for_epoch(6), None);
+        for (offset, epoch) in [(10, 1), (13, 1), (14, 3), (16, 3), (17, 5)] {
+            assert_eq!(s.epoch_at_offset(offset), Some(epoch), "offset {offset}");
+        }
+        assert_eq!(s.epoch_at_offset(18), None);
+        assert_eq!(s.epoch_at_offset(9), None);
+    }
+
+    #[test]
+    fn epoch_lookups_survive_compaction_and_restarts() {
+        let mut s = epochs_store();
+        assert_epoch_answers(&s);
+        // Compaction into the middle of term 3, then past everything: the
+        // answers come from the epoch history below the anchor.
+        s.compact_to(3);
+        assert_eq!(s.anchor().offset, 15);
+        assert_epoch_answers(&s);
+        s.compact_to(5);
+        assert_eq!(
+            s.anchor(),
+            Anchor {
+                index: 5,
+                term: 5,
+                offset: 18
+            }
+        );
+        assert_epoch_answers(&s);
+        // The history is persisted with the anchor (JSON state file) and
+        // recovery gives the same answers.
+        let meta = s.meta();
+        assert_eq!(
+            meta.epochs
+                .iter()
+                .map(|e| (e.epoch, e.offset))
+                .collect::<Vec<_>>(),
+            vec![(1, 10), (3, 14), (5, 17)]
+        );
+        let json = serde_json::to_vec(&meta).unwrap();
+        let back: RaftMeta = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, meta);
+        let (r, _) = LogStore::recover(&back, Vec::new()).unwrap();
+        assert_epoch_answers(&r);
+        // New entries of a later term extend it.
+        let mut r = r;
+        r.append(&[noop(6, 7)]).unwrap();
+        assert_eq!(r.end_offset_for_epoch(5), Some((5, 18)));
+        assert_eq!(r.end_offset_for_epoch(6), Some((5, 18)));
+        assert_eq!(r.end_offset_for_epoch(7), Some((7, 19)));
+        // Retention removed everything below 15: the epochs ending before
+        // it are forgotten, the one holding it stays.
+        r.forget_epochs_below(15);
+        assert_eq!(r.end_offset_for_epoch(3), Some((3, 17)));
+        assert_eq!(r.end_offset_for_epoch(1), Some((1, 14)));
+        r.forget_epochs_below(17);
+        assert_eq!(r.end_offset_for_epoch(3), Some((3, 17)));
+        assert_eq!(r.epoch_at_offset(17), Some(5));
+    }
+
+    #[test]
+    fn old_state_files_use_the_anchor_as_history() {
+        // A state file without `epochs` (written before they existed).
+        let json = br#"{"term":5,"vote":1,"commit":5,"voters":[1],
+            "anchor":{"index":5,"term":3,"offset":17}}"#;
+        let meta: RaftMeta = serde_json::from_slice(json).unwrap();
+        assert!(meta.epochs.is_empty());
+        let mut s = LogStore::new(&meta);
+        s.append(&[noop(6, 5), data(7, 5, 2)]).unwrap();
+        // Term 3 is known to reach the anchor; older ones are bounded by it.
+        assert_eq!(s.end_offset_for_epoch(3), Some((3, 17)));
+        assert_eq!(s.end_offset_for_epoch(4), Some((3, 17)));
+        assert_eq!(s.end_offset_for_epoch(2), Some((2, 17)));
+        assert_eq!(s.end_offset_for_epoch(5), Some((5, 20)));
+        // Compacting keeps that knowledge in the history.
+        s.compact_to(6);
+        assert_eq!(
+            s.meta()
+                .epochs
+                .iter()
+                .map(|e| (e.epoch, e.offset))
+                .collect::<Vec<_>>(),
+            vec![(3, 17), (5, 17)]
+        );
+        assert_eq!(s.end_offset_for_epoch(4), Some((3, 17)));
+        assert_eq!(s.end_offset_for_epoch(5), Some((5, 20)));
+        // Written without `epochs` when there are none: old readers agree.
+        let none = RaftMeta::new(vec![1], 0);
+        assert!(!String::from_utf8(serde_json::to_vec(&none).unwrap())
+            .unwrap()
+            .contains("epochs"));
+    }
+
+    #[test]
+    fn truncation_rewrites_epoch_answers() {
+        let mut s = epochs_store();
+        // A new leader of term 4 overwrote entries 4 and 5 (offset 15 on).
+        let w = s.append(&[noop(4, 4), data(5, 4, 2)]).unwrap();
+        assert_eq!(w[0], LogWrite::Truncate { offset: 15 });
+        assert_eq!(s.end_offset_for_epoch(3), Some((3, 15)));
+        assert_eq!(s.end_offset_for_epoch(4), Some((4, 18)));
+        assert_eq!(s.end_offset_for_epoch(5), None);
+        assert_eq!(s.epoch_at_offset(16), Some(4));
+        // Truncated back into term 1: term 3 is gone entirely.
+        s.append(&[data(2, 6, 1)]).unwrap();
+        assert_eq!(s.end_offset_for_epoch(3), Some((1, 11)));
+        assert_eq!(s.end_offset_for_epoch(6), Some((6, 12)));
+    }
+
+    #[test]
+    fn a_snapshot_restarts_the_epoch_history() {
+        let mut leader = epochs_store();
+        leader.compact_to(4);
+        let snap = leader.snapshot(0, 2).unwrap();
+        let mut s = epochs_store();
+        s.compact_to(2);
+        assert_eq!(s.apply_snapshot(&snap), 17);
+        assert!(s.meta().epochs.is_empty());
+        // Nothing below 17 is here: older epochs end at the log's start.
+        assert_eq!(s.end_offset_for_epoch(1), Some((1, 17)));
+        assert_eq!(s.end_offset_for_epoch(3), Some((3, 17)));
+        assert_eq!(s.epoch_at_offset(15), None);
+        s.append(&[noop(5, 5)]).unwrap();
+        assert_eq!(s.end_offset_for_epoch(4), Some((3, 17)));
+        assert_eq!(s.end_offset_for_epoch(5), Some((5, 18)));
+    }
+
+    /// Kafka's answer computed from every entry of the log, in order:
+    /// (term, base offset, offset count).
+    fn model_end(log: &[(u64, u64, u64)], epoch: u64) -> Option<(u64, u64)> {
+        let end = log.last().map(|e| e.1 + e.2)?;
+        let floor = log.iter().filter(|e| e.0 <= epoch).map(|e| e.0).max();
+        let next = log.iter().find(|e| e.0 > epoch).map(|e| e.1);
+        match (floor, next) {
+            (Some(f), Some(n)) => Some((f, n)),
+            (None, Some(n)) => Some((epoch, n)),
+            (Some(f), None) if f == epoch => Some((epoch, end)),
+            _ => None,
+        }
+    }
+
+    proptest::proptest! {
+        /// Appends that overwrite (truncate) and compactions in any order:
+        /// the store answers OffsetForLeaderEpoch and epoch-at-offset as a
+        /// model holding every entry does, and so does its recovery from
+        /// the persisted state and the batches above the anchor.
+        #[test]
+        fn epoch_answers_match_a_full_log(
+            ops in proptest::collection::vec((0u8..3, 0u64..6, 0u64..3, 1usize..4), 1..40)
+        ) {
+            let mut s = LogStore::new(&RaftMeta::new(vec![1], 5));
+            let mut log: Vec<(u64, u64, u64)> = Vec::new();
+            let mut batches: Vec<(u64, u64, Bytes)> = Vec::new();
+            let mut term = 1;
+            for (kind, back, bump, n) in ops {
+                if kind == 2 {
+                    // Compact up to `back` entries below the last.
+                    let to = s.last().saturating_sub(back);
+                    s.compact_to(to);
+                    continue;
+                }
+                // Append n entries at `back` entries below the end (never
+                // below the anchor), at a term that never goes back.
+                let first = (s.last() + 1).saturating_sub(back).max(s.anchor().index + 1);
+                term += bump;
+                let entries: Vec<Entry> = (0..n as u64)
+                    .map(|i| if kind == 0 { noop(first + i, term) } else { data(first + i, term, 1 + i as usize) })
+                    .collect();
+                let keep = (first - 1) as usize;
+                log.truncate(keep);
+                batches.truncate(keep);
+                let w = s.append(&entries).unwrap();
+                for (offset, t, b) in appended(w) {
+                    let count = entry::offset_count(&entry::from_batch(0, t, b.clone()).unwrap()).unwrap();
+                    log.push((t, offset, count));
+                    batches.push((offset, t, b));
+                }
+            }
+            let above = batches.iter().filter(|b| b.0 >= s.anchor().offset).cloned();
+            let (r, _) = LogStore::recover(&s.meta(), above).unwrap();
+            for store in [&s, &r] {
+                for e in 0..=term + 1 {
+                    proptest::prop_assert_eq!(store.end_offset_for_epoch(e), model_end(&log, e), "epoch {}", e);
+                }
+                for &(t, base, count) in &log {
+                    for o in base..base + count {
+                        proptest::prop_assert_eq!(store.epoch_at_offset(o), Some(t), "offset {}", o);
+                    }
+                }
+            }
+        }
     }
 }
