@@ -87,8 +87,22 @@ impl GroupHandle {
 
     /// Propose a producer's batch; resolves when `acks` is satisfied.
     pub async fn propose(&self, batch: Bytes, acks: Acks, min_insync: usize) -> ProposeResult {
+        let rx = self.propose_queued(batch, acks, min_insync)?;
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| Err(ProduceError::NotLeader { leader: None }))
+    }
+
+    /// Queue a proposal now (so proposals made one after the other keep
+    /// their order without waiting for each other); the answer comes on
+    /// the receiver.
+    pub fn propose_queued(
+        &self,
+        batch: Bytes,
+        acks: Acks,
+        min_insync: usize,
+    ) -> Result<flume::Receiver<ProposeResult>, ProduceError> {
         let (reply, rx) = flume::bounded(1);
-        let gone = || ProduceError::NotLeader { leader: None };
         self.tx
             .send(Input::Propose {
                 batch,
@@ -96,8 +110,8 @@ impl GroupHandle {
                 min_insync,
                 reply,
             })
-            .map_err(|_| gone())?;
-        rx.recv_async().await.unwrap_or_else(|_| Err(gone()))
+            .map_err(|_| ProduceError::NotLeader { leader: None })?;
+        Ok(rx)
     }
 
     /// Propose through whichever replica leads (see [`Replica::forward`]).
