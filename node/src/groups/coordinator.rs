@@ -964,8 +964,10 @@ impl Coordinator {
         gs.joins.clear();
         gs.syncs.clear();
         slot.set_writer(None);
-        if was == LOADED {
+        if was == LOADED && groups > 0 {
             tracing::info!(partition = p, groups, "groups unloaded: no longer leading");
+        } else if was != UNLOADED {
+            tracing::debug!(partition = p, "offsets partition unloaded");
         }
     }
 }
@@ -1012,13 +1014,16 @@ async fn load_replicated(ctx: Ctx, p: usize, replica: GroupHandle, term: u64, ta
         })
         .await;
     match loaded {
-        Ok(Some(Ok(Some(groups)))) => {
+        Ok(Some(Ok(Some(groups)))) if groups > 0 => {
             tracing::info!(
                 partition = p,
                 term,
                 groups,
                 "coordinating the groups of this offsets partition"
             )
+        }
+        Ok(Some(Ok(Some(_)))) => {
+            tracing::debug!(partition = p, term, "coordinating this offsets partition")
         }
         Ok(Some(Ok(None))) => {}
         other => {
