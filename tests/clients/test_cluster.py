@@ -391,6 +391,35 @@ def test_group_offsets_fail_over_with_their_offsets_partition(cluster):
     broker reports."""
     topic, partitions, group = "resume", 2, "failover"
     admin = create(cluster, topic, partitions, 3)
+    # Every broker is asked for a coordinator at once (librdkafka sends the
+    # requests from its own threads), so they race to create the offsets
+    # topic: all of them must end up answering. (OffsetFetch, not
+    # DescribeGroups: librdkafka 2.16 aborts on a retried DescribeGroups of
+    # an unknown group, "rd_kafka_enq_once_del_source_return: Assertion".)
+    # It also aborts on a retry after a timed-out coordinator lookup, so
+    # this is one attempt each, with a generous timeout.
+    admins = {i: AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}", **QUIET}) for i in cluster.ids}
+    pending = {
+        i: a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(f"race-{i}")], request_timeout=30)[f"race-{i}"]
+        for i, a in admins.items()
+    }
+    retriable = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE)
+    for i, f in pending.items():
+        try:
+            f.result(40)
+        except KafkaException as e:
+            # A broker's answer (not a client timeout) may be retried.
+            assert e.args[0].code() in retriable, e
+            cluster.wait(
+                f"the offsets of race-{i} from broker {i}",
+                lambda: admins[i]
+                .list_consumer_group_offsets([ConsumerGroupTopicPartitions(f"race-{i}")], request_timeout=30)[f"race-{i}"]
+                .result(40),
+                every=1.0,
+            )
+    offsets_topic = cluster.metadata(admin, "__consumer_offsets")
+    assert len(offsets_topic.partitions) == 50
+    assert all(len(p.replicas) == 3 for p in offsets_topic.partitions.values())
     p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", **QUIET})
     for i in range(200):
         p.produce(topic, f"{i:04d}".encode(), partition=i % partitions)
@@ -424,7 +453,6 @@ def test_group_offsets_fail_over_with_their_offsets_partition(cluster):
 
     # The coordinator is the leader of the group's offsets partition.
     n = len(cluster.metadata(admin, "__consumer_offsets").partitions)
-    assert n == 50
     meta = cluster.metadata(admin, "__consumer_offsets").partitions[offsets_partition(group, n)]
     assert len(meta.replicas) == 3, meta.replicas
 

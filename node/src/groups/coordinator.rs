@@ -397,6 +397,14 @@ impl Coordinator {
         if self.creating.swap(true, Ordering::AcqRel) {
             return Err(E::CoordinatorNotAvailable); // the client retries
         }
+        // Cleared however this ends (a dropped request future too).
+        struct Creating<'a>(&'a AtomicBool);
+        impl Drop for Creating<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let creating = Creating(&self.creating);
         let cfg = &ctx.broker.config;
         let n = cfg.offsets_topic_num_partitions;
         let created = crate::handlers::metadata::create_internal_topic(
@@ -407,7 +415,7 @@ impl Coordinator {
             offsets_topic_configs(cfg),
         )
         .await;
-        self.creating.store(false, Ordering::Release);
+        drop(creating);
         match created {
             Ok(m) => {
                 tracing::info!(
@@ -441,6 +449,11 @@ impl Coordinator {
             .group(&tp)
             .and_then(|h| h.status().leader)
             .ok_or(E::CoordinatorNotAvailable)
+    }
+
+    /// Cluster: whether `group` is coordinated here but still loading.
+    pub fn loading_here(&self, group: &str) -> bool {
+        matches!(self.slot(group), Err(E::CoordinatorLoadInProgress))
     }
 
     /// Carry out a state machine's outputs (with its partition locked).

@@ -17,6 +17,10 @@ use crate::protocol::{decode_body, encode_response, FrameError, Request};
 
 const GROUP: i8 = 0;
 
+/// How long a cluster member waits for a group's offsets partition to have
+/// a leader before answering COORDINATOR_NOT_AVAILABLE.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a key's coordinator is, or why it is not known.
 type Found = Result<(i32, String, u16), ResponseError>;
 
@@ -37,6 +41,28 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     } else {
         Err(ResponseError::CoordinatorNotAvailable)
     };
+    // In a cluster, a freshly created offsets topic (or a partition between
+    // leaders) has no leader for a moment, and a new leader loads its
+    // groups: wait for that briefly rather than send every client into its
+    // retry backoff (some admin clients do not retry a load in progress).
+    if let (Ok(()), Some(c)) = (ready, &ctx.broker.cluster) {
+        let keys: Vec<&str> = if req.version >= 4 {
+            body.coordinator_keys.iter().map(|k| k.as_str()).collect()
+        } else {
+            vec![body.key.as_str()]
+        };
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        while std::time::Instant::now() < deadline
+            && keys
+                .iter()
+                .any(|k| match ctx.broker.groups.coordinator_of(c, k) {
+                    Err(_) => true,
+                    Ok(node) => node == c.node_id && ctx.broker.groups.loading_here(k),
+                })
+        {
+            compio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     let find = |key: &str| -> Found {
         ready?;
         match &ctx.broker.cluster {
