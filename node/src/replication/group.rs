@@ -90,7 +90,7 @@ impl GroupHandle {
         let rx = self.propose_queued(batch, acks, min_insync)?;
         rx.recv_async()
             .await
-            .unwrap_or_else(|_| Err(ProduceError::NotLeader { leader: None }))
+            .unwrap_or(Err(ProduceError::NotLeader { leader: None }))
     }
 
     /// Queue a proposal now (so proposals made one after the other keep
