@@ -143,8 +143,15 @@ impl Slot {
         }
     }
 
-    fn leads(&self) -> bool {
-        self.replica.get().is_some_and(GroupHandle::is_leader)
+    /// Cluster: whether the groups held are this leadership's. A broker
+    /// that lost and regained leadership since they were loaded holds
+    /// state another leader may have changed: the watcher reloads it.
+    fn current(&self) -> Result<(), E> {
+        match self.replica.get().and_then(GroupHandle::leader_term) {
+            None => Err(E::NotCoordinator),
+            Some(t) if t == self.term.load(Ordering::Acquire) => Ok(()),
+            Some(_) => Err(E::CoordinatorLoadInProgress),
+        }
     }
 
     fn set_writer(&self, w: Option<flume::Sender<Write>>) {
@@ -246,8 +253,8 @@ impl Coordinator {
         let slots = self.slots()?;
         let p = partition_for(group, slots.len() as i32);
         let slot = &slots[p as usize];
-        if self.clustered && !slot.leads() {
-            return Err(E::NotCoordinator);
+        if self.clustered {
+            slot.current()?;
         }
         match slot.load.load(Ordering::Acquire) {
             LOADED => Ok((p, slot)),
@@ -716,8 +723,12 @@ impl Coordinator {
         let mut out = Vec::new();
         for slot in slots {
             // In a cluster a broker lists the groups it coordinates.
-            if self.clustered && !slot.leads() {
-                continue;
+            if self.clustered {
+                match slot.current() {
+                    Err(E::NotCoordinator) => continue,
+                    Err(e) => return Err(e),
+                    Ok(()) => {}
+                }
             }
             if slot.load.load(Ordering::Acquire) != LOADED {
                 return Err(E::CoordinatorLoadInProgress);
@@ -840,7 +851,9 @@ impl Coordinator {
         };
         let now = now_ms();
         for (p, slot) in slots.iter().enumerate() {
-            if slot.load.load(Ordering::Acquire) != LOADED || (self.clustered && !slot.leads()) {
+            if slot.load.load(Ordering::Acquire) != LOADED
+                || (self.clustered && slot.current().is_err())
+            {
                 continue;
             }
             let mut gs = Self::lock(slot);
@@ -1340,7 +1353,7 @@ async fn replicated_write_loop(
     rx: flume::Receiver<Write>,
 ) {
     while let Ok(w) = rx.recv_async().await {
-        let current = replica.is_leader() && replica.status().term == term;
+        let current = replica.leader_term() == Some(term);
         let queued = if current {
             // The ISR check is moot here: acks=all waits for a majority.
             replica

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,8 @@ pub struct GroupHandle {
     /// Whether this replica leads: read on every produce and fetch, so an
     /// atomic rather than the status lock.
     leads: Arc<AtomicBool>,
+    /// The term this replica leads in, 0 when it does not lead.
+    lead_term: Arc<AtomicU64>,
 }
 
 impl GroupHandle {
@@ -126,6 +128,12 @@ impl GroupHandle {
 
     pub fn is_leader(&self) -> bool {
         self.leads.load(Ordering::Relaxed)
+    }
+
+    /// The term this replica leads in, if it leads (without the status
+    /// lock).
+    pub fn leader_term(&self) -> Option<u64> {
+        Some(self.lead_term.load(Ordering::Acquire)).filter(|t| *t > 0)
     }
 
     pub fn status(&self) -> GroupStatus {
@@ -219,10 +227,12 @@ pub async fn start(
     let (tx, rx) = flume::unbounded();
     let status = Arc::new(Mutex::new(GroupStatus::default()));
     let leads = Arc::new(AtomicBool::new(false));
+    let lead_term = Arc::new(AtomicU64::new(0));
     let handle = GroupHandle {
         tx,
         status: status.clone(),
         leads: leads.clone(),
+        lead_term: lead_term.clone(),
     };
     let group = Group {
         replica,
@@ -231,6 +241,7 @@ pub async fn start(
         rx,
         status,
         leads,
+        lead_term,
         persisted: meta,
         started,
         tick,
@@ -248,6 +259,7 @@ struct Group {
     rx: flume::Receiver<Input>,
     status: Arc<Mutex<GroupStatus>>,
     leads: Arc<AtomicBool>,
+    lead_term: Arc<AtomicU64>,
     /// The Raft state last written to the state file.
     persisted: RaftMeta,
     started: Instant,
@@ -501,6 +513,12 @@ impl Group {
         let r = &self.replica;
         self.leads
             .store(r.role() == Role::Leader, Ordering::Relaxed);
+        let lead_term = if r.role() == Role::Leader {
+            r.term()
+        } else {
+            0
+        };
+        self.lead_term.store(lead_term, Ordering::Release);
         let s = GroupStatus {
             role: Some(r.role()),
             leader: r.leader(),
