@@ -116,6 +116,12 @@ async fn lookup(
         if let Some(meta) = broker.registry.snapshot().get(&name) {
             return describe(broker, meta, version);
         }
+        // Never with defaults: the client asks again.
+        return error_topic(
+            Some(name),
+            id,
+            &AdminError::new(ResponseError::LeaderNotAvailable, "being created"),
+        );
     }
     if !auto_create {
         return error_topic(
