@@ -63,6 +63,7 @@ pub const SETTINGS: &[&str] = &[
     "auto.create.topics.enable",
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
+    "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
     "offsets.retention.minutes",
     "offsets.retention.check.interval.ms",
@@ -144,6 +145,9 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: u64,
+    /// `offsets.topic.replication.factor` (a cluster caps it at the live
+    /// brokers when it creates the topic).
+    pub offsets_topic_replication_factor: i16,
     /// `offsets.commit.metadata.max.bytes` (Kafka: `offset.metadata.max.bytes`).
     pub offset_metadata_max_bytes: usize,
     /// `group.min.session.timeout.ms`, `group.max.session.timeout.ms`.
@@ -201,6 +205,7 @@ impl Default for BrokerConfig {
             log_cleaner_backoff: Duration::from_secs(15),
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offsets_topic_replication_factor: 3,
             offset_metadata_max_bytes: 4096,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -397,6 +402,12 @@ impl BrokerConfig {
                 self.offsets_topic_segment_bytes = parse_num(key, v)?;
                 if !(1024..=i32::MAX as u64).contains(&self.offsets_topic_segment_bytes) {
                     return Err(invalid("must be between 1024 and 2147483647".into()));
+                }
+            }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = parse_num(key, v)?;
+                if self.offsets_topic_replication_factor < 1 {
+                    return Err(invalid("must be >= 1".into()));
                 }
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v)?,

@@ -79,7 +79,7 @@ impl Server {
             registry,
             shards: pool.handle(),
             stopping: Default::default(),
-            groups: crate::groups::Coordinator::new(config_limits),
+            groups: crate::groups::Coordinator::new(config_limits, cluster.is_some()),
             metrics: crate::metrics::Metrics::new(pool.len()),
             producer_ids,
         });
@@ -107,6 +107,9 @@ impl Server {
                     .map_err(|e| format!("loading consumer groups: {e:?}"))?;
             }
             compio::runtime::spawn(crate::groups::Coordinator::run_ticks(ctx.clone())).detach();
+            // In a cluster, groups follow their offsets partitions' leaders.
+            compio::runtime::spawn(crate::groups::Coordinator::run_leadership(ctx.clone()))
+                .detach();
             Ok::<(), String>(())
         })
         .map_err(|e| e.to_string())??;

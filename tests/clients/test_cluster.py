@@ -17,6 +17,7 @@ import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: E402
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
 
 from cluster import Cluster, describe_offsets  # noqa: E402
@@ -292,8 +293,9 @@ def test_idempotent_acks_all_survives_kills_pauses_and_partitions(cluster):
         p.flush(90)
 
     # A consumer group member reads along through all the faults; it may
-    # see a record twice (its group's offsets live on one broker), never
-    # miss one.
+    # see a record twice (a rebalance or a coordinator failover replays
+    # from its last commit: auto commits are not synchronous), never miss
+    # one.
     live = set()
     live_errors = []
     live_last = {}  # partition -> (last offset read, when)
@@ -470,3 +472,130 @@ def test_a_down_broker_is_fenced_and_gets_no_new_replicas(cluster):
     assert victim not in cluster.metadata(admin, "rf2").partitions[0].replicas
     cluster.start(victim)
     cluster.wait("RF 3 accepted again", lambda: create(cluster, f"back-{time.monotonic_ns()}", 1, 3) is not None, timeout=40, every=1.0)
+
+
+def offsets_partition(group: str, partitions: int) -> int:
+    """Kafka's rule: Java's String.hashCode of the group, sign bit cleared,
+    modulo the partition count."""
+    h = 0
+    data = group.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def test_group_offsets_fail_over_with_their_offsets_partition(cluster):
+    """A group's coordinator is the Raft leader of its replicated
+    __consumer_offsets partition. A synchronous commit is acknowledged once
+    a majority has it: kill -9 the coordinator, and a new member of the
+    group resumes exactly at the committed offsets, which every surviving
+    broker reports."""
+    topic, partitions, group = "resume", 2, "failover"
+    admin = create(cluster, topic, partitions, 3)
+    # Every broker is asked for a coordinator at once (librdkafka sends the
+    # requests from its own threads), so they race to create the offsets
+    # topic: all of them must end up answering. (OffsetFetch, not
+    # DescribeGroups: librdkafka 2.16 aborts on a retried DescribeGroups of
+    # an unknown group, "rd_kafka_enq_once_del_source_return: Assertion".)
+    # It also aborts on a retry after a timed-out coordinator lookup, so
+    # this is one attempt each, with a generous timeout.
+    admins = {i: AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}", **QUIET}) for i in cluster.ids}
+    pending = {
+        i: a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(f"race-{i}")], request_timeout=30)[f"race-{i}"]
+        for i, a in admins.items()
+    }
+    retriable = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE)
+    for i, f in pending.items():
+        try:
+            f.result(40)
+        except KafkaException as e:
+            # A broker's answer (not a client timeout) may be retried.
+            assert e.args[0].code() in retriable, e
+            cluster.wait(
+                f"the offsets of race-{i} from broker {i}",
+                lambda: admins[i]
+                .list_consumer_group_offsets([ConsumerGroupTopicPartitions(f"race-{i}")], request_timeout=30)[f"race-{i}"]
+                .result(40),
+                every=1.0,
+            )
+    offsets_topic = cluster.metadata(admin, "__consumer_offsets")
+    assert len(offsets_topic.partitions) == 50
+    assert all(len(p.replicas) == 3 for p in offsets_topic.partitions.values())
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", **QUIET})
+    for i in range(200):
+        p.produce(topic, f"{i:04d}".encode(), partition=i % partitions)
+    assert p.flush(30) == 0
+    conf = {
+        "bootstrap.servers": cluster.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        **QUIET,
+    }
+    c1 = Consumer(conf)
+    c1.subscribe([topic])
+    last = {}
+    deadline = time.monotonic() + 60
+    while not (len(last) == partitions and all(o >= 20 for o in last.values())):
+        assert time.monotonic() < deadline, f"the first member read too little: {last}"
+        m = c1.poll(0.5)
+        if m is not None and not m.error():
+            last[m.partition()] = m.offset()
+    # What it read, capped below the end (a partition may have been read
+    # to its end before the other started): data is left to resume on.
+    committed = {part: min(o + 1, 40 + part) for part, o in last.items()}
+    done = c1.commit(
+        offsets=[TopicPartition(topic, part, o) for part, o in committed.items()],
+        asynchronous=False,
+    )
+    assert all(tp.error is None for tp in done), done
+    c1.close()
+
+    # The coordinator is the leader of the group's offsets partition.
+    n = len(cluster.metadata(admin, "__consumer_offsets").partitions)
+    meta = cluster.metadata(admin, "__consumer_offsets").partitions[offsets_partition(group, n)]
+    assert len(meta.replicas) == 3, meta.replicas
+
+    def coordinator(a):
+        d = a.describe_consumer_groups([group], request_timeout=10)[group].result(15)
+        return d.coordinator.id if d.coordinator.id > 0 else None
+
+    victim = cluster.wait("the group's coordinator", lambda: coordinator(admin))
+    leader = cluster.wait(
+        "the offsets partition's leader",
+        lambda: (lambda l: l if l > 0 else None)(
+            cluster.metadata(admin, "__consumer_offsets").partitions[offsets_partition(group, n)].leader
+        ),
+    )
+    assert victim == leader, f"coordinator {victim}, offsets partition led by {leader}"
+    cluster.kill(victim)
+    survivors = [i for i in cluster.ids if i != victim]
+
+    # Another broker takes over the group, with its offsets.
+    for i in survivors:
+        a = AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}", **QUIET})
+
+        def offsets():
+            r = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10)
+            got = r[group].result(15)
+            return {tp.partition: tp.offset for tp in got.topic_partitions if tp.topic == topic} or None
+
+        assert cluster.wait(f"the committed offsets from broker {i}", offsets, timeout=40) == committed
+    new = cluster.wait(
+        "a new coordinator", lambda: (lambda c: c if c != victim else None)(coordinator(a)), timeout=40
+    )
+    assert new in survivors
+
+    # A new member resumes at the commits, not at auto.offset.reset.
+    c2 = Consumer(conf)
+    c2.subscribe([topic])
+    first = {}
+    deadline = time.monotonic() + 60
+    while len(first) < partitions:
+        assert time.monotonic() < deadline, f"the new member read too little: {first}"
+        m = c2.poll(0.5)
+        if m is not None and not m.error():
+            first.setdefault(m.partition(), m.offset())
+    c2.close()
+    assert first == committed, f"resumed at {first}, committed {committed}"

@@ -9,10 +9,16 @@
 //! lock it for a few microseconds (never across an `.await`), and only log
 //! writes hop to the owner shard, through one writer task per partition
 //! so records land in the order the state machine decided them.
+//!
+//! In a cluster the offsets topic is replicated like any other topic, and
+//! the coordinator of a group is the Raft leader of its offsets partition:
+//! a slot is loaded only while this broker leads that partition (once
+//! everything from earlier terms is committed), unloaded when it stops
+//! leading, and its writer proposes through Raft with acks=all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -24,12 +30,22 @@ use odradek_engine::shard::{Log, TopicPartition};
 use super::records::{self, GroupValue, Key, MemberValue, OffsetValue};
 use super::state::{Committed, Group, JoinArgs, JoinResult, Limits, Output, SyncResult, Waiter};
 use crate::broker::Ctx;
+use crate::replication::group::GroupHandle;
+use crate::replication::replica::Acks;
+use crate::replication::{ProduceError, Role};
 
 /// The internal topic holding groups and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
+
+/// In a cluster: how often offsets partitions' leadership is checked.
+const WATCH: Duration = Duration::from_millis(50);
+
+/// In a cluster: how long a replicated write may wait for a majority
+/// (Kafka's `offsets.commit.timeout.ms` default).
+const REPLICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The partition of the offsets topic that coordinates `group`: Kafka's
 /// rule (Java `String.hashCode`, sign bit cleared, modulo the count), so a
@@ -49,11 +65,48 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Why a write to the offsets log did not become durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// This broker no longer leads the offsets partition (cluster).
+    #[error("not the leader of the offsets partition")]
+    NotLeader,
+    /// The partition's Raft group refused or did not commit it (cluster).
+    #[error("not replicated: {0}")]
+    Replication(String),
+    #[error("offsets log: {0}")]
+    Log(String),
+    #[error("the offsets writer is gone")]
+    WriterGone,
+}
+
+impl WriteError {
+    /// The Kafka error a client gets.
+    pub fn code(&self) -> E {
+        match self {
+            WriteError::NotLeader => E::NotCoordinator,
+            WriteError::Replication(_) => E::RequestTimedOut,
+            WriteError::Log(_) | WriteError::WriterGone => E::CoordinatorNotAvailable,
+        }
+    }
+}
+
+impl From<ProduceError> for WriteError {
+    fn from(e: ProduceError) -> Self {
+        match e {
+            ProduceError::NotLeader { .. } => WriteError::NotLeader,
+            other => WriteError::Replication(other.to_string()),
+        }
+    }
+}
+
+type WriteResult = Result<u64, WriteError>;
+
 /// A write to the offsets log and who waits for it to be durable.
 struct Write {
     batch: Bytes,
     /// Base offset of the batch once durable, or why not.
-    done: Option<flume::Sender<Result<u64, String>>>,
+    done: Option<flume::Sender<WriteResult>>,
 }
 
 /// The groups of one offsets partition.
@@ -70,8 +123,68 @@ const LOADED: u8 = 2;
 
 struct Slot {
     groups: Mutex<Groups>,
-    writer: OnceLock<flume::Sender<Write>>,
+    /// Locked after `groups` when both are.
+    writer: Mutex<Option<flume::Sender<Write>>>,
     load: AtomicU8,
+    /// Cluster: the Raft term the groups were (are being) loaded in.
+    term: AtomicU64,
+    /// Cluster: this broker's replica of the partition, once it has one.
+    replica: OnceLock<GroupHandle>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            groups: Mutex::new(Groups::default()),
+            writer: Mutex::new(None),
+            load: AtomicU8::new(UNLOADED),
+            term: AtomicU64::new(0),
+            replica: OnceLock::new(),
+        }
+    }
+
+    /// Cluster: whether the groups held are this leadership's. A broker
+    /// that lost and regained leadership since they were loaded holds
+    /// state another leader may have changed: the watcher reloads it.
+    fn current(&self) -> Result<(), E> {
+        match self.replica.get().and_then(GroupHandle::leader_term) {
+            None => Err(E::NotCoordinator),
+            Some(t) if t == self.term.load(Ordering::Acquire) => Ok(()),
+            Some(_) => Err(E::CoordinatorLoadInProgress),
+        }
+    }
+
+    fn set_writer(&self, w: Option<flume::Sender<Write>>) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = w;
+    }
+}
+
+/// What the leadership watcher does with a slot (cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotAction {
+    Nothing,
+    /// (Re)load for this term: a new leadership, or a failed load retried.
+    Load(u64),
+    /// This broker stopped leading the partition.
+    Unload,
+}
+
+/// `leading`: the term this broker leads the partition in, if it does;
+/// `load`/`loaded_term`: the slot's state and the term it was loaded in.
+fn slot_action(leading: Option<u64>, load: u8, loaded_term: u64) -> SlotAction {
+    match leading {
+        None if load == UNLOADED => SlotAction::Nothing,
+        None => SlotAction::Unload,
+        Some(t) if t == loaded_term && load != UNLOADED => SlotAction::Nothing,
+        Some(t) => SlotAction::Load(t),
+    }
+}
+
+/// A new leader may serve its partition's groups once everything its log
+/// held when it took over is committed: the entries of earlier terms are
+/// committed only with its own term's first entry.
+fn caught_up(high_watermark: u64, log_end_at_election: u64) -> bool {
+    high_watermark >= log_end_at_election
 }
 
 /// What DescribeGroups reports.
@@ -96,7 +209,7 @@ pub struct CommitArgs {
 pub struct PendingCommit {
     group: String,
     values: Vec<(String, i32, OffsetValue)>,
-    rx: flume::Receiver<Result<u64, String>>,
+    rx: flume::Receiver<WriteResult>,
 }
 
 /// The broker's group coordinator.
@@ -104,14 +217,21 @@ pub struct Coordinator {
     slots: OnceLock<Vec<Slot>>,
     next_waiter: AtomicU64,
     pub limits: Limits,
+    /// A cluster member: the offsets topic is replicated and a group's
+    /// coordinator is its partition's leader.
+    clustered: bool,
+    /// A creation of the offsets topic is in flight (cluster).
+    creating: AtomicBool,
 }
 
 impl Coordinator {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, clustered: bool) -> Self {
         Self {
             slots: OnceLock::new(),
             next_waiter: AtomicU64::new(1),
             limits,
+            clustered,
+            creating: AtomicBool::new(false),
         }
     }
 
@@ -119,18 +239,45 @@ impl Coordinator {
         self.slots
             .get()
             .map(Vec::as_slice)
-            .ok_or(E::CoordinatorNotAvailable)
+            .ok_or(if self.clustered {
+                E::NotCoordinator
+            } else {
+                E::CoordinatorNotAvailable
+            })
     }
 
-    /// The partition of `group` and its state, if loaded here.
+    /// The partition of `group` and its state, if loaded here. In a
+    /// cluster, a broker that does not lead the partition answers
+    /// NOT_COORDINATOR (the client looks the coordinator up again).
     fn slot(&self, group: &str) -> Result<(i32, &Slot), E> {
         let slots = self.slots()?;
         let p = partition_for(group, slots.len() as i32);
         let slot = &slots[p as usize];
+        if self.clustered {
+            slot.current()?;
+        }
         match slot.load.load(Ordering::Acquire) {
             LOADED => Ok((p, slot)),
             _ => Err(E::CoordinatorLoadInProgress),
         }
+    }
+
+    /// Wait for a write's outcome (in a cluster, at most
+    /// [`REPLICATED_WRITE_TIMEOUT`]).
+    async fn written(&self, rx: flume::Receiver<WriteResult>) -> Result<u64, WriteError> {
+        let r = if self.clustered {
+            match compio::time::timeout(REPLICATED_WRITE_TIMEOUT, rx.recv_async()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(WriteError::Replication(
+                        "not committed by a majority in time".into(),
+                    ))
+                }
+            }
+        } else {
+            rx.recv_async().await
+        };
+        r.unwrap_or(Err(WriteError::WriterGone))
     }
 
     fn lock(slot: &Slot) -> MutexGuard<'_, Groups> {
@@ -142,9 +289,20 @@ impl Coordinator {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
     }
 
+    fn init_slots(&self, partitions: i32) -> &[Slot] {
+        self.slots
+            .get_or_init(|| (0..partitions.max(1)).map(|_| Slot::new()).collect())
+    }
+
     /// Whether groups can be served: the offsets topic exists and every
     /// partition is loaded. Creates the topic on first use, like Kafka.
+    /// In a cluster: the replicated topic exists (created through the
+    /// controller by whichever broker needs it first); loading follows
+    /// leadership ([`Coordinator::run_leadership`]).
     pub async fn ensure(&self, ctx: &Ctx) -> Result<(), E> {
+        if let Some(c) = ctx.broker.cluster.as_ref().filter(|_| self.clustered) {
+            return self.ensure_replicated(ctx, c).await;
+        }
         if let Some(slots) = self.slots.get() {
             if slots
                 .iter()
@@ -157,15 +315,16 @@ impl Coordinator {
         let meta = match snap.get(OFFSETS_TOPIC) {
             Some(m) => m.clone(),
             None => {
-                let mut configs = BTreeMap::new();
-                configs.insert("cleanup.policy".to_string(), "compact".to_string());
-                configs.insert(
-                    "segment.bytes".to_string(),
-                    ctx.broker.config.offsets_topic_segment_bytes.to_string(),
-                );
+                let configs = offsets_topic_configs(&ctx.broker.config);
                 let n = ctx.broker.config.offsets_topic_num_partitions;
-                match crate::handlers::metadata::create_topic(ctx, OFFSETS_TOPIC, n, 1, configs)
-                    .await
+                match crate::handlers::metadata::create_internal_topic(
+                    ctx,
+                    OFFSETS_TOPIC,
+                    n,
+                    1,
+                    configs,
+                )
+                .await
                 {
                     Ok(m) => {
                         tracing::info!(partitions = n, "created {OFFSETS_TOPIC}");
@@ -185,15 +344,7 @@ impl Coordinator {
                 }
             }
         };
-        let slots = self.slots.get_or_init(|| {
-            (0..meta.partitions)
-                .map(|_| Slot {
-                    groups: Mutex::new(Groups::default()),
-                    writer: OnceLock::new(),
-                    load: AtomicU8::new(UNLOADED),
-                })
-                .collect()
-        });
+        let slots = self.init_slots(meta.partitions);
         ctx.open_partitions(&meta, 0, slots.len() as i32)
             .await
             .map_err(|e| {
@@ -238,6 +389,85 @@ impl Coordinator {
         Ok(())
     }
 
+    async fn ensure_replicated(
+        &self,
+        ctx: &Ctx,
+        c: &crate::cluster::runtime::Cluster,
+    ) -> Result<(), E> {
+        if self.slots.get().is_some() {
+            return Ok(());
+        }
+        if let Some(t) = c.topic(OFFSETS_TOPIC) {
+            self.init_slots(t.meta.partitions);
+            return Ok(());
+        }
+        if self.creating.swap(true, Ordering::AcqRel) {
+            return Err(E::CoordinatorNotAvailable); // the client retries
+        }
+        // Cleared however this ends (a dropped request future too).
+        struct Creating<'a>(&'a AtomicBool);
+        impl Drop for Creating<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let creating = Creating(&self.creating);
+        let cfg = &ctx.broker.config;
+        let n = cfg.offsets_topic_num_partitions;
+        let created = crate::handlers::metadata::create_internal_topic(
+            ctx,
+            OFFSETS_TOPIC,
+            n,
+            cfg.offsets_topic_replication_factor,
+            offsets_topic_configs(cfg),
+        )
+        .await;
+        drop(creating);
+        match created {
+            Ok(m) => {
+                tracing::info!(
+                    partitions = m.partitions,
+                    "created the replicated {OFFSETS_TOPIC}"
+                );
+            }
+            // Another broker created it first: one topic either way.
+            Err(e) if e.code == E::TopicAlreadyExists => {}
+            Err(e) => {
+                tracing::warn!("cannot create {OFFSETS_TOPIC}: {}", e.message);
+                return Err(E::CoordinatorNotAvailable);
+            }
+        }
+        let t = c.topic(OFFSETS_TOPIC).ok_or(E::CoordinatorNotAvailable)?;
+        self.init_slots(t.meta.partitions);
+        Ok(())
+    }
+
+    /// Cluster: the broker that coordinates `group`, i.e. the leader of
+    /// its offsets partition as this broker's replica knows it.
+    pub fn coordinator_of(
+        &self,
+        cluster: &crate::cluster::runtime::Cluster,
+        group: &str,
+    ) -> Result<u64, E> {
+        let slots = self.slots.get().ok_or(E::CoordinatorNotAvailable)?;
+        let p = partition_for(group, slots.len() as i32);
+        // The local replica's view where there is one, else the leader the
+        // controller has on record (a broker need not hold the partition).
+        let topic = cluster
+            .topic(OFFSETS_TOPIC)
+            .ok_or(E::CoordinatorNotAvailable)?;
+        cluster
+            .partition_view(&topic, p)
+            .leader
+            .and_then(|l| u64::try_from(l).ok())
+            .ok_or(E::CoordinatorNotAvailable)
+    }
+
+    /// Cluster: whether `group` is coordinated here but still loading.
+    pub fn loading_here(&self, group: &str) -> bool {
+        matches!(self.slot(group), Err(E::CoordinatorLoadInProgress))
+    }
+
     /// Carry out a state machine's outputs (with its partition locked).
     fn dispatch(&self, p: i32, slot: &Slot, groups: &mut Groups, group: &str, out: Vec<Output>) {
         if let Some(g) = groups.map.get(group) {
@@ -273,14 +503,9 @@ impl Coordinator {
         }
     }
 
-    fn write(
-        &self,
-        p: i32,
-        slot: &Slot,
-        batch: Bytes,
-        done: Option<flume::Sender<Result<u64, String>>>,
-    ) {
-        match slot.writer.get() {
+    fn write(&self, p: i32, slot: &Slot, batch: Bytes, done: Option<flume::Sender<WriteResult>>) {
+        let w = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match w.as_ref() {
             Some(w) if w.send(Write { batch, done }).is_ok() => {}
             _ => tracing::warn!(
                 partition = p,
@@ -432,13 +657,12 @@ impl Coordinator {
         if c.values.is_empty() {
             return Ok(());
         }
-        let base = match c.rx.recv_async().await {
-            Ok(Ok(base)) => base,
-            Ok(Err(why)) => {
+        let base = match self.written(c.rx).await {
+            Ok(base) => base,
+            Err(why) => {
                 tracing::warn!(group = c.group, "offset commit not written: {why}");
-                return Err(E::CoordinatorNotAvailable);
+                return Err(why.code());
             }
-            Err(_) => return Err(E::CoordinatorNotAvailable),
         };
         let (_, slot) = self.slot(&c.group)?;
         let mut gs = Self::lock(slot);
@@ -503,6 +727,14 @@ impl Coordinator {
         let slots = self.slots.get().map(Vec::as_slice).unwrap_or(&[]);
         let mut out = Vec::new();
         for slot in slots {
+            // In a cluster a broker lists the groups it coordinates.
+            if self.clustered {
+                match slot.current() {
+                    Err(E::NotCoordinator) => continue,
+                    Err(e) => return Err(e),
+                    Ok(()) => {}
+                }
+            }
             if slot.load.load(Ordering::Acquire) != LOADED {
                 return Err(E::CoordinatorLoadInProgress);
             }
@@ -575,10 +807,7 @@ impl Coordinator {
             gs.map.remove(group);
             self.write(p, slot, build_batch(&recs), Some(tx));
         }
-        match rx.recv_async().await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(E::CoordinatorNotAvailable),
-        }
+        self.written(rx).await.map(|_| ()).map_err(|e| e.code())
     }
 
     /// OffsetDelete: drop committed offsets of partitions the group is not
@@ -615,10 +844,7 @@ impl Coordinator {
             }
             self.write(p, slot, build_batch(&recs), Some(tx));
         }
-        match rx.recv_async().await {
-            Ok(Ok(_)) => Ok(codes),
-            _ => Err(E::CoordinatorNotAvailable),
-        }
+        self.written(rx).await.map(|_| codes).map_err(|e| e.code())
     }
 
     /// Expire sessions and end rebalances whose time is up; with
@@ -630,7 +856,9 @@ impl Coordinator {
         };
         let now = now_ms();
         for (p, slot) in slots.iter().enumerate() {
-            if slot.load.load(Ordering::Acquire) != LOADED {
+            if slot.load.load(Ordering::Acquire) != LOADED
+                || (self.clustered && slot.current().is_err())
+            {
                 continue;
             }
             let mut gs = Self::lock(slot);
@@ -680,6 +908,183 @@ impl Coordinator {
             ctx.broker.groups.tick(expire);
         }
     }
+
+    /// Cluster: follow the leadership of every offsets partition, for as
+    /// long as the broker runs (spawned on one shard). A slot is loaded
+    /// while this broker leads its partition, in the term it leads it in;
+    /// a new term reloads it even if this broker leads again.
+    pub async fn run_leadership(ctx: Ctx) {
+        let Some(cluster) = ctx.broker.cluster.clone() else {
+            return;
+        };
+        let coord = &ctx.broker.groups;
+        if !coord.clustered {
+            return;
+        }
+        while !ctx.broker.is_stopping() {
+            compio::time::sleep(WATCH).await;
+            let slots = match coord.slots.get() {
+                Some(s) => s.as_slice(),
+                None => match cluster.topic(OFFSETS_TOPIC) {
+                    Some(t) => coord.init_slots(t.meta.partitions),
+                    None => continue,
+                },
+            };
+            for (p, slot) in slots.iter().enumerate() {
+                if slot.replica.get().is_none() {
+                    let tp = TopicPartition::new(OFFSETS_TOPIC, p as i32);
+                    match cluster.group(&tp) {
+                        Some(h) => {
+                            let _ = slot.replica.set(h);
+                        }
+                        None => continue, // not a replica (yet)
+                    }
+                }
+                let Some(replica) = slot.replica.get() else {
+                    continue;
+                };
+                let st = replica.status();
+                let leading = (st.role == Some(Role::Leader)).then_some(st.term);
+                let action = {
+                    let _gs = Self::lock(slot);
+                    slot_action(
+                        leading,
+                        slot.load.load(Ordering::Acquire),
+                        slot.term.load(Ordering::Acquire),
+                    )
+                };
+                match action {
+                    SlotAction::Nothing => {}
+                    SlotAction::Unload => coord.unload(p, slot),
+                    SlotAction::Load(term) => {
+                        coord.unload(p, slot);
+                        {
+                            let _gs = Self::lock(slot);
+                            slot.term.store(term, Ordering::Release);
+                            slot.load.store(LOADING, Ordering::Release);
+                        }
+                        tracing::debug!(
+                            partition = p,
+                            term,
+                            log_end = st.log_end,
+                            high_watermark = st.high_watermark,
+                            "leading an offsets partition: loading its groups once caught up"
+                        );
+                        compio::runtime::spawn(load_replicated(
+                            ctx.clone(),
+                            p,
+                            replica.clone(),
+                            term,
+                            st.log_end,
+                        ))
+                        .detach();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cluster: drop a slot's groups (this broker stopped leading its
+    /// partition, or reloads it for a new term). Parked joins and syncs
+    /// get NOT_COORDINATOR (their channels close), and the writer goes.
+    fn unload(&self, p: usize, slot: &Slot) {
+        let mut gs = Self::lock(slot);
+        let was = slot.load.swap(UNLOADED, Ordering::AcqRel);
+        let groups = gs.map.len();
+        gs.map.clear();
+        gs.joins.clear();
+        gs.syncs.clear();
+        slot.set_writer(None);
+        if was == LOADED && groups > 0 {
+            tracing::info!(partition = p, groups, "groups unloaded: no longer leading");
+        } else if was != UNLOADED {
+            tracing::debug!(partition = p, "offsets partition unloaded");
+        }
+    }
+}
+
+/// Cluster: once the new leader's high watermark reaches the log end it
+/// had when it took over, load the groups from the committed log and
+/// start a replicated writer, unless leadership moved on meanwhile.
+async fn load_replicated(ctx: Ctx, p: usize, replica: GroupHandle, term: u64, target: u64) {
+    loop {
+        let st = replica.status();
+        if st.role != Some(Role::Leader) || st.term != term {
+            return; // the watcher unloads or reloads
+        }
+        if caught_up(st.high_watermark, target) {
+            break;
+        }
+        compio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tp = TopicPartition::new(OFFSETS_TOPIC, p as i32);
+    let broker = ctx.broker.clone();
+    let loaded = ctx
+        .with_log(&tp, move |log| async move {
+            let coord = &broker.groups;
+            let slot = coord
+                .slots
+                .get()
+                .and_then(|s| s.get(p))
+                .ok_or_else(|| "no slot".to_string())?;
+            let groups = read_groups(p, &log, log.visible_end()).await?;
+            let n = groups.len();
+            let mut gs = Coordinator::lock(slot);
+            if slot.term.load(Ordering::Acquire) != term
+                || slot.load.load(Ordering::Acquire) != LOADING
+            {
+                return Ok(None); // superseded
+            }
+            gs.map = groups;
+            let (tx, rx) = flume::unbounded::<Write>();
+            slot.set_writer(Some(tx));
+            compio::runtime::spawn(replicated_write_loop(p as i32, replica, term, rx)).detach();
+            slot.load.store(LOADED, Ordering::Release);
+            drop(gs);
+            Ok::<_, String>(Some(n))
+        })
+        .await;
+    match loaded {
+        Ok(Some(Ok(Some(groups)))) if groups > 0 => {
+            tracing::info!(
+                partition = p,
+                term,
+                groups,
+                "coordinating the groups of this offsets partition"
+            )
+        }
+        Ok(Some(Ok(Some(_)))) => {
+            tracing::debug!(partition = p, term, "coordinating this offsets partition")
+        }
+        Ok(Some(Ok(None))) => {}
+        other => {
+            let why = match other {
+                Ok(Some(Err(e))) => e,
+                Ok(None) => "partition not open".into(),
+                Err(e) => e.to_string(),
+                Ok(Some(Ok(_))) => return,
+            };
+            tracing::warn!(partition = p, term, "loading groups failed: {why}");
+            if let Some(slot) = ctx.broker.groups.slots.get().and_then(|s| s.get(p)) {
+                let _gs = Coordinator::lock(slot);
+                if slot.term.load(Ordering::Acquire) == term
+                    && slot.load.load(Ordering::Acquire) == LOADING
+                {
+                    slot.load.store(UNLOADED, Ordering::Release); // retried
+                }
+            }
+        }
+    }
+}
+
+fn offsets_topic_configs(cfg: &crate::config::BrokerConfig) -> BTreeMap<String, String> {
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        cfg.offsets_topic_segment_bytes.to_string(),
+    );
+    configs
 }
 
 fn apply_offset(g: &mut Group, topic: String, partition: i32, v: OffsetValue, record_offset: u64) {
@@ -749,12 +1154,40 @@ async fn load_partition(
 ) -> Result<(), String> {
     let coord = &broker.groups;
     let slot = &coord.slots.get().ok_or("no slots")?[p];
+    let groups = read_groups(p, &log, log.log_end_offset()).await?;
+    {
+        let mut gs = Coordinator::lock(slot);
+        let mut out = Vec::new();
+        for g in gs.map.values_mut() {
+            g.take_waiters(&mut out);
+        }
+        // Parked requests of the groups replaced here get NOT_COORDINATOR.
+        let old: Vec<String> = gs.map.keys().cloned().collect();
+        for id in old {
+            coord.dispatch(p as i32, slot, &mut gs, &id, std::mem::take(&mut out));
+        }
+        gs.map = groups;
+    }
+    let (tx, rx) = flume::unbounded::<Write>();
+    {
+        let mut w = slot.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.is_some() {
+            return Ok(()); // a writer from an earlier load runs already
+        }
+        *w = Some(tx);
+    }
+    compio::runtime::spawn(write_loop(log, rx)).detach();
+    Ok(())
+}
+
+/// The groups and offsets of partition `p`'s log below `end`: later
+/// records win, tombstones delete, control batches are skipped.
+async fn read_groups(p: usize, log: &Rc<Log>, end: u64) -> Result<HashMap<String, Group>, String> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
     let now = now_ms();
     let (mut n_records, mut bad) = (0u64, 0u64);
-    while offset < end {
+    'read: while offset < end {
         let bytes = log
             .read_bytes(offset, 1 << 20)
             .await
@@ -764,6 +1197,9 @@ async fn load_partition(
         }
         let mut next = offset;
         for (pos, h) in batch::headers(&bytes) {
+            if h.base_offset as u64 >= end {
+                break 'read;
+            }
             next = h.last_offset() as u64 + 1;
             if h.is_control() {
                 continue;
@@ -809,25 +1245,7 @@ async fn load_partition(
             "groups loaded from {OFFSETS_TOPIC}"
         );
     }
-    {
-        let mut gs = Coordinator::lock(slot);
-        let mut out = Vec::new();
-        for g in gs.map.values_mut() {
-            g.take_waiters(&mut out);
-        }
-        // Parked requests of the groups replaced here get NOT_COORDINATOR.
-        let old: Vec<String> = gs.map.keys().cloned().collect();
-        for id in old {
-            coord.dispatch(p as i32, slot, &mut gs, &id, std::mem::take(&mut out));
-        }
-        gs.map = groups;
-    }
-    let (tx, rx) = flume::unbounded::<Write>();
-    if slot.writer.set(tx).is_err() {
-        return Ok(()); // a writer from an earlier load runs already
-    }
-    compio::runtime::spawn(write_loop(log, rx)).detach();
-    Ok(())
+    Ok(groups)
 }
 
 fn replay(
@@ -912,7 +1330,7 @@ async fn write_loop(log: Rc<Log>, rx: flume::Receiver<Write>) {
                         .wait_durable(info.last_offset)
                         .await
                         .map(|_| info.base_offset)
-                        .map_err(|e| e.to_string());
+                        .map_err(|e| WriteError::Log(e.to_string()));
                     if let Some(done) = w.done {
                         let _ = done.send(r);
                     }
@@ -922,8 +1340,58 @@ async fn write_loop(log: Rc<Log>, rx: flume::Receiver<Write>) {
             Err(e) => {
                 tracing::warn!("writing to {OFFSETS_TOPIC}: {e}");
                 if let Some(done) = w.done {
-                    let _ = done.send(Err(e.to_string()));
+                    let _ = done.send(Err(WriteError::Log(e.to_string())));
                 }
+            }
+        }
+    }
+}
+
+/// Cluster: proposes each batch through the partition's Raft group, in
+/// order, with acks=all; a batch is answered once a majority has synced
+/// it. Only while this replica leads in `term`: a writer of an older
+/// leadership refuses, since its groups may be stale.
+async fn replicated_write_loop(
+    partition: i32,
+    replica: GroupHandle,
+    term: u64,
+    rx: flume::Receiver<Write>,
+) {
+    while let Ok(w) = rx.recv_async().await {
+        let current = replica.leader_term() == Some(term);
+        let queued = if current {
+            // The ISR check is moot here: acks=all waits for a majority.
+            replica
+                .propose_queued(w.batch, Acks::All, 1)
+                .map_err(WriteError::from)
+        } else {
+            Err(WriteError::NotLeader)
+        };
+        let done = w.done;
+        match queued {
+            Ok(reply) => {
+                compio::runtime::spawn(async move {
+                    let r = match reply.recv_async().await {
+                        Ok(r) => r.map(|(base, _)| base).map_err(WriteError::from),
+                        Err(_) => Err(WriteError::NotLeader),
+                    };
+                    answer_write(partition, done, r);
+                })
+                .detach();
+            }
+            Err(e) => answer_write(partition, done, Err(e)),
+        }
+    }
+}
+
+fn answer_write(partition: i32, done: Option<flume::Sender<WriteResult>>, r: WriteResult) {
+    match done {
+        Some(d) => {
+            let _ = d.send(r);
+        }
+        None => {
+            if let Err(e) = r {
+                tracing::warn!(partition, error = %e, "a group record was not replicated");
             }
         }
     }
@@ -952,6 +1420,73 @@ mod tests {
         for g in ["", "x", "ümlaut", "a-very-long-group-name-that-overflows"] {
             assert!((0..50).contains(&partition_for(g, 50)));
         }
+    }
+
+    #[test]
+    fn slots_follow_leadership_terms() {
+        use SlotAction::*;
+        // Not leading: nothing to hold, or drop what is held.
+        assert_eq!(slot_action(None, UNLOADED, 0), Nothing);
+        assert_eq!(slot_action(None, LOADING, 3), Unload);
+        assert_eq!(slot_action(None, LOADED, 3), Unload);
+        // Leading: load for the term, once.
+        assert_eq!(slot_action(Some(3), UNLOADED, 0), Load(3));
+        assert_eq!(slot_action(Some(3), LOADING, 3), Nothing);
+        assert_eq!(slot_action(Some(3), LOADED, 3), Nothing);
+        // A failed load (back to UNLOADED in the same term) is retried.
+        assert_eq!(slot_action(Some(3), UNLOADED, 3), Load(3));
+        // Leading again in a later term: what was loaded may be stale.
+        assert_eq!(slot_action(Some(5), LOADED, 3), Load(5));
+        assert_eq!(slot_action(Some(5), LOADING, 3), Load(5));
+    }
+
+    #[test]
+    fn a_new_leader_waits_for_its_earlier_log_to_commit() {
+        assert!(!caught_up(10, 12));
+        assert!(caught_up(12, 12));
+        assert!(caught_up(13, 12));
+        assert!(caught_up(0, 0));
+    }
+
+    #[test]
+    fn write_errors_map_to_retriable_kafka_errors() {
+        assert_eq!(
+            WriteError::from(ProduceError::NotLeader { leader: Some(2) }).code(),
+            E::NotCoordinator
+        );
+        assert_eq!(
+            WriteError::from(ProduceError::NotEnoughReplicas { isr: 1, min: 2 }).code(),
+            E::RequestTimedOut
+        );
+        assert_eq!(
+            WriteError::Replication("timeout".into()).code(),
+            E::RequestTimedOut
+        );
+        assert_eq!(
+            WriteError::Log("disk".into()).code(),
+            E::CoordinatorNotAvailable
+        );
+    }
+
+    #[test]
+    fn a_clustered_coordinator_without_its_topic_is_not_the_coordinator() {
+        let lone = Coordinator::new(Limits::default(), false);
+        assert_eq!(
+            lone.heartbeat("g", "m", None, 1).err(),
+            Some(E::CoordinatorNotAvailable)
+        );
+        let member = Coordinator::new(Limits::default(), true);
+        assert_eq!(
+            member.heartbeat("g", "m", None, 1).err(),
+            Some(E::NotCoordinator)
+        );
+        // Slots exist but no replica of the partition leads here.
+        member.init_slots(4);
+        assert_eq!(
+            member.heartbeat("g", "m", None, 1).err(),
+            Some(E::NotCoordinator)
+        );
+        assert_eq!(member.list().map(|l| l.len()), Ok(0));
     }
 
     #[test]

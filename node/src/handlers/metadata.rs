@@ -116,6 +116,12 @@ async fn lookup(
         if let Some(meta) = broker.registry.snapshot().get(&name) {
             return describe(broker, meta, version);
         }
+        // Never with defaults: the client asks again.
+        return error_topic(
+            Some(name),
+            id,
+            &AdminError::new(ResponseError::LeaderNotAvailable, "being created"),
+        );
     }
     if !auto_create {
         return error_topic(
@@ -151,7 +157,7 @@ async fn lookup(
 /// Create a topic and open its partitions on their owner shards. In a
 /// cluster the controller decides (placement, `replication_factor`, -1 =
 /// the default) and every replica opens its partitions as it applies the
-/// command; the offsets topic stays local to its coordinator broker.
+/// command.
 pub async fn create_topic(
     ctx: &Ctx,
     name: &str,
@@ -159,14 +165,49 @@ pub async fn create_topic(
     replication_factor: i16,
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<TopicMeta>, AdminError> {
-    if let Some(c) = ctx
-        .broker
-        .cluster
-        .as_ref()
-        .filter(|_| name != crate::groups::OFFSETS_TOPIC)
-    {
-        return create_replicated(ctx, c, name, partitions, replication_factor, configs).await;
+    use crate::cluster::Requester;
+    if let Some(c) = &ctx.broker.cluster {
+        return create_replicated(
+            ctx,
+            c,
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            Requester::Client,
+        )
+        .await;
     }
+    create_local(ctx, name, partitions, configs).await
+}
+
+/// Create an internal (`__`) topic on the broker's own behalf. In a
+/// cluster it is replicated, with `replication_factor` capped at the live
+/// brokers (so a cluster smaller than the setting still gets its topic);
+/// a lone broker keeps it local.
+pub async fn create_internal_topic(
+    ctx: &Ctx,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+) -> Result<Arc<TopicMeta>, AdminError> {
+    use crate::cluster::Requester;
+    let Some(c) = &ctx.broker.cluster else {
+        return create_local(ctx, name, partitions, configs).await;
+    };
+    wait_for_registrations(c).await;
+    let live = c.with_state(|ctl| ctl.state().live_brokers().len());
+    let rf = replication_factor.min(live.max(1) as i16).max(1);
+    create_replicated(ctx, c, name, partitions, rf, configs, Requester::Broker).await
+}
+
+async fn create_local(
+    ctx: &Ctx,
+    name: &str,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+) -> Result<Arc<TopicMeta>, AdminError> {
     let name2 = name.to_string();
     let meta = ctx
         .registry(move |b| b.registry.create(&b.config, &name2, partitions, configs))
@@ -177,6 +218,18 @@ pub async fn create_topic(
     Ok(meta)
 }
 
+/// Just after a cluster starts, brokers are still registering: give them
+/// a moment before placing replicas on fewer than all of them (a
+/// registered broker that is down is fenced by the controller).
+async fn wait_for_registrations(c: &crate::cluster::runtime::Cluster) {
+    for _ in 0..100 {
+        if c.with_state(|ctl| ctl.state().brokers().len()) >= c.voters.len() {
+            break;
+        }
+        compio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn create_replicated(
     ctx: &Ctx,
     c: &crate::cluster::runtime::Cluster,
@@ -184,17 +237,10 @@ async fn create_replicated(
     partitions: i32,
     replication_factor: i16,
     configs: BTreeMap<String, String>,
+    by: crate::cluster::Requester,
 ) -> Result<Arc<TopicMeta>, AdminError> {
-    use crate::cluster::{Command, NewTopic, Requester};
-    // Just after a cluster starts, brokers are still registering: give
-    // them a moment before placing replicas on fewer than all of them
-    // (a registered broker that is down is fenced by the controller).
-    for _ in 0..100 {
-        if c.with_state(|ctl| ctl.state().brokers().len()) >= c.voters.len() {
-            break;
-        }
-        compio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    use crate::cluster::{Command, NewTopic};
+    wait_for_registrations(c).await;
     let id = Uuid::new_v4();
     let cmd = c.with_state(|ctl| {
         ctl.create_topic(
@@ -205,7 +251,7 @@ async fn create_replicated(
                 configs,
             },
             id,
-            Requester::Client,
+            by,
         )
     })?;
     debug_assert!(matches!(cmd, Command::CreateTopic { .. }));

@@ -126,8 +126,22 @@ impl GroupHandle {
 
     /// Propose a producer's batch; resolves when `acks` is satisfied.
     pub async fn propose(&self, batch: Bytes, acks: Acks, min_insync: usize) -> ProposeResult {
+        let rx = self.propose_queued(batch, acks, min_insync)?;
+        rx.recv_async()
+            .await
+            .unwrap_or(Err(ProduceError::NotLeader { leader: None }))
+    }
+
+    /// Queue a proposal now (so proposals made one after the other keep
+    /// their order without waiting for each other); the answer comes on
+    /// the receiver.
+    pub fn propose_queued(
+        &self,
+        batch: Bytes,
+        acks: Acks,
+        min_insync: usize,
+    ) -> Result<flume::Receiver<ProposeResult>, ProduceError> {
         let (reply, rx) = flume::bounded(1);
-        let gone = || ProduceError::NotLeader { leader: None };
         self.tx
             .send(Input::Propose {
                 batch,
@@ -135,8 +149,8 @@ impl GroupHandle {
                 min_insync,
                 reply,
             })
-            .map_err(|_| gone())?;
-        rx.recv_async().await.unwrap_or_else(|_| Err(gone()))
+            .map_err(|_| ProduceError::NotLeader { leader: None })?;
+        Ok(rx)
     }
 
     /// Propose through whichever replica leads (see [`Replica::forward`]).
@@ -175,6 +189,13 @@ impl GroupHandle {
             })
             .ok()?;
         rx.recv_async().await.ok()
+    }
+
+    /// The term this replica leads in, if it leads (without the status
+    /// lock).
+    pub fn leader_term(&self) -> Option<u64> {
+        let l = self.leadership();
+        l.leads.then_some(l.epoch)
     }
 
     pub fn status(&self) -> GroupStatus {
