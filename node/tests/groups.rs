@@ -6,8 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{start, Client};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use common::{create_topic, start, Client};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -29,18 +28,6 @@ const FAST: &[(&str, &str)] = &[
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-fn create_topic(c: &mut Client, name: &str, partitions: i32) {
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(s(name));
-    t.num_partitions = partitions;
-    t.replication_factor = -1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 5000;
-    let resp: CreateTopicsResponse = c.send(ApiKey::CreateTopics, 5, &req);
-    assert_eq!(resp.topics[0].error_code, 0);
 }
 
 fn find_coordinator(c: &mut Client, group: &str, version: i16) {

@@ -5,30 +5,13 @@
 mod common;
 
 use bytes::Bytes;
-use common::{start, Client};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use common::{create_topic, start, Client};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, TimestampType};
 use kafka_protocol::ResponseError;
 
 const TOPIC: &str = "idem";
-
-fn tn(v: &str) -> TopicName {
-    TopicName(StrBytes::from_string(v.to_string()))
-}
-
-fn create_topic(c: &mut Client) {
-    let mut t = CreatableTopic::default();
-    t.name = tn(TOPIC);
-    t.num_partitions = 1;
-    t.replication_factor = -1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 5000;
-    let resp: CreateTopicsResponse = c.send(ApiKey::CreateTopics, 7, &req);
-    assert_eq!(resp.topics[0].error_code, 0);
-}
 
 /// InitProducerId: (error code, producer id, epoch).
 fn init(c: &mut Client, version: i16, txn: Option<&str>, id: i64, epoch: i16) -> (i16, i64, i16) {
@@ -68,7 +51,7 @@ fn idempotent_produce_dedups_fences_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &[]);
     let mut c = Client::connect(server.local_addr);
-    create_topic(&mut c);
+    create_topic(&mut c, TOPIC, 1);
 
     // Fresh ids at epoch 0, every version served.
     let (err, pid, epoch) = init(&mut c, 4, None, -1, -1);

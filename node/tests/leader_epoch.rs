@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{batch, start, Client};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use common::{batch, create_topic, start, Client};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -18,18 +17,6 @@ use kafka_protocol::ResponseError;
 
 fn name(n: &str) -> TopicName {
     TopicName(StrBytes::from_string(n.to_string()))
-}
-
-fn create(c: &mut Client, topic: &str) {
-    let mut t = CreatableTopic::default();
-    t.name = name(topic);
-    t.num_partitions = 2;
-    t.replication_factor = -1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 5000;
-    let resp: CreateTopicsResponse = c.send(ApiKey::CreateTopics, 5, &req);
-    assert_eq!(resp.topics[0].error_code, 0);
 }
 
 /// OffsetForLeaderEpoch for one partition: (error, epoch, end offset).
@@ -108,7 +95,7 @@ fn a_lone_broker_answers_leader_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &[("auto.create.topics.enable", "false")]);
     let mut c = Client::connect(server.local_addr);
-    create(&mut c, "epochs");
+    create_topic(&mut c, "epochs", 2);
     assert_eq!(c.produce("epochs", 0, -1, batch(&["a", "b", "c"])), (0, 0));
     assert_eq!(c.produce("epochs", 0, -1, batch(&["d", "e"])), (0, 3));
 

@@ -120,6 +120,22 @@ impl Client {
 }
 
 /// One RecordBatch v2 with `values` as records (no keys).
+/// CreateTopics (v5) of one topic with the broker's default replication;
+/// asserts it was created.
+pub fn create_topic(c: &mut Client, name: &str, partitions: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(name.to_string()));
+    t.num_partitions = partitions;
+    t.replication_factor = -1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    let resp: CreateTopicsResponse = c.send(ApiKey::CreateTopics, 5, &req);
+    assert_eq!(resp.topics[0].error_code, 0, "creating {name}");
+}
+
 pub fn batch(values: &[&str]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
