@@ -222,6 +222,10 @@ struct Consumer<'a> {
     /// Positions last committed (or read from the group), per partition.
     committed_at: HashMap<i32, i64>,
     buf: Vec<u8>,
+    /// Since when some partition has had no leader we could fetch from.
+    leaderless_since: Option<Instant>,
+    /// How long to look for a new leader before giving up.
+    leader_wait: Duration,
 }
 
 impl Consumer<'_> {
@@ -336,9 +340,11 @@ impl Consumer<'_> {
         for (&p, s) in &self.parts {
             by_leader.entry(s.leader).or_default().push(p);
         }
+        let mut moved = false;
         for (leader, ps) in by_leader {
             if leader < 0 {
-                return Err(CliError::kafka(format!("consuming {topic}"), 5, None));
+                moved = true;
+                continue;
             }
             let mut ft = FetchTopic::default();
             ft.topic = TopicName(sb(&topic));
@@ -364,19 +370,52 @@ impl Consumer<'_> {
             check(|| format!("fetching {topic}"), resp.error_code, None)?;
             for rt in resp.responses {
                 for pd in rt.partitions {
-                    self.partition_data(pd)?;
+                    moved |= self.partition_data(pd)?;
                 }
             }
+        }
+        if moved {
+            self.follow_leaders()?;
+        } else {
+            self.leaderless_since = None;
         }
         Ok(())
     }
 
+    /// A partition's leader moved (or is being elected): look it up again,
+    /// as a Kafka consumer does, rather than give up; give up only once no
+    /// leader was found for a whole request timeout.
+    fn follow_leaders(&mut self) -> Result<()> {
+        let since = *self.leaderless_since.get_or_insert_with(Instant::now);
+        std::thread::sleep(Duration::from_millis(100));
+        let topic = self.topic.clone();
+        let md = self.cluster.metadata(Some(std::slice::from_ref(&topic)))?;
+        let mut missing = false;
+        for p in md.topics.iter().flat_map(|t| t.partitions.iter()) {
+            if let Some(s) = self.parts.get_mut(&p.partition_index) {
+                s.leader = p.leader_id.0;
+                missing |= s.leader < 0;
+            }
+        }
+        if missing && since.elapsed() >= self.leader_wait {
+            return Err(CliError::kafka(format!("consuming {topic}"), 5, None));
+        }
+        Ok(())
+    }
+
+    /// Print a partition's records; `Ok(true)` when its leader moved
+    /// (the caller looks the leaders up again).
     fn partition_data(
         &mut self,
         pd: kafka_protocol::messages::fetch_response::PartitionData,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let topic = self.topic.clone();
         let p = pd.partition_index;
+        // NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, FENCED_LEADER_EPOCH,
+        // UNKNOWN_LEADER_EPOCH: a leader change.
+        if matches!(pd.error_code, 6 | 5 | 74 | 75) {
+            return Ok(true);
+        }
         if pd.error_code == 1 {
             // OFFSET_OUT_OF_RANGE: before the log start (retention deleted
             // the records) go to the start; past the end, to the end.
@@ -394,15 +433,15 @@ impl Consumer<'_> {
                 );
                 state.position = o;
             }
-            return Ok(());
+            return Ok(false);
         }
         check(|| format!("fetching {topic}-{p}"), pd.error_code, None)?;
         let Some(state) = self.parts.get_mut(&p) else {
-            return Ok(());
+            return Ok(false);
         };
         state.high_watermark = pd.high_watermark;
         let Some(data) = pd.records else {
-            return Ok(());
+            return Ok(false);
         };
         let (recs, next) = records::decode(&data).map_err(|e| CliError::Malformed {
             addr: format!("{topic}-{p}"),
@@ -449,7 +488,8 @@ impl Consumer<'_> {
         let mut out = std::io::stdout().lock();
         out.write_all(&self.buf)
             .and_then(|_| out.flush())
-            .map_err(CliError::output)
+            .map_err(CliError::output)?;
+        Ok(false)
     }
 
     /// Commit the positions that moved since the last commit. `Ok(true)`
@@ -547,6 +587,8 @@ pub fn run(args: ConsumeArgs, g: &GlobalArgs) -> Result<()> {
         last_record: Instant::now(),
         committed_at: HashMap::new(),
         buf: Vec::new(),
+        leaderless_since: None,
+        leader_wait: Duration::from_millis(g.request_timeout_ms.max(1000)),
     };
     c.assign(&initial, args.group.as_deref())?;
 

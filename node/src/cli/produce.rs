@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -137,18 +137,7 @@ impl Producer<'_> {
         let Some(p) = self.pending.remove(&partition) else {
             return Ok(());
         };
-        let topic = &self.args.topic;
-        let leader = *self
-            .leaders
-            .get(&partition)
-            .ok_or_else(|| CliError::kafka(format!("producing to {topic}-{partition}"), 3, None))?;
-        if leader < 0 {
-            return Err(CliError::kafka(
-                format!("producing to {topic}-{partition}"),
-                5,
-                None,
-            ));
-        }
+        let topic = self.args.topic.clone();
         let mut pd = PartitionProduceData::default();
         pd.index = partition;
         pd.records = Some(Bytes::from(p.builder.build()));
@@ -159,19 +148,63 @@ impl Producer<'_> {
         req.acks = self.args.acks;
         req.timeout_ms = i32::try_from(self.cluster.timeout().as_millis()).unwrap_or(i32::MAX);
         req.topic_data = vec![td];
+        // A leader change (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, or
+        // no leader known) is retried on the new leader until the request
+        // timeout, as Kafka producers do (at least once: a batch the old
+        // leader wrote may commit there too).
+        let deadline = Instant::now() + self.cluster.timeout();
+        loop {
+            let leader = *self.leaders.get(&partition).ok_or_else(|| {
+                CliError::kafka(format!("producing to {topic}-{partition}"), 3, None)
+            })?;
+            let code = if leader < 0 {
+                5
+            } else {
+                self.send(partition, leader, &req, p.records)?
+            };
+            match code {
+                0 => return Ok(()),
+                5 | 6 if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    self.refresh_leaders()?;
+                }
+                _ => {
+                    return Err(CliError::kafka(
+                        format!("producing to {topic}-{partition}"),
+                        code,
+                        None,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Send one partition's batch to `leader`: 0 when it was taken, else a
+    /// leader-change error code to retry on (other errors are returned).
+    fn send(
+        &mut self,
+        partition: i32,
+        leader: i32,
+        req: &ProduceRequest,
+        records: usize,
+    ) -> Result<i16> {
+        let topic = &self.args.topic;
         let conn = self.cluster.broker(leader)?;
         // v3: the first with RecordBatch v2; v11: the newest Odradek serves
         // (v12 only adds tagged fields; v13 needs topic ids).
         let version = conn.version::<ProduceRequest>(3, 11)?;
         let entry = self.written.entry(partition).or_insert((0, None));
         if self.args.acks == 0 {
-            conn.send_no_response(&req, version)?;
-            entry.0 += p.records;
-            return Ok(());
+            conn.send_no_response(req, version)?;
+            entry.0 += records;
+            return Ok(0);
         }
-        let resp = conn.send_at(&req, version)?;
+        let resp = conn.send_at(req, version)?;
         for t in &resp.responses {
             for r in &t.partition_responses {
+                if matches!(r.error_code, 5 | 6) {
+                    return Ok(r.error_code);
+                }
                 let detail = r.error_message.as_deref().map(str::to_string).or_else(|| {
                     r.record_errors
                         .first()
@@ -182,8 +215,20 @@ impl Producer<'_> {
                     r.error_code,
                     detail.as_deref(),
                 )?;
-                entry.0 += p.records;
+                entry.0 += records;
                 entry.1.get_or_insert(r.base_offset);
+            }
+        }
+        Ok(0)
+    }
+
+    fn refresh_leaders(&mut self) -> Result<()> {
+        let md = self
+            .cluster
+            .metadata(Some(std::slice::from_ref(&self.args.topic)))?;
+        for t in &md.topics {
+            for p in &t.partitions {
+                self.leaders.insert(p.partition_index, p.leader_id.0);
             }
         }
         Ok(())
