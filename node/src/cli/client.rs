@@ -480,6 +480,13 @@ impl Cluster {
             if !self.brokers.contains_key(&node) {
                 self.metadata(Some(&[]))?;
             }
+            // A coordinator that cannot be reached has just died: its
+            // successor is named once its offsets partition has a new leader.
+            if std::time::Instant::now() < deadline && self.broker(node).is_err() {
+                self.conns.remove(&node);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             return self.broker(node);
         }
     }

@@ -364,7 +364,12 @@ impl Consumer<'_> {
             req.min_bytes = 1;
             req.max_bytes = 16 << 20;
             req.topics = vec![ft];
-            let conn = self.cluster.broker(leader)?;
+            // A leader that cannot be reached (killed, say) is a leader
+            // change that Metadata may not show yet.
+            let Ok(conn) = self.cluster.broker(leader) else {
+                moved = true;
+                continue;
+            };
             // v4: the first with RecordBatch v2; v12: the last by topic name.
             let (_, resp) = conn.send(&req, 4, 12)?;
             check(|| format!("fetching {topic}"), resp.error_code, None)?;
@@ -520,9 +525,23 @@ impl Consumer<'_> {
         req.generation_id_or_member_epoch = member.generation;
         req.member_id = sb(&member.member_id);
         req.topics = vec![t];
-        let conn = self.cluster.coordinator(&member.group)?;
-        // v2: stored in __consumer_offsets; v9: the last by topic name.
-        let (_, resp) = conn.send(&req, 2, 9)?;
+        // A coordinator that is moving (its offsets partition changed
+        // leader) is found again and asked again, within the timeout.
+        let deadline = Instant::now() + self.cluster.timeout();
+        let resp = loop {
+            let conn = self.cluster.coordinator(&member.group)?;
+            // v2: stored in __consumer_offsets; v9: the last by topic name.
+            let (_, resp) = conn.send(&req, 2, 9)?;
+            let moving = resp
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .any(|p| crate::cli::member::coordinator_moving(p.error_code));
+            if !moving || Instant::now() >= deadline {
+                break resp;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         for rt in resp.topics {
             for p in rt.partitions {
                 if needs_rejoin(p.error_code) {

@@ -33,6 +33,13 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR:
+/// the group's coordinator is moving or loading (in a cluster, its offsets
+/// partition changed leader); find it again and retry.
+pub fn coordinator_moving(code: i16) -> bool {
+    matches!(code, 14..=16)
+}
+
 /// Does this error code mean "rejoin the group"?
 pub fn needs_rejoin(code: i16) -> bool {
     matches!(
@@ -162,6 +169,10 @@ impl Member {
             if resp.error_code == REBALANCE_IN_PROGRESS {
                 continue;
             }
+            if coordinator_moving(resp.error_code) {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             check(|| format!("joining group {group}"), resp.error_code, None)?;
             self.member_id = resp.member_id.to_string();
             self.generation = resp.generation_id;
@@ -225,9 +236,12 @@ impl Member {
             let resp = conn.send_at(&req, version);
             conn.set_read_timeout(timeout)?;
             let resp = resp?;
-            if needs_rejoin(resp.error_code) {
+            if needs_rejoin(resp.error_code) || coordinator_moving(resp.error_code) {
                 if resp.error_code == UNKNOWN_MEMBER_ID {
                     self.member_id.clear();
+                }
+                if coordinator_moving(resp.error_code) {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 continue;
             }
@@ -269,6 +283,10 @@ impl Member {
         req.member_id = sb(&self.member_id);
         let (_, resp) = conn.send(&req, 0, 4)?;
         self.last_heartbeat = Instant::now();
+        if coordinator_moving(resp.error_code) {
+            // Found again at the next heartbeat.
+            return Ok(false);
+        }
         if needs_rejoin(resp.error_code) {
             if resp.error_code == UNKNOWN_MEMBER_ID {
                 self.member_id.clear();

@@ -189,7 +189,11 @@ impl Producer<'_> {
         records: usize,
     ) -> Result<i16> {
         let topic = &self.args.topic;
-        let conn = self.cluster.broker(leader)?;
+        // A leader that cannot be reached (killed, say) is a leader change
+        // that Metadata may not show yet.
+        let Ok(conn) = self.cluster.broker(leader) else {
+            return Ok(6);
+        };
         // v3: the first with RecordBatch v2; v11: the newest Odradek serves
         // (v12 only adds tagged fields; v13 needs topic ids).
         let version = conn.version::<ProduceRequest>(3, 11)?;
