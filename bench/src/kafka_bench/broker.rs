@@ -35,7 +35,37 @@ pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     .into())
 }
 
+/// A free port for a broker we start, taken below the kernel's ephemeral
+/// range: a port from bind(0) is free only until someone else's bind(0) or
+/// outgoing connection gets it too, and then our connect-until-it-listens
+/// loop would find *their* listener (in CI it found a parallel test's sink).
 pub fn free_port() -> Result<u16> {
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let top = if lo > 11_000 { lo } else { 32_768 };
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32;
+    for _ in 0..1000 {
+        // xorshift: spread attempts over the range.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 10_000 + (x % u64::from(top - 10_000)) as u16;
+        if (lo..=hi).contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    // Fall back to the kernel's choice.
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
@@ -80,12 +110,14 @@ impl Broker {
         let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
+            // Alive first: a broker that could not bind exits, and whatever
+            // else listens there is not it.
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(format!("broker exited ({status}) before listening:\n{log}").into());
+            }
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
