@@ -267,20 +267,33 @@ async fn replicated_append(
     )
     .map_err(|e| log_error_code(&LogError::InvalidBatch(e)))?;
     let mode = if acks == -1 { Acks::All } else { Acks::Leader };
-    let mut first = None;
+    let code = |e: ProduceError| match e {
+        ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        ProduceError::InvalidBatch(_) => ResponseError::CorruptMessage,
+        ProduceError::Producer(p) => log_error_code(&LogError::Producer(p)),
+    };
+    // Every batch is queued before any answer is awaited: they keep their
+    // order and are written (and committed) together, not one round trip
+    // to the group's task each.
+    let mut answers = Vec::with_capacity(headers.len());
     let mut at = 0usize;
     for h in headers {
         let batch = records.slice(at..at + h.size());
         at += h.size();
-        let (b, _) = group
-            .propose(batch, mode, cluster.min_insync())
+        answers.push(
+            group
+                .propose_queued(batch, mode, cluster.min_insync())
+                .map_err(code)?,
+        );
+    }
+    let mut first = None;
+    for rx in answers {
+        let (b, _) = rx
+            .recv_async()
             .await
-            .map_err(|e| match e {
-                ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
-                ProduceError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
-                ProduceError::InvalidBatch(_) => ResponseError::CorruptMessage,
-                ProduceError::Producer(p) => log_error_code(&LogError::Producer(p)),
-            })?;
+            .unwrap_or(Err(ProduceError::NotLeader { leader: None }))
+            .map_err(code)?;
         first.get_or_insert(b);
     }
     Ok(first.unwrap_or(0))
