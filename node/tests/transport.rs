@@ -367,11 +367,23 @@ fn connections_dropped_at_once_are_retried_with_backoff() {
     }
     stop.store(true, Ordering::Relaxed);
     closer.join().unwrap();
-    // 20 ms doubling to 100 ms: about 17 attempts in 1.5 s; without the
-    // backoff, one per message sent (hundreds).
     let n = accepted.load(Ordering::Relaxed);
-    assert!((1..=30).contains(&n), "{n} connections in 1.5 s");
     // The real peer comes up on that address: reached within a backoff.
-    let (_b, b_rx) = start(config(2, b_addr, &[(1, free_addr())]));
-    send_until_received(&a, 1, 2, &b_rx, Duration::from_secs(5));
+    let (b, b_rx) = start(config(2, b_addr, &[(1, free_addr())]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reached = false;
+    while !reached && Instant::now() < deadline {
+        let _ = a.send(2, GroupId::Controller, msg(1, 2, seq));
+        seq += 1;
+        reached = b_rx.recv_timeout(Duration::from_millis(20)).is_ok();
+    }
+    // Shut both down before asserting: a panic while a transport's runtime
+    // is alive aborts the whole test binary (as a CI run showed), hiding
+    // which test failed.
+    drop((a, b));
+    // 20 ms doubling to 100 ms: about 17 attempts in 1.5 s; without the
+    // backoff, one per message sent (618 when measured). The bound leaves
+    // room for a loaded machine.
+    assert!((1..=100).contains(&n), "{n} connections in 1.5 s");
+    assert!(reached, "the real peer was not reached within 10 s");
 }
