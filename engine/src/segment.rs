@@ -56,6 +56,12 @@ pub struct Segment<F> {
     pub cleaned: bool,
     last_index_pos: Option<u64>,
     last_time_index_pos: Option<u64>,
+    /// File bytes below this were handed to `drop_cached` (the log's cache
+    /// window moved past them).
+    pub cache_dropped_to: u64,
+    /// File bytes below this have blocks reserved (`reserve`); `u64::MAX`
+    /// once reserving failed, so it is not tried again.
+    pub reserved_to: u64,
 }
 
 /// Why a scan of stored bytes stopped before their end.
@@ -85,6 +91,8 @@ impl<F> Segment<F> {
             cleaned: false,
             last_index_pos: None,
             last_time_index_pos: None,
+            cache_dropped_to: 0,
+            reserved_to: 0,
         }
     }
 

@@ -374,3 +374,102 @@ fn the_cleaner_timer_compacts_on_io_uring_while_appends_go_on() {
     }
     pool.shutdown();
 }
+
+/// Pages of `path` resident in the page cache (mincore over a mapping).
+fn resident_bytes(path: &std::path::Path) -> u64 {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    let page = 4096usize;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
+    // mincore writes one byte per page into `vec`, which has that many.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+        libc::munmap(addr, len);
+    }
+    vec.iter().filter(|&&b| b & 1 == 1).count() as u64 * page as u64
+}
+
+fn on_tmpfs(path: &std::path::Path) -> bool {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statfs fills the zeroed struct for a valid C path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+    }
+}
+
+#[test]
+fn the_page_cache_keeps_only_the_window_and_blocks_are_reserved_ahead() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let pool = ShardPool::start(config(dir.path(), 1)).unwrap();
+    let tp = TopicPartition::new("cached", 0);
+    let window = 4u64 << 20;
+    let part_dir = dir.path().join(tp.dir_name());
+    let cfg = LogConfig {
+        segment_bytes: 16 << 20,
+        cache_window_bytes: Some(window),
+        ..LogConfig::default()
+    };
+    let seg0 = part_dir.join("00000000000000000000.log");
+    let seg0_in = seg0.clone();
+    // 24 MiB in 64 KiB batches, flushed every 1 MiB: one roll at 16 MiB.
+    let (reserved_ahead, bases) = pool
+        .call(0, move |shard| async move {
+            let (log, _) = shard.open_partition(&tp, cfg).await.unwrap();
+            let b = sample_batch(60, 1000, 0);
+            let mut reserved_ahead = false;
+            for i in 0..(24 << 20) / b.len() {
+                log.append(b.clone(), 0).await.unwrap();
+                if i % 16 == 15 {
+                    log.flush().await.unwrap();
+                }
+                if i == 3 {
+                    let m = std::fs::metadata(&seg0_in).unwrap();
+                    reserved_ahead = m.blocks() * 512 > m.len() + (512 << 10);
+                }
+            }
+            log.flush().await.unwrap();
+            (reserved_ahead, log.segment_bases())
+        })
+        .unwrap();
+    assert_eq!(bases.len(), 2, "one roll: {bases:?}");
+    assert!(reserved_ahead, "blocks are reserved ahead of the appends");
+    let sealed = std::fs::metadata(&seg0).unwrap();
+    assert!(
+        sealed.blocks() * 512 <= sealed.len() + (1 << 20),
+        "the roll gave back the reservation: {} blocks for {} bytes",
+        sealed.blocks(),
+        sealed.len()
+    );
+    if on_tmpfs(dir.path()) {
+        eprintln!("tmpfs keeps every page; residency not checked");
+    } else {
+        let active = part_dir.join(format!("{:020}.log", bases[1]));
+        let resident = resident_bytes(&seg0) + resident_bytes(&active);
+        assert!(
+            resident <= window + (4 << 20),
+            "{resident} bytes cached with a {window}-byte window"
+        );
+        assert!(
+            resident_bytes(&active) >= window / 2,
+            "the newest bytes stay cached"
+        );
+    }
+    pool.shutdown();
+}

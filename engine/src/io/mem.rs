@@ -24,7 +24,15 @@ use super::{Storage, StorageFile};
 struct FileData {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Bytes of `data` that a page cache would hold (see
+    /// [`MemStorage::cached_bytes`]): written and not dropped since.
+    cached: BTreeSet<u64>,
+    /// End of the blocks reserved by `reserve` (at least the length).
+    reserved: u64,
 }
+
+/// Pages as the cache model counts them.
+const MEM_PAGE: u64 = 4096;
 
 /// Handle to one in-memory file.
 #[derive(Clone, Debug)]
@@ -75,7 +83,7 @@ impl MemStorage {
         let fs = self.fs.borrow();
         for file in fs.files.values() {
             let mut f = file.0.borrow_mut();
-            let FileData { data, durable } = &mut *f;
+            let FileData { data, durable, .. } = &mut *f;
             let mut after = durable.clone();
             if data.len() > durable.len() && data.starts_with(durable) {
                 let extra = data.len() - durable.len();
@@ -92,6 +100,7 @@ impl MemStorage {
             }
             *data = after.clone();
             *durable = after;
+            f.cached.clear();
         }
     }
 
@@ -101,9 +110,26 @@ impl MemStorage {
         let data = FileData {
             data: bytes.clone(),
             durable: bytes,
+            ..FileData::default()
         };
         let file = MemFile(Rc::new(RefCell::new(data)), fs.syncs.clone());
         fs.files.insert(path.to_owned(), file);
+    }
+
+    /// Bytes of a file a page cache would hold: whole pages written and
+    /// not dropped by [`StorageFile::drop_cached`] since.
+    pub fn cached_bytes(&self, path: &Path) -> Option<u64> {
+        let fs = self.fs.borrow();
+        let f = fs.files.get(path)?.0.borrow();
+        Some(f.cached.len() as u64 * MEM_PAGE)
+    }
+
+    /// Where a file's reserved blocks end (its length if none are reserved
+    /// past it).
+    pub fn reserved_end(&self, path: &Path) -> Option<u64> {
+        let fs = self.fs.borrow();
+        let f = fs.files.get(path)?.0.borrow();
+        Some(f.reserved.max(f.data.len() as u64))
     }
 
     /// A file's current contents, if it exists.
@@ -133,6 +159,8 @@ impl StorageFile for MemFile {
                 f.data.resize(end, 0);
             }
             f.data[pos..end].copy_from_slice(&buf);
+            let (first, last) = (pos as u64 / MEM_PAGE, (end as u64).div_ceil(MEM_PAGE));
+            f.cached.extend(first..last);
             pos = end;
         }
         Ok(())
@@ -146,13 +174,41 @@ impl StorageFile for MemFile {
     }
 
     async fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
-        self.0.borrow_mut().data.resize(len, 0);
+        let n = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+        let mut f = self.0.borrow_mut();
+        f.data.resize(n, 0);
+        f.reserved = len;
+        let past = len.div_ceil(MEM_PAGE);
+        f.cached.retain(|&p| p < past);
         Ok(())
     }
 
     async fn len(&self) -> io::Result<u64> {
         Ok(self.0.borrow().data.len() as u64)
+    }
+
+    fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
+        let mut f = self.0.borrow_mut();
+        f.reserved = f.reserved.max(pos.saturating_add(len));
+        Ok(())
+    }
+
+    /// Drops the whole pages of the range, and a partial last page at the
+    /// end of the file, as Linux does; clean or not (the model does not
+    /// track dirtiness; the log only drops durable bytes).
+    fn drop_cached(&self, pos: u64, len: u64) {
+        let mut f = self.0.borrow_mut();
+        let end = pos.saturating_add(len);
+        let first = pos.div_ceil(MEM_PAGE);
+        let last = if end >= f.data.len() as u64 {
+            end.div_ceil(MEM_PAGE)
+        } else {
+            end / MEM_PAGE
+        };
+        let dropped: Vec<u64> = f.cached.range(first..last).copied().collect();
+        for p in dropped {
+            f.cached.remove(&p);
+        }
     }
 }
 

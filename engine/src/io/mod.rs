@@ -34,6 +34,19 @@ pub trait StorageFile: Clone + 'static {
     fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>>;
     /// Current length in bytes.
     fn len(&self) -> impl Future<Output = io::Result<u64>>;
+    /// Reserve disk blocks for `[pos, pos + len)` without changing the
+    /// length (`fallocate` with `FALLOC_FL_KEEP_SIZE`). Appends into
+    /// reserved blocks skip the file system's per-page delayed-allocation
+    /// work (about a quarter of the page-cache write cost on ext4, see
+    /// docs/benchmarks.md). Blocks past the end are freed by
+    /// [`Self::set_len`]. A quick metadata call, made on the caller's thread.
+    fn reserve(&self, pos: u64, len: u64) -> io::Result<()>;
+    /// Ask the OS to drop the cached pages of `[pos, pos + len)` that are
+    /// clean (written back); dirty pages stay, so no data is lost. The log
+    /// calls it on durable bytes that fell out of its cache window, so the
+    /// page cache recycles the same pages instead of taking fresh memory.
+    /// Best effort, on the caller's thread.
+    fn drop_cached(&self, pos: u64, len: u64);
 }
 
 /// Files, directories and the clock, as the partition log needs them.

@@ -153,6 +153,36 @@ impl StorageFile for UringFile {
         // fstat of an open fd does not block on the disk.
         Ok(self.0.metadata()?.len())
     }
+
+    fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(pos), Ok(len)) = (i64::try_from(pos), i64::try_from(len)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range too large",
+            ));
+        };
+        // SAFETY: a plain syscall on an fd this handle keeps open.
+        let r = unsafe { libc::fallocate(self.0.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, pos, len) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn drop_cached(&self, pos: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(pos), Ok(len)) = (i64::try_from(pos), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain syscall on an fd this handle keeps open.
+        let r =
+            unsafe { libc::posix_fadvise(self.0.as_raw_fd(), pos, len, libc::POSIX_FADV_DONTNEED) };
+        if r != 0 {
+            tracing::debug!(error = r, "posix_fadvise(DONTNEED) failed");
+        }
+    }
 }
 
 impl UringFile {

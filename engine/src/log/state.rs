@@ -167,7 +167,28 @@ pub struct FlushTicket<F> {
     pub end_offset: u64,
     written: u64,
     generation: u64,
+    /// The active segment and its size when the flush began: the file
+    /// bytes the fdatasync makes clean.
+    segment_base: u64,
+    position: u64,
 }
+
+/// A file range for the driver to carry out an advice on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRange<F> {
+    pub file: F,
+    pub pos: u64,
+    pub len: u64,
+}
+
+/// Cache drops are aligned to this (the largest page-cache folio on x86-64)
+/// so no folio straddles the edge of a dropped range and stays behind.
+const DROP_ALIGN: u64 = 2 << 20;
+/// Blocks are reserved in steps of this.
+const RESERVE_STEP: u64 = 1 << 20;
+/// At most this far past the write position; a young segment reserves as
+/// far ahead as it is long, so idle partitions hold little unused space.
+const MAX_RESERVE_AHEAD: u64 = 16 << 20;
 
 /// Log bookkeeping for one partition. `F` is the segment file handle.
 #[derive(Debug)]
@@ -543,12 +564,88 @@ impl<F: Clone> LogState<F> {
 
     /// Start a flush: the file to fdatasync and what it will cover.
     pub fn begin_flush(&self) -> FlushTicket<F> {
+        let active = self.active();
         FlushTicket {
-            file: self.active().file.clone(),
+            file: active.file.clone(),
             end_offset: self.log_end_offset(),
             written: self.written_bytes,
             generation: self.generation,
+            segment_base: active.base_offset,
+            position: active.size,
         }
+    }
+
+    /// After `ticket`'s flush completed: the durable file ranges that fell
+    /// out of the cache window (`LogConfig::cache_window_bytes`, counted
+    /// back from the flushed position over the segments), each handed out
+    /// once. The driver drops them from the page cache.
+    pub fn take_cache_drops(&mut self, ticket: &FlushTicket<F>) -> Vec<FileRange<F>> {
+        let Some(window) = self.config.cache_window_bytes else {
+            return Vec::new();
+        };
+        if ticket.generation != self.generation {
+            return Vec::new();
+        }
+        let mut keep = window;
+        let mut out = Vec::new();
+        for seg in self.segments.iter_mut().rev() {
+            let flushed_end = match seg.base_offset.cmp(&ticket.segment_base) {
+                std::cmp::Ordering::Greater => continue, // newer than the flush
+                std::cmp::Ordering::Equal => ticket.position.min(seg.size),
+                // Older segments were synced whole when they rolled.
+                std::cmp::Ordering::Less => seg.size,
+            };
+            // A sealed segment wholly outside the window goes to its end
+            // (no folio lies past the end of a file); otherwise the cut is
+            // aligned down.
+            let whole = keep == 0 && seg.sealed;
+            let cut = if whole {
+                flushed_end
+            } else {
+                flushed_end.saturating_sub(keep) / DROP_ALIGN * DROP_ALIGN
+            };
+            keep = keep.saturating_sub(flushed_end);
+            let from = seg.cache_dropped_to.min(flushed_end);
+            if cut > from {
+                out.push(FileRange {
+                    file: seg.file.clone(),
+                    pos: from,
+                    len: cut - from,
+                });
+                seg.cache_dropped_to = cut;
+            } else if whole {
+                // Dropped whole before, and every older segment with it.
+                break;
+            }
+        }
+        out
+    }
+
+    /// Before writing `len` bytes at `position` of the active segment: the
+    /// range to reserve blocks for, if the reservation does not reach past
+    /// them. Counted as reserved from here on; see
+    /// [`Self::reserve_failed`].
+    pub fn take_reservation(&mut self, position: u64, len: u64) -> Option<FileRange<F>> {
+        let seg = self.active_mut();
+        let end = position.saturating_add(len);
+        if end <= seg.reserved_to {
+            return None;
+        }
+        let ahead = seg.size.clamp(RESERVE_STEP, MAX_RESERVE_AHEAD);
+        let to = end.saturating_add(ahead).div_ceil(RESERVE_STEP) * RESERVE_STEP;
+        let from = seg.reserved_to.max(position);
+        seg.reserved_to = to;
+        Some(FileRange {
+            file: seg.file.clone(),
+            pos: from,
+            len: to - from,
+        })
+    }
+
+    /// The file system cannot reserve blocks for the active segment: do
+    /// not ask again for it.
+    pub fn reserve_failed(&mut self) {
+        self.active_mut().reserved_to = u64::MAX;
     }
 
     /// A flush begun by [`Self::begin_flush`] finished. If the log was
@@ -833,6 +930,12 @@ impl<F: Clone> LogState<F> {
         let rel = seg.relative(next_offset).unwrap_or(u32::MAX);
         seg.trim_indexes(rel);
         seg.size = position;
+        // The file is cut at `position` too: its reservation and dropped
+        // pages past it are gone.
+        if seg.reserved_to != u64::MAX {
+            seg.reserved_to = seg.reserved_to.min(position);
+        }
+        seg.cache_dropped_to = seg.cache_dropped_to.min(position);
         seg.next_offset = next_offset;
         seg.max_timestamp = max_timestamp;
         self.durable_end = self.durable_end.min(next_offset);

@@ -326,6 +326,118 @@ fn default_policy_syncs_on_demand_and_in_the_background() {
     assert_eq!(h.base_offset as u64, acked.base_offset);
 }
 
+fn segment_path(base: u64) -> std::path::PathBuf {
+    Path::new(DIR).join(crate::segment::file_name(base, crate::segment::LOG_SUFFIX))
+}
+
+#[test]
+fn durable_bytes_behind_the_cache_window_leave_the_page_cache() {
+    // 4 MiB window, 8 MiB segments, 1 MiB flushes, 24 MiB written: the
+    // newest 4 MiB (plus the 2 MiB alignment) stay cached, everything
+    // durable behind them is dropped, sealed segments whole.
+    let s = MemStorage::new(0);
+    let window = 4u64 << 20;
+    let c = LogConfig {
+        segment_bytes: 8 << 20,
+        retention_ms: None,
+        cache_window_bytes: Some(window),
+        ..LogConfig::default()
+    };
+    let (log, _) = open(&s, c);
+    let big = batch(60, 1000, 1);
+    let mut written = 0u64;
+    let mut since_flush = 0u64;
+    while written < 24 << 20 {
+        block_on(log.append(big.clone(), 0)).unwrap();
+        written += big.len() as u64;
+        since_flush += big.len() as u64;
+        if since_flush >= 1 << 20 {
+            block_on(log.flush()).unwrap();
+            since_flush = 0;
+            let cached: u64 = log
+                .segment_bases()
+                .iter()
+                .map(|&b| s.cached_bytes(&segment_path(b)).unwrap())
+                .sum();
+            assert!(
+                cached <= window + (2 << 20) + 4096,
+                "{cached} bytes cached after {written} written"
+            );
+            assert!(
+                cached >= window.min(written) - 8192,
+                "the window itself stays cached"
+            );
+        }
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 3, "rolled: {bases:?}");
+    // Every segment but the newest two lies wholly behind the window.
+    for &b in &bases[..bases.len() - 2] {
+        assert_eq!(s.cached_bytes(&segment_path(b)), Some(0), "segment {b}");
+    }
+    // Nothing is lost by dropping: every batch reads back.
+    let mut off = 0;
+    while off < log.log_end_offset() {
+        let bytes = block_on(log.read_bytes(off, 1 << 20)).unwrap();
+        let last = crate::batch::headers(&bytes).last().unwrap();
+        off = last.1.last_offset() as u64 + 1;
+    }
+    assert_eq!(off, log.log_end_offset());
+
+    // Without a window everything stays cached.
+    let s = MemStorage::new(0);
+    let c = LogConfig {
+        cache_window_bytes: None,
+        ..small_config()
+    };
+    let (log, _) = open(&s, c);
+    for _ in 0..20 {
+        block_on(log.append(batch(3, 100, 1), 0)).unwrap();
+        block_on(log.flush()).unwrap();
+    }
+    let total: u64 = log
+        .segment_bases()
+        .iter()
+        .map(|&b| s.cached_bytes(&segment_path(b)).unwrap())
+        .sum();
+    assert!(total >= log.size_bytes(), "{total} < {}", log.size_bytes());
+}
+
+#[test]
+fn appends_reserve_blocks_ahead_and_a_roll_gives_back_the_rest() {
+    let s = MemStorage::new(0);
+    let c = LogConfig {
+        segment_bytes: 8 << 20,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let (log, _) = open(&s, c);
+    let big = batch(60, 1000, 1);
+    let mut rolled = false;
+    while !rolled {
+        block_on(log.append(big.clone(), 0)).unwrap();
+        let bases = log.segment_bases();
+        let active = *bases.last().unwrap();
+        let size = s.file_bytes(&segment_path(active)).unwrap().len() as u64;
+        let reserved = s.reserved_end(&segment_path(active)).unwrap();
+        assert!(reserved >= size, "an append wrote past its reservation");
+        assert!(
+            reserved - size <= (16 << 20) + (1 << 20),
+            "reserved {reserved} for {size} bytes"
+        );
+        if bases.len() > 1 {
+            rolled = true;
+            let old = bases[0];
+            let len = s.file_bytes(&segment_path(old)).unwrap().len() as u64;
+            assert_eq!(
+                s.reserved_end(&segment_path(old)),
+                Some(len),
+                "sealed segment keeps reserved blocks"
+            );
+        }
+    }
+}
+
 #[test]
 fn deleted_partition_is_gone_and_refuses_writes() {
     let s = MemStorage::new(0);
