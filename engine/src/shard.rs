@@ -65,7 +65,17 @@ pub struct ShardConfig {
     /// `log.cleaner.backoff.ms`); a partition is compacted when its dirty
     /// ratio reached `min.cleanable.dirty.ratio`.
     pub cleaner_backoff: Duration,
+    /// Page cache a shard's partitions keep of their newest durable data,
+    /// shared evenly among them (at least [`MIN_CACHE_WINDOW`] each); older
+    /// pages are dropped once synced, so the cache recycles memory (see
+    /// `PartitionLog::set_cache_window`). `None` leaves caching to the OS.
+    pub cache_bytes: Option<u64>,
 }
+
+/// Default of [`ShardConfig::cache_bytes`].
+pub const DEFAULT_SHARD_CACHE_BYTES: u64 = 1 << 30;
+/// The least cache window a partition gets, however many share a shard.
+pub const MIN_CACHE_WINDOW: u64 = 16 << 20;
 
 impl ShardConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -76,6 +86,7 @@ impl ShardConfig {
             tick: Duration::from_millis(10),
             retention_check: Duration::from_secs(300),
             cleaner_backoff: Duration::from_secs(15),
+            cache_bytes: Some(DEFAULT_SHARD_CACHE_BYTES),
         }
     }
 }
@@ -91,6 +102,7 @@ pub struct Shard {
     pub storage: UringStorage,
     data_dir: PathBuf,
     partitions: RefCell<HashMap<TopicPartition, Rc<Log>>>,
+    cache_bytes: Option<u64>,
 }
 
 impl Shard {
@@ -125,12 +137,24 @@ impl Shard {
             .entry(tp.clone())
             .or_insert(log)
             .clone();
+        self.share_cache();
         Ok((log, Some(report)))
+    }
+
+    /// Split the cache budget evenly among the open partitions.
+    fn share_cache(&self) {
+        let parts = self.partitions.borrow();
+        let n = parts.len().max(1) as u64;
+        let window = self.cache_bytes.map(|b| (b / n).max(MIN_CACHE_WINDOW));
+        for log in parts.values() {
+            log.set_cache_window(window);
+        }
     }
 
     /// Close and delete the log of `tp` with its files. False if absent.
     pub async fn delete_partition(&self, tp: &TopicPartition) -> Result<bool, LogError> {
         let log = self.partitions.borrow_mut().remove(tp);
+        self.share_cache();
         match log {
             Some(log) => log.delete().await.map(|_| true),
             None => Ok(false),
@@ -339,6 +363,7 @@ fn run_shard(
         storage: UringStorage,
         data_dir: cfg.data_dir.clone(),
         partitions: RefCell::new(HashMap::new()),
+        cache_bytes: cfg.cache_bytes,
     });
     let _ = ready.send(Ok(()));
     drop(ready);

@@ -15,6 +15,7 @@ fn config(dir: &std::path::Path, shards: usize) -> ShardConfig {
         tick: Duration::from_millis(5),
         retention_check: Duration::from_secs(3600),
         cleaner_backoff: Duration::from_millis(20),
+        cache_bytes: None,
     }
 }
 
@@ -417,24 +418,30 @@ fn on_tmpfs(path: &std::path::Path) -> bool {
 fn the_page_cache_keeps_only_the_window_and_blocks_are_reserved_ahead() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let pool = ShardPool::start(config(dir.path(), 1)).unwrap();
+    // 32 MiB for the shard, shared by two partitions: 16 MiB each.
+    let pool = ShardPool::start(ShardConfig {
+        cache_bytes: Some(32 << 20),
+        ..config(dir.path(), 1)
+    })
+    .unwrap();
     let tp = TopicPartition::new("cached", 0);
-    let window = 4u64 << 20;
+    let other = TopicPartition::new("cached", 1);
+    let window = 16u64 << 20;
     let part_dir = dir.path().join(tp.dir_name());
     let cfg = LogConfig {
-        segment_bytes: 16 << 20,
-        cache_window_bytes: Some(window),
+        segment_bytes: 32 << 20,
         ..LogConfig::default()
     };
     let seg0 = part_dir.join("00000000000000000000.log");
     let seg0_in = seg0.clone();
-    // 24 MiB in 64 KiB batches, flushed every 1 MiB: one roll at 16 MiB.
+    // 48 MiB in 64 KiB batches, flushed every 1 MiB: one roll at 32 MiB.
     let (reserved_ahead, bases) = pool
         .call(0, move |shard| async move {
-            let (log, _) = shard.open_partition(&tp, cfg).await.unwrap();
+            let (log, _) = shard.open_partition(&tp, cfg.clone()).await.unwrap();
+            shard.open_partition(&other, cfg).await.unwrap();
             let b = sample_batch(60, 1000, 0);
             let mut reserved_ahead = false;
-            for i in 0..(24 << 20) / b.len() {
+            for i in 0..(48 << 20) / b.len() {
                 log.append(b.clone(), 0).await.unwrap();
                 if i % 16 == 15 {
                     log.flush().await.unwrap();

@@ -57,7 +57,7 @@ pub const SETTINGS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.bytes",
     "log.flush.interval.ms",
-    "log.cache.window.bytes",
+    "log.cache.bytes.per.shard",
     "message.max.bytes",
     "socket.request.max.bytes",
     "num.partitions",
@@ -129,9 +129,9 @@ pub struct BrokerConfig {
     pub log_segment_bytes: u64,
     pub log_roll_ms: u64,
     pub log_index_interval_bytes: u32,
-    /// `log.cache.window.bytes` (Odradek's; -1 = leave caching to the OS):
-    /// see [`LogConfig::cache_window_bytes`].
-    pub log_cache_window_bytes: Option<u64>,
+    /// `log.cache.bytes.per.shard` (Odradek's; -1 = leave caching to the
+    /// OS): see [`odradek_engine::shard::ShardConfig::cache_bytes`].
+    pub log_cache_bytes_per_shard: Option<u64>,
     pub flush: FlushPolicy,
     /// `log.retention.check.interval.ms`.
     pub retention_check: Duration,
@@ -201,7 +201,7 @@ impl Default for BrokerConfig {
             log_roll_ms: log.segment_ms,
             log_index_interval_bytes: log.index_interval_bytes,
             flush: log.flush,
-            log_cache_window_bytes: log.cache_window_bytes,
+            log_cache_bytes_per_shard: Some(odradek_engine::shard::DEFAULT_SHARD_CACHE_BYTES),
             retention_check: Duration::from_secs(300),
             log_cleanup_policy: log.cleanup_policy,
             log_cleaner_delete_retention_ms: log.delete_retention_ms,
@@ -374,7 +374,7 @@ impl BrokerConfig {
                 self.flush.every_append = false;
                 self.flush.every_ms = Some(parse_num(key, v)?);
             }
-            "log.cache.window.bytes" => self.log_cache_window_bytes = parse_limit(key, v)?,
+            "log.cache.bytes.per.shard" => self.log_cache_bytes_per_shard = parse_limit(key, v)?,
             "log.retention.check.interval.ms" => {
                 self.retention_check = Duration::from_millis(parse_num(key, v)?)
             }
@@ -541,7 +541,6 @@ impl BrokerConfig {
             delete_retention_ms: self.log_cleaner_delete_retention_ms,
             min_cleanable_dirty_ratio: self.log_cleaner_min_cleanable_ratio,
             min_compaction_lag_ms: self.log_cleaner_min_compaction_lag_ms,
-            cache_window_bytes: self.log_cache_window_bytes,
         }
     }
 }

@@ -52,6 +52,7 @@ impl Server {
         shard_cfg.shards = crate::config::resolve_shards(config.shards);
         shard_cfg.retention_check = config.retention_check;
         shard_cfg.cleaner_backoff = config.log_cleaner_backoff;
+        shard_cfg.cache_bytes = config.log_cache_bytes_per_shard;
         let pool = ShardPool::start(shard_cfg).map_err(|e| format!("starting shards: {e}"))?;
         // Bind the first listener to learn the port (0 = any free port),
         // then one more per shard on the same port.

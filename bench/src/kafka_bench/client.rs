@@ -458,8 +458,9 @@ async fn produce_reader(
     let c = clock();
     let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
     let mut reported = 0u64;
+    let mut frames = proto::FrameReader::default();
     while let Some(inflight) = pending.recv().await {
-        let frame = proto::read_frame(&mut rx).await?;
+        let frame = frames.read(&mut rx).await?;
         let (corr, resp): (i32, ProduceResponse) =
             proto::decode_response(ApiKey::Produce, w.produce_version, frame)?;
         if corr != inflight.corr {

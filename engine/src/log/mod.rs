@@ -182,14 +182,6 @@ pub struct LogConfig {
     /// `min.compaction.lag.ms`: a segment whose newest record is younger
     /// than this is not compacted yet.
     pub min_compaction_lag_ms: u64,
-    /// `log.cache.window.bytes` (Odradek's): durable bytes further than
-    /// this behind the flushed end are dropped from the page cache, so
-    /// the cache recycles its pages; `None` leaves caching to the OS, as
-    /// Kafka does. Writing into pages the machine has not used recently
-    /// costs several times a copy into recycled ones (on this VM 3.9 vs
-    /// 0.55 CPU s/GiB, docs/benchmarks.md); readers further behind read
-    /// from disk.
-    pub cache_window_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -206,13 +198,9 @@ impl Default for LogConfig {
             delete_retention_ms: 86_400_000,
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
-            cache_window_bytes: Some(DEFAULT_CACHE_WINDOW_BYTES),
         }
     }
 }
-
-/// Default of [`LogConfig::cache_window_bytes`].
-pub const DEFAULT_CACHE_WINDOW_BYTES: u64 = 256 << 20;
 
 /// Errors of the partition log.
 #[derive(Debug, thiserror::Error)]
@@ -472,6 +460,18 @@ impl<S: Storage> PartitionLog<S> {
     /// from the next append or retention pass.
     pub fn set_config(&self, config: LogConfig) {
         self.state.borrow_mut().config = config;
+    }
+
+    /// Keep only the newest `window` bytes of durable data in the page
+    /// cache (`None`: leave caching to the OS, as Kafka does). Durable
+    /// bytes further behind the flushed end are dropped after each flush,
+    /// so the cache recycles its pages: writing into pages the machine has
+    /// not used recently costs several times a copy into recycled ones (on
+    /// the benchmark VM 3.9 against 0.55 CPU s/GiB, docs/benchmarks.md).
+    /// Readers further behind read from disk. The shard sets it, sharing
+    /// its cache budget among its partitions.
+    pub fn set_cache_window(&self, window: Option<u64>) {
+        self.state.borrow_mut().cache_window = window;
     }
 
     fn check_failed(&self) -> Result<(), LogError> {

@@ -223,6 +223,9 @@ pub struct LogState<F> {
     /// Batches written at or above the high watermark: (base offset,
     /// segment base, position), so moving the watermark needs no I/O.
     above_hw: VecDeque<(u64, u64, u64)>,
+    /// Durable bytes kept in the page cache behind the flushed end (see
+    /// `PartitionLog::set_cache_window`); `None`: all of them.
+    pub cache_window: Option<u64>,
 }
 
 impl<F: Clone> LogState<F> {
@@ -246,6 +249,7 @@ impl<F: Clone> LogState<F> {
             high_watermark: None,
             hw_position: None,
             above_hw: VecDeque::new(),
+            cache_window: None,
         }
     }
 
@@ -576,11 +580,11 @@ impl<F: Clone> LogState<F> {
     }
 
     /// After `ticket`'s flush completed: the durable file ranges that fell
-    /// out of the cache window (`LogConfig::cache_window_bytes`, counted
+    /// out of the cache window (`PartitionLog::set_cache_window`, counted
     /// back from the flushed position over the segments), each handed out
     /// once. The driver drops them from the page cache.
     pub fn take_cache_drops(&mut self, ticket: &FlushTicket<F>) -> Vec<FileRange<F>> {
-        let Some(window) = self.config.cache_window_bytes else {
+        let Some(window) = self.cache_window else {
             return Vec::new();
         };
         if ticket.generation != self.generation {

@@ -340,10 +340,10 @@ fn durable_bytes_behind_the_cache_window_leave_the_page_cache() {
     let c = LogConfig {
         segment_bytes: 8 << 20,
         retention_ms: None,
-        cache_window_bytes: Some(window),
         ..LogConfig::default()
     };
     let (log, _) = open(&s, c);
+    log.set_cache_window(Some(window));
     let big = batch(60, 1000, 1);
     let mut written = 0u64;
     let mut since_flush = 0u64;
@@ -386,11 +386,7 @@ fn durable_bytes_behind_the_cache_window_leave_the_page_cache() {
 
     // Without a window everything stays cached.
     let s = MemStorage::new(0);
-    let c = LogConfig {
-        cache_window_bytes: None,
-        ..small_config()
-    };
-    let (log, _) = open(&s, c);
+    let (log, _) = open(&s, small_config());
     for _ in 0..20 {
         block_on(log.append(batch(3, 100, 1), 0)).unwrap();
         block_on(log.flush()).unwrap();
