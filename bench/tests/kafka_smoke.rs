@@ -186,6 +186,8 @@ fn sink_with_a_rate_and_the_baseline() {
         "disk_group_commit_mb_per_s",
         "loopback_tcp_mb_per_s",
         "produce_vs_disk_nosync",
+        "disk_recycled_mb_per_s",
+        "produce_vs_disk_recycled",
         "produce_vs_disk_group_commit",
         "produce_vs_loopback",
     ] {

@@ -51,8 +51,8 @@ for name, rs in groups.items():
     print("| " + " | ".join(cells) + " |")
 
 print()
-print("| config | disk no fsync MB/s | disk group commit MB/s | fdatasync per batch MB/s | loopback TCP MB/s | produce / no-fsync | produce / group commit | produce / per-batch | produce / loopback | consume / loopback |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| config | disk no fsync MB/s | disk recycled MB/s | disk group commit MB/s | fdatasync per batch MB/s | loopback TCP MB/s | produce / no-fsync | produce / recycled | produce / group commit | produce / per-batch | produce / loopback | consume / loopback |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, rs in groups.items():
     bs = [r["baseline"] for r in rs if r.get("baseline")]
     if not bs:
@@ -60,10 +60,12 @@ for name, rs in groups.items():
     print("| " + " | ".join([
         name,
         fmt([b["disk_nosync_mb_per_s"] for b in bs]),
+        fmt([b.get("disk_recycled_mb_per_s") for b in bs]),
         fmt([b["disk_group_commit_mb_per_s"] for b in bs]),
         fmt([b.get("disk_fsync_per_batch_mb_per_s") for b in bs]),
         fmt([b["loopback_tcp_mb_per_s"] for b in bs]),
         fmt([b["produce_vs_disk_nosync"] for b in bs], 2),
+        fmt([b.get("produce_vs_disk_recycled") for b in bs], 2),
         fmt([b["produce_vs_disk_group_commit"] for b in bs], 2),
         fmt([b.get("produce_vs_disk_fsync_per_batch") for b in bs], 2),
         fmt([b["produce_vs_loopback"] for b in bs], 2),
