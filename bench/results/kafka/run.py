@@ -6,7 +6,10 @@ latency runs at half the median max rate measured. Usage:
     cargo build --release -p odradek-bench -p odradek
     python3 bench/results/kafka/run.py OUT_DIR [RUNS]
 """
-import json, os, statistics, subprocess, sys
+import os, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import matrix  # noqa: E402
 
 out = sys.argv[1]
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -25,42 +28,21 @@ configs["acks1-p4-flush1s"] = ["--partitions", "4", "--consumers", "0", "--acks"
 configs["acks1-p4-shards1"] = ["--partitions", "4", "--consumers", "0", "--acks", "1", "--broker-shards", "1"]
 
 
-def run(name, args, i):
-    path = os.path.join(out, f"{name}-{i}.json")
-    svg = os.path.join(out, f"{name}-{i}.svg")
-    load = open("/proc/loadavg").read().split()[:3]
-    cmd = [exe] + common + args + ["--json", path, "--svg", svg]
-    print(f"[{name} #{i}] load {' '.join(load)}: {' '.join(cmd[1:])}", flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        print(r.stdout, r.stderr)
-    else:
-        for line in r.stdout.splitlines():
-            if line.startswith(("produce", "consume", "ratios", "CPU")):
-                print("   ", line)
 
 
 for i in range(1, runs + 1):
     for name, args in configs.items():
-        run(name, args, i)
+        matrix.run(exe, out, name, common + args, i)
 
 
-def median_rate(name):
-    vals = []
-    for i in range(1, runs + 1):
-        try:
-            vals.append(json.load(open(os.path.join(out, f"{name}-{i}.json")))["produce"]["msgs_per_s"])
-        except FileNotFoundError:
-            pass
-    return statistics.median(vals)
 
 
 half = {}
 for p in (1, 4):
     for acks in ("1", "all"):
         name = f"acks{acks}-p{p}"
-        rate = round(median_rate(name) / 2)
+        rate = round(matrix.median_rate(out, name, runs) / 2)
         half[f"half-{name}"] = ["--partitions", str(p), "--consumers", "0", "--acks", acks, "--rate", str(rate)]
 for i in range(1, runs + 1):
     for name, args in half.items():
-        run(name, args, i)
+        matrix.run(exe, out, name, common + args, i)

@@ -1,0 +1,31 @@
+"""Shared by the matrix scripts (run.py here and in dated folders): run one
+odradek-bench configuration into OUT, and the median max rate of a
+configuration's runs."""
+import json, os, statistics, subprocess
+
+
+def run(exe, out, name, argv, i):
+    """Run `exe argv` as run `i` of `name`, JSON and SVG into `out`."""
+    path = os.path.join(out, f"{name}-{i}.json")
+    svg = os.path.join(out, f"{name}-{i}.svg")
+    load = open("/proc/loadavg").read().split()[:3]
+    cmd = [exe] + argv + ["--json", path, "--svg", svg]
+    print(f"[{name} #{i}] load {' '.join(load)}: {' '.join(cmd[1:])}", flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout, r.stderr)
+    else:
+        for line in r.stdout.splitlines():
+            if line.startswith(("produce", "consume", "ratios", "CPU")):
+                print("   ", line, flush=True)
+
+
+def median_rate(out, name, runs):
+    """Median produce msgs/s over the runs of `name` found in `out`."""
+    vals = []
+    for i in range(1, runs + 1):
+        try:
+            vals.append(json.load(open(os.path.join(out, f"{name}-{i}.json")))["produce"]["msgs_per_s"])
+        except FileNotFoundError:
+            pass
+    return statistics.median(vals)
