@@ -59,8 +59,7 @@ pub struct Segment<F> {
     /// File bytes below this were handed to `drop_cached` (the log's cache
     /// window moved past them).
     pub cache_dropped_to: u64,
-    /// File bytes below this have blocks reserved (`reserve`); `u64::MAX`
-    /// once reserving failed, so it is not tried again.
+    /// File bytes below this have blocks reserved (`reserve`).
     pub reserved_to: u64,
 }
 

@@ -205,10 +205,7 @@ impl StorageFile for MemFile {
         } else {
             end / MEM_PAGE
         };
-        let dropped: Vec<u64> = f.cached.range(first..last).copied().collect();
-        for p in dropped {
-            f.cached.remove(&p);
-        }
+        f.cached.retain(|p| !(first..last).contains(p));
     }
 }
 

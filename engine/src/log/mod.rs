@@ -661,22 +661,15 @@ impl<S: Storage> PartitionLog<S> {
     /// Seal the active segment (sync it, write its indexes) and start a new
     /// one at `base`. Called with the append lock held.
     async fn roll(self: &Rc<Self>, base: u64) -> Result<(), LogError> {
-        let (old_file, old_base, sealed, end, reserved_past_end) = {
+        let (old_file, old_base, sealed, end) = {
             let st = self.state.borrow();
             let a = st.active();
             let mut sealed = a.clone();
             sealed.seal();
-            let reserved_past_end = a.reserved_to > a.size && a.reserved_to != u64::MAX;
-            (
-                a.file.clone(),
-                a.base_offset,
-                sealed,
-                st.log_end_offset(),
-                reserved_past_end,
-            )
+            (a.file.clone(), a.base_offset, sealed, st.log_end_offset())
         };
         let log_path = self.path(old_base, LOG_SUFFIX);
-        if reserved_past_end {
+        if sealed.reserved_to > sealed.size {
             // Truncating to the length frees the reserved blocks past it.
             old_file
                 .set_len(sealed.size)

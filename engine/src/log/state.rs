@@ -226,6 +226,9 @@ pub struct LogState<F> {
     /// Durable bytes kept in the page cache behind the flushed end (see
     /// `PartitionLog::set_cache_window`); `None`: all of them.
     pub cache_window: Option<u64>,
+    /// Cleared once the file system refused to reserve blocks, so it is
+    /// not asked again.
+    can_reserve: bool,
 }
 
 impl<F: Clone> LogState<F> {
@@ -250,6 +253,7 @@ impl<F: Clone> LogState<F> {
             hw_position: None,
             above_hw: VecDeque::new(),
             cache_window: None,
+            can_reserve: true,
         }
     }
 
@@ -630,6 +634,9 @@ impl<F: Clone> LogState<F> {
     /// them. Counted as reserved from here on; see
     /// [`Self::reserve_failed`].
     pub fn take_reservation(&mut self, position: u64, len: u64) -> Option<FileRange<F>> {
+        if !self.can_reserve {
+            return None;
+        }
         let seg = self.active_mut();
         let end = position.saturating_add(len);
         if end <= seg.reserved_to {
@@ -646,10 +653,9 @@ impl<F: Clone> LogState<F> {
         })
     }
 
-    /// The file system cannot reserve blocks for the active segment: do
-    /// not ask again for it.
+    /// The file system cannot reserve blocks: do not ask again.
     pub fn reserve_failed(&mut self) {
-        self.active_mut().reserved_to = u64::MAX;
+        self.can_reserve = false;
     }
 
     /// A flush begun by [`Self::begin_flush`] finished. If the log was
@@ -936,9 +942,7 @@ impl<F: Clone> LogState<F> {
         seg.size = position;
         // The file is cut at `position` too: its reservation and dropped
         // pages past it are gone.
-        if seg.reserved_to != u64::MAX {
-            seg.reserved_to = seg.reserved_to.min(position);
-        }
+        seg.reserved_to = seg.reserved_to.min(position);
         seg.cache_dropped_to = seg.cache_dropped_to.min(position);
         seg.next_offset = next_offset;
         seg.max_timestamp = max_timestamp;
