@@ -2,7 +2,7 @@
 //! broker, ApiVersions first so that every request goes at a version both
 //! sides support, and defensive decoding of everything that comes back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::panic::AssertUnwindSafe;
@@ -18,6 +18,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 use super::error::{CliError, Result};
+
+/// LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH,
+/// UNKNOWN_LEADER_EPOCH: the partition's leader moved or is being elected;
+/// look it up again and retry, as Kafka clients do.
+pub fn leader_moved(code: i16) -> bool {
+    matches!(code, 5 | 6 | 74 | 75)
+}
 
 /// Largest response frame accepted. The decoder sizes vectors from counts
 /// on the wire, so a frame's size bounds how much a broker can make us touch.
@@ -362,6 +369,18 @@ impl Cluster {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Each partition of `topic` and its leader (-1: none), from fresh
+    /// Metadata.
+    pub fn leaders(&mut self, topic: &str) -> Result<BTreeMap<i32, i32>> {
+        let md = self.metadata(Some(&[topic.to_string()]))?;
+        Ok(md
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect())
     }
 
     /// Metadata for `topics` (None: all topics), never auto-creating. The

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::client::{Cluster, MAX_FRAME};
+use super::client::{leader_moved, Cluster, MAX_FRAME};
 use super::error::{check, CliError, Result};
 use super::member::{needs_rejoin, Member};
 use super::records::{self, Record};
@@ -394,12 +394,11 @@ impl Consumer<'_> {
         let since = *self.leaderless_since.get_or_insert_with(Instant::now);
         std::thread::sleep(Duration::from_millis(100));
         let topic = self.topic.clone();
-        let md = self.cluster.metadata(Some(std::slice::from_ref(&topic)))?;
         let mut missing = false;
-        for p in md.topics.iter().flat_map(|t| t.partitions.iter()) {
-            if let Some(s) = self.parts.get_mut(&p.partition_index) {
-                s.leader = p.leader_id.0;
-                missing |= s.leader < 0;
+        for (p, leader) in self.cluster.leaders(&topic)? {
+            if let Some(s) = self.parts.get_mut(&p) {
+                s.leader = leader;
+                missing |= leader < 0;
             }
         }
         if missing && since.elapsed() >= self.leader_wait {
@@ -416,9 +415,7 @@ impl Consumer<'_> {
     ) -> Result<bool> {
         let topic = self.topic.clone();
         let p = pd.partition_index;
-        // NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, FENCED_LEADER_EPOCH,
-        // UNKNOWN_LEADER_EPOCH: a leader change.
-        if matches!(pd.error_code, 6 | 5 | 74 | 75) {
+        if leader_moved(pd.error_code) {
             return Ok(true);
         }
         if pd.error_code == 1 {

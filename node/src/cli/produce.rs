@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use odradek_engine::batch::{BatchBuilder, Record};
 use serde_json::json;
 
-use super::client::Cluster;
+use super::client::{leader_moved, Cluster};
 use super::error::{check, CliError, Result};
 use super::output;
 use super::{key_value, GlobalArgs};
@@ -164,9 +164,9 @@ impl Producer<'_> {
             };
             match code {
                 0 => return Ok(()),
-                5 | 6 if Instant::now() < deadline => {
+                c if leader_moved(c) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
-                    self.refresh_leaders()?;
+                    self.leaders = self.cluster.leaders(&topic)?;
                 }
                 _ => {
                     return Err(CliError::kafka(
@@ -206,7 +206,7 @@ impl Producer<'_> {
         let resp = conn.send_at(req, version)?;
         for t in &resp.responses {
             for r in &t.partition_responses {
-                if matches!(r.error_code, 5 | 6) {
+                if leader_moved(r.error_code) {
                     return Ok(r.error_code);
                 }
                 let detail = r.error_message.as_deref().map(str::to_string).or_else(|| {
@@ -224,18 +224,6 @@ impl Producer<'_> {
             }
         }
         Ok(0)
-    }
-
-    fn refresh_leaders(&mut self) -> Result<()> {
-        let md = self
-            .cluster
-            .metadata(Some(std::slice::from_ref(&self.args.topic)))?;
-        for t in &md.topics {
-            for p in &t.partitions {
-                self.leaders.insert(p.partition_index, p.leader_id.0);
-            }
-        }
-        Ok(())
     }
 }
 
