@@ -187,7 +187,7 @@ impl StorageFile for MemFile {
         Ok(self.0.borrow().data.len() as u64)
     }
 
-    fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
+    async fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
         let mut f = self.0.borrow_mut();
         f.reserved = f.reserved.max(pos.saturating_add(len));
         Ok(())

@@ -27,8 +27,8 @@ use super::{Storage, StorageFile};
 
 /// A file opened through io_uring. The `Arc` makes it `Send` (a fetch may
 /// splice it on another shard) and keeps it open while any slice of it lives.
-/// The second field counts fdatasyncs in flight on the file (see
-/// [`StorageFile::write_all_at`]).
+/// The second field counts fdatasyncs and block reservations in flight on
+/// the file (see [`StorageFile::write_all_at`]).
 #[derive(Clone, Debug)]
 pub struct UringFile(pub Arc<std::fs::File>, Arc<AtomicU32>);
 
@@ -42,10 +42,17 @@ impl UringFile {
     }
 }
 
-/// Ends a sync's count when it finishes or is dropped.
-struct Syncing<'a>(&'a AtomicU32);
+/// Counts a sync or reservation in flight until it finishes or is dropped.
+struct InFlight<'a>(&'a AtomicU32);
 
-impl Drop for Syncing<'_> {
+impl<'a> InFlight<'a> {
+    fn start(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -78,7 +85,8 @@ impl StorageFile for UringFile {
     }
 
     /// A plain `pwritev` on the calling (shard) thread while no fdatasync
-    /// of the file is in flight; through io_uring while one is.
+    /// or block reservation of the file is in flight; through io_uring
+    /// while one is.
     ///
     /// On ext4 io_uring cannot try a buffered write without blocking
     /// (`RWF_NOWAIT` gives EOPNOTSUPP there), so it hands every write to an
@@ -86,8 +94,9 @@ impl StorageFile for UringFile {
     /// thread, plus two context switches per write, which on a 2-CPU
     /// machine cost more than the copy (docs/benchmarks.md). But a write
     /// that extends the file while an fdatasync of it runs can wait for the
-    /// journal commit; inline, that would stall the whole shard, so then the
-    /// write goes to io-wq and runs beside the sync, as before. A page-cache
+    /// journal commit, and one during a reservation waits for the inode
+    /// lock that `fallocate` holds; inline, that would stall the whole
+    /// shard, so then the write goes to io-wq and runs beside them. A page-cache
     /// write otherwise does not wait for the disk, except when the kernel
     /// throttles writers for too many dirty pages (the flush policy's
     /// background fdatasyncs keep that backlog small).
@@ -138,8 +147,7 @@ impl StorageFile for UringFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        let _count = Syncing(&self.1);
+        let _count = InFlight::start(&self.1);
         let op = Sync::new(self.0.clone(), true);
         compio::runtime::submit(op).await.0.map(|_| ())
     }
@@ -154,7 +162,8 @@ impl StorageFile for UringFile {
         Ok(self.0.metadata()?.len())
     }
 
-    fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
+    /// `fallocate(KEEP_SIZE)` on compio's blocking pool.
+    async fn reserve(&self, pos: u64, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let (Ok(pos), Ok(len)) = (i64::try_from(pos), i64::try_from(len)) else {
             return Err(io::Error::new(
@@ -162,26 +171,38 @@ impl StorageFile for UringFile {
                 "range too large",
             ));
         };
-        // SAFETY: a plain syscall on an fd this handle keeps open.
-        let r = unsafe { libc::fallocate(self.0.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, pos, len) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        let _count = InFlight::start(&self.1);
+        let file = self.0.clone();
+        blocking(move || {
+            // SAFETY: a plain syscall on an fd `file` keeps open.
+            let r =
+                unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, pos, len) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        })
+        .await
     }
 
+    /// `posix_fadvise(DONTNEED)` on compio's blocking pool, not awaited.
     fn drop_cached(&self, pos: u64, len: u64) {
         use std::os::fd::AsRawFd;
         let (Ok(pos), Ok(len)) = (i64::try_from(pos), i64::try_from(len)) else {
             return;
         };
-        // SAFETY: a plain syscall on an fd this handle keeps open.
-        let r =
-            unsafe { libc::posix_fadvise(self.0.as_raw_fd(), pos, len, libc::POSIX_FADV_DONTNEED) };
-        if r != 0 {
-            tracing::debug!(error = r, "posix_fadvise(DONTNEED) failed");
-        }
+        let file = self.0.clone();
+        compio::runtime::spawn_blocking(move || {
+            // SAFETY: a plain syscall on an fd `file` keeps open.
+            let r = unsafe {
+                libc::posix_fadvise(file.as_raw_fd(), pos, len, libc::POSIX_FADV_DONTNEED)
+            };
+            if r != 0 {
+                tracing::debug!(error = r, "posix_fadvise(DONTNEED) failed");
+            }
+        })
+        .detach();
     }
 }
 

@@ -342,6 +342,9 @@ pub struct PartitionLog<S: Storage> {
     dir: PathBuf,
     state: RefCell<LogState<S::File>>,
     append_lock: async_lock::Mutex<()>,
+    /// Held by the block reservation in flight (at most one, see
+    /// [`Self::reserve_blocks`]).
+    reserving: std::sync::Arc<async_lock::Mutex<()>>,
     /// Appends validated and waiting for the writer task.
     queue: RefCell<std::collections::VecDeque<Queued>>,
     /// The writer task is running.
@@ -381,6 +384,7 @@ impl<S: Storage> PartitionLog<S> {
             storage,
             dir,
             append_lock: async_lock::Mutex::new(()),
+            reserving: Default::default(),
             queue: RefCell::new(Default::default()),
             writing: Cell::new(false),
             waiters: RefCell::new(BTreeMap::new()),
@@ -638,16 +642,26 @@ impl<S: Storage> PartitionLog<S> {
         Ok(plan)
     }
 
-    /// Reserve blocks ahead of an append (see [`StorageFile::reserve`]).
-    /// Not an error if the file system cannot: the write allocates then.
-    fn reserve_blocks(&self, position: u64, len: u64) {
+    /// Reserve blocks ahead of an append (see [`StorageFile::reserve`]) in
+    /// the background, so the append does not wait for it. At most one is
+    /// in flight (the next append asks again); a roll or truncation waits
+    /// for it, so no reservation lands on a file after it was cut to
+    /// length. Not an error if the file system cannot: the write allocates.
+    fn reserve_blocks(self: &Rc<Self>, position: u64, len: u64) {
+        let Some(in_flight) = self.reserving.try_lock_arc() else {
+            return;
+        };
         let Some(r) = self.state.borrow_mut().take_reservation(position, len) else {
             return;
         };
-        if let Err(e) = r.file.reserve(r.pos, r.len) {
-            tracing::debug!(dir = %self.dir.display(), error = %e, "cannot reserve segment blocks");
-            self.state.borrow_mut().reserve_failed();
-        }
+        let log = self.clone();
+        self.storage.spawn(async move {
+            let _in_flight = in_flight;
+            if let Err(e) = r.file.reserve(r.pos, r.len).await {
+                tracing::debug!(dir = %log.dir.display(), error = %e, "cannot reserve segment blocks");
+                log.state.borrow_mut().reserve_failed();
+            }
+        });
     }
 
     /// A flush completed: drop what fell out of the cache window.
@@ -669,6 +683,7 @@ impl<S: Storage> PartitionLog<S> {
             (a.file.clone(), a.base_offset, sealed, st.log_end_offset())
         };
         let log_path = self.path(old_base, LOG_SUFFIX);
+        let _no_reservation = self.reserving.lock().await;
         if sealed.reserved_to > sealed.size {
             // Truncating to the length frees the reserved blocks past it.
             old_file
@@ -1102,7 +1117,9 @@ impl<S: Storage> PartitionLog<S> {
             .state
             .borrow_mut()
             .truncate(i, cut_pos, next_offset, max_timestamp);
+        let no_reservation = self.reserving.lock().await;
         file.set_len(cut_pos).await.map_err(io_err(&path))?;
+        drop(no_reservation);
         file.sync_data().await.map_err(io_err(&path))?;
         // The in-memory trim above forgot the cut batches but also every
         // producer whose whole window was cut; the remaining log knows
