@@ -193,6 +193,15 @@ fn sink_with_a_rate_and_the_baseline() {
     ] {
         assert!(b[k].as_f64().is_some_and(|v| v > 0.0), "baseline.{k}: {b}");
     }
+    // the latency breakdown: every batch closed and sent once, each request
+    // answered; at 4000/s with a 1 ms linger a batch holds a few messages
+    let bd = &r["produce_breakdown"];
+    let count = |k: &str| bd[k]["count"].as_u64().unwrap_or(0);
+    let batches = count("batch_late");
+    assert!(batches > 100 && batches < n, "batches: {bd}");
+    assert_eq!(count("batch_queued"), batches, "{bd}");
+    let requests = count("request_round_trip");
+    assert!(requests > 0 && requests <= batches, "{bd}");
     // open loop at 4000/s: 2000 messages take about half a second
     let secs = r["produce"]["seconds"].as_f64().unwrap();
     assert!(secs > 0.3, "rate not applied: {secs} s");

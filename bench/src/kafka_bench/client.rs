@@ -148,11 +148,15 @@ struct Ready {
     part: usize,
     bytes: Bytes,
     sched: Vec<u64>,
+    /// When it joined the connection's queue.
+    ready_at: u64,
 }
 
 struct InFlight {
     corr: i32,
     batches: Vec<(usize, Vec<u64>)>,
+    /// When the request was written, if it counts (after warm-up).
+    sent_at: Option<u64>,
 }
 
 struct PConn {
@@ -161,7 +165,61 @@ struct PConn {
     pending: mpsc::UnboundedSender<InFlight>,
     reader: tokio::task::JoinHandle<Result<()>>,
     corr: i32,
-    queue: VecDeque<Ready>,
+    queue: BatchQueue,
+}
+
+/// Closed batches waiting for a request slot, per partition, oldest first.
+/// A request takes the oldest batch of each partition, so taking costs
+/// O(partitions) however long the backlog grows: a client that falls
+/// behind must not get slower per request, or it never catches up.
+struct BatchQueue {
+    parts: Vec<VecDeque<Ready>>,
+    len: usize,
+    /// Partition to look at first, rotated so a size cap is fair.
+    next: usize,
+}
+
+impl BatchQueue {
+    fn new(partitions: usize) -> Self {
+        Self {
+            parts: (0..partitions).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, r: Ready) {
+        self.parts[r.part].push_back(r);
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The oldest batch of each partition, at most `max_bytes` in all
+    /// unless one batch alone is larger.
+    fn take_request(&mut self, max_bytes: usize) -> Vec<Ready> {
+        let n = self.parts.len();
+        let mut taken: Vec<Ready> = Vec::new();
+        let mut size = 0;
+        for i in 0..n {
+            let q = &mut self.parts[(self.next + i) % n];
+            let Some(front) = q.front() else { continue };
+            if !taken.is_empty() && size + front.bytes.len() > max_bytes {
+                continue;
+            }
+            size += front.bytes.len();
+            taken.extend(q.pop_front());
+        }
+        self.next = (self.next + 1) % n.max(1);
+        self.len -= taken.len();
+        taken
+    }
 }
 
 /// One producer: its own connection per leader, batches per partition.
@@ -208,7 +266,7 @@ pub async fn producer(
                 pending: ptx,
                 reader,
                 corr: 0,
-                queue: VecDeque::new(),
+                queue: BatchQueue::new(n),
             },
         );
     }
@@ -218,6 +276,12 @@ pub async fn producer(
     let interval = w.rate.map(|r| (1e9 * w.producers as f64 / r) as u64);
     let mut next_sched = c.now() + interval.map_or(0, |iv| iv * id as u64 / w.producers as u64);
     let key_buf_len = 16;
+    let max_record = BatchBuilder::record_size(
+        if w.keys == Keys::None { 0 } else { key_buf_len },
+        w.message_size,
+    );
+    let mut record_est = max_record;
+    let mut timer = crate::timer::PreciseTimer::new()?;
     let mut filler_off = 0usize;
     let topic_names: Vec<TopicName> = topo
         .parts
@@ -254,12 +318,24 @@ pub async fn producer(
                 let slot = &mut open[part];
                 let need = |o: &Open| {
                     o.b.len()
-                        + o.b
-                            .record_size(key_bytes.map_or(0, |k| k.len()), w.message_size)
+                        + BatchBuilder::record_size(
+                            key_bytes.map_or(0, |k| k.len()),
+                            w.message_size,
+                        )
                 };
-                if slot.as_ref().is_some_and(|o| need(o) > w.batch_size) {
+                // The batch closed before this record came: it is full, or
+                // (making messages late, after a stall) its linger ended.
+                let closed = slot.as_ref().and_then(|o| {
+                    if need(o) > w.batch_size {
+                        Some(full_due(o))
+                    } else {
+                        let linger_end = o.first_sched + w.linger_ns;
+                        (linger_end <= sched).then_some(linger_end)
+                    }
+                });
+                if let Some(due) = closed {
                     let o = slot.take().unwrap();
-                    enqueue(&mut conns, &topo, part, o);
+                    enqueue(&mut conns, &topo, part, o, due, &w, &stats);
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
                     }
@@ -271,13 +347,27 @@ pub async fn producer(
                     sched: Vec::new(),
                 });
                 filler_off = (filler_off + 61) % 4096;
-                o.b.push(
+                let added = o.b.push(
                     c.unix_ms(sched),
                     key_bytes,
                     c.to_unix_ns(sched),
                     &filler[filler_off..filler_off + filler_len],
                 );
+                // the next record's varints (deltas, length) grow by at
+                // most a few bytes
+                record_est = (added + 3).min(max_record);
                 o.sched.push(sched);
+                if o.b.len() + max_record > w.batch_size {
+                    // full: ready now, as a Kafka producer's accumulator
+                    // sends a full batch without waiting for the next record
+                    if let Some(o) = open[part].take() {
+                        let due = full_due(&o);
+                        enqueue(&mut conns, &topo, part, o, due, &w, &stats);
+                    }
+                    if key.is_none() {
+                        sticky = (sticky + 1) % n;
+                    }
+                }
                 remaining -= 1;
                 made += 1;
                 if remaining == 0 {
@@ -308,7 +398,12 @@ pub async fn producer(
                 .is_some_and(|o| stopping || now >= o.first_sched + w.linger_ns)
             {
                 let o = slot.take().unwrap();
-                enqueue(&mut conns, &topo, part, o);
+                let due = if stopping {
+                    now
+                } else {
+                    o.first_sched + w.linger_ns
+                };
+                enqueue(&mut conns, &topo, part, o, due, &w, &stats);
                 if part == sticky && w.keys == Keys::None {
                     sticky = (sticky + 1) % n;
                 }
@@ -337,9 +432,26 @@ pub async fn producer(
         }
         // 4. wait for the next thing to do
         let mut wake = u64::MAX;
-        if let Some(_iv) = interval {
+        if let Some(iv) = interval {
             if !stopping {
-                wake = wake.min(next_sched);
+                // Wake when the first open batch can be full, not for every
+                // message: the messages before it are made then, stamped
+                // with their scheduled times. `record_est` bounds the next
+                // records' size, so this is not late (at worst one wake
+                // early).
+                let room = |p: usize| {
+                    let used = open[p].as_ref().map_or(proto::BATCH_HEADER, |o| o.b.len());
+                    (w.batch_size.saturating_sub(used) / record_est).max(1) as u64
+                };
+                let k = match w.keys {
+                    Keys::None => room(sticky),
+                    _ => (0..n).map(room).min().unwrap_or(1),
+                };
+                wake = wake.min(next_sched + (k - 1) * iv);
+                // a batch the next message starts lingers from that message
+                if open.iter().any(|o| o.is_none()) {
+                    wake = wake.min(next_sched + w.linger_ns);
+                }
             }
         }
         for o in open.iter().flatten() {
@@ -357,17 +469,13 @@ pub async fn producer(
             // next scheduled message (open loop: keep generating)
             let pc = conns.values().find(|p| !p.queue.is_empty()).unwrap();
             let permits = pc.permits.clone();
-            let sleep =
-                tokio::time::sleep_until(c.instant(wake.min(c.now() + 1_000_000_000)).into());
+            let until = c.instant(wake.min(c.now() + 1_000_000_000));
             tokio::select! {
                 p = permits.acquire() => { drop(p); }
-                _ = sleep, if interval.is_some() => {}
+                r = timer.sleep_until(until), if interval.is_some() => r?,
             }
         } else if wake != u64::MAX {
-            let now = c.now();
-            if wake > now {
-                tokio::time::sleep_until(c.instant(wake).into()).await;
-            }
+            timer.sleep_until(c.instant(wake)).await?;
         }
     }
     // wait for all answers: drop the pending senders, join readers
@@ -380,13 +488,39 @@ pub async fn producer(
     Ok(())
 }
 
-fn enqueue(conns: &mut HashMap<i32, PConn>, topo: &Topology, part: usize, o: Open) {
+/// Hand a closed batch to its leader's queue; `due` is when it should have
+/// been (see [`crate::stats::ProduceBreakdown::late`]).
+fn enqueue(
+    conns: &mut HashMap<i32, PConn>,
+    topo: &Topology,
+    part: usize,
+    o: Open,
+    due: u64,
+    w: &Work,
+    stats: &Stats,
+) {
+    let now = clock().now();
+    if o.first_sched >= w.warm_end {
+        let late_us = now.saturating_sub(due) / 1000;
+        stats
+            .breakdown
+            .late
+            .lock()
+            .unwrap()
+            .saturating_record(late_us.max(1));
+    }
     let leader = topo.parts[part].leader;
-    conns.get_mut(&leader).unwrap().queue.push_back(Ready {
+    conns.get_mut(&leader).unwrap().queue.push(Ready {
         part,
         bytes: o.b.finish(),
         sched: o.sched,
+        ready_at: now,
     });
+}
+
+/// When a batch that is full now was due: its last record's time.
+fn full_due(o: &Open) -> u64 {
+    o.sched.last().copied().unwrap_or(o.first_sched)
 }
 
 /// One Produce request with at most one batch per partition from the queue.
@@ -397,21 +531,21 @@ async fn send_request(
     names: &[TopicName],
     stats: &Stats,
 ) -> Result<()> {
-    let mut taken: Vec<Ready> = Vec::new();
-    let mut rest = VecDeque::new();
-    let mut size = 0;
-    while let Some(r) = pc.queue.pop_front() {
-        if taken.iter().any(|t| t.part == r.part) || (size > 0 && size + r.bytes.len() > 8 << 20) {
-            rest.push_back(r);
-        } else {
-            size += r.bytes.len();
-            taken.push(r);
-        }
-    }
-    pc.queue = rest;
+    let taken = pc.queue.take_request(8 << 20);
+    let size = taken.iter().map(|r| r.bytes.len()).sum();
     let mut req = ProduceRequest::default();
     req.acks = w.acks;
     req.timeout_ms = 30_000;
+    let now = clock().now();
+    let measured = taken
+        .iter()
+        .any(|r| r.sched.first().is_some_and(|&s| s >= w.warm_end));
+    if measured {
+        let mut h = stats.breakdown.queued.lock().unwrap();
+        for r in &taken {
+            h.saturating_record((now.saturating_sub(r.ready_at) / 1000).max(1));
+        }
+    }
     let mut msgs = 0;
     for r in &taken {
         msgs += r.sched.len() as u64;
@@ -434,6 +568,7 @@ async fn send_request(
         let _ = pc.pending.send(InFlight {
             corr: pc.corr,
             batches: taken.into_iter().map(|r| (r.part, r.sched)).collect(),
+            sent_at: measured.then(|| clock().now()),
         });
     }
     pc.tx.write_all(&frame).await?;
@@ -468,6 +603,15 @@ async fn produce_reader(
         }
         permits.add_permits(1);
         let now = c.now();
+        if let Some(sent) = inflight.sent_at {
+            let us = (now.saturating_sub(sent) / 1000).max(1);
+            stats
+                .breakdown
+                .round_trip
+                .lock()
+                .unwrap()
+                .saturating_record(us);
+        }
         let mut errs: HashMap<(String, i32), i16> = HashMap::new();
         for t in &resp.responses {
             for p in &t.partition_responses {
@@ -650,4 +794,53 @@ async fn fetch_loop(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(part: usize, len: usize, tag: u64) -> Ready {
+        Ready {
+            part,
+            bytes: Bytes::from(vec![0u8; len]),
+            sched: vec![tag],
+            ready_at: tag,
+        }
+    }
+
+    #[test]
+    fn a_request_takes_the_oldest_batch_of_each_partition() {
+        let mut q = BatchQueue::new(3);
+        for (i, part) in [0, 0, 2, 0, 2].into_iter().enumerate() {
+            q.push(ready(part, 10, i as u64));
+        }
+        assert_eq!(q.len(), 5);
+        let tags = |v: Vec<Ready>| {
+            let mut t: Vec<(usize, u64)> = v.iter().map(|r| (r.part, r.sched[0])).collect();
+            t.sort();
+            t
+        };
+        assert_eq!(tags(q.take_request(1 << 20)), [(0, 0), (2, 2)]);
+        assert_eq!(tags(q.take_request(1 << 20)), [(0, 1), (2, 4)]);
+        assert_eq!(tags(q.take_request(1 << 20)), [(0, 3)]);
+        assert!(q.is_empty());
+        assert!(q.take_request(1 << 20).is_empty());
+    }
+
+    #[test]
+    fn the_size_cap_leaves_the_rest_for_the_next_request() {
+        let mut q = BatchQueue::new(3);
+        for part in 0..3 {
+            q.push(ready(part, 600, part as u64));
+        }
+        // one batch over the cap still goes alone; the cap rotates
+        let first = q.take_request(1000);
+        assert_eq!(first.len(), 1);
+        let second = q.take_request(1000);
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].part, second[0].part);
+        assert_eq!(q.take_request(100).len(), 1);
+        assert!(q.is_empty());
+    }
 }

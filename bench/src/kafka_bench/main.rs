@@ -14,6 +14,7 @@ mod proto;
 mod report;
 mod sink;
 mod stats;
+mod timer;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;

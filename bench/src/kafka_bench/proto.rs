@@ -218,7 +218,7 @@ impl BatchBuilder {
     }
 
     /// Bytes a record with these sizes adds to the batch (upper bound).
-    pub fn record_size(&self, key_len: usize, value_len: usize) -> usize {
+    pub fn record_size(key_len: usize, value_len: usize) -> usize {
         let body = 1
             + 10
             + 5
@@ -231,7 +231,8 @@ impl BatchBuilder {
     }
 
     /// Append a record: `value` = 8-byte send time prefix + `filler`.
-    pub fn push(&mut self, ts_ms: i64, key: Option<&[u8]>, send_ns: u64, filler: &[u8]) {
+    /// Returns the bytes it added.
+    pub fn push(&mut self, ts_ms: i64, key: Option<&[u8]>, send_ns: u64, filler: &[u8]) -> usize {
         if self.count == 0 {
             self.base_ts = ts_ms;
         }
@@ -250,6 +251,7 @@ impl BatchBuilder {
             + varint_len(value_len as i64)
             + value_len
             + 1;
+        let start = self.buf.len();
         let b = &mut self.buf;
         put_varint(b, body as i64);
         b.put_u8(0);
@@ -267,6 +269,7 @@ impl BatchBuilder {
         b.put_slice(filler);
         put_varint(b, 0);
         self.count += 1;
+        self.buf.len() - start
     }
 
     /// Write the header and CRC; returns the batch bytes.

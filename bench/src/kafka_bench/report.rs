@@ -77,6 +77,9 @@ pub struct Report {
     pub wall_s: f64,
     pub machine: Machine,
     pub produce: SideReport,
+    /// Where produce latency goes (see `stats::ProduceBreakdown`); absent
+    /// with acks=0 and for what was not measured.
+    pub produce_breakdown: ProduceBreakdownReport,
     pub consume: SideReport,
     pub sent_messages: u64,
     pub consume_expected: Option<u64>,
@@ -87,6 +90,16 @@ pub struct Report {
     pub client_cpu_s_per_gb: Option<f64>,
     pub baseline: Option<Baseline>,
     pub timeline: Vec<Tick>,
+}
+
+#[derive(serde::Serialize, Clone)]
+pub struct ProduceBreakdownReport {
+    /// Batches: closed after they were due (the generator's own delay).
+    pub batch_late: Option<Latency>,
+    /// Batches: waiting in the client for a request slot.
+    pub batch_queued: Option<Latency>,
+    /// Produce requests: written → answered (network and broker).
+    pub request_round_trip: Option<Latency>,
 }
 
 pub struct Extra {
@@ -199,6 +212,11 @@ impl Report {
             wall_s: x.wall_s,
             machine: machine(),
             produce,
+            produce_breakdown: ProduceBreakdownReport {
+                batch_late: latency(&stats.breakdown.late.lock().unwrap()),
+                batch_queued: latency(&stats.breakdown.queued.lock().unwrap()),
+                request_round_trip: latency(&stats.breakdown.round_trip.lock().unwrap()),
+            },
             consume,
             sent_messages: stats.sent.load(Relaxed),
             consume_expected: x.consume_expected,
@@ -272,18 +290,17 @@ pub fn print(r: &Report) {
         "p99.99 ms",
         "max ms"
     );
-    for (name, sr) in [
-        ("produce (lat: ->ack)", &r.produce),
-        ("consume (lat: end-to-end)", &r.consume),
-    ] {
-        let l = sr.latency.as_ref();
+    let row = |name: &str, rate: Option<(f64, f64)>, count: u64, l: Option<&Latency>| {
         let f = |g: fn(&Latency) -> f64| l.map_or("-".to_string(), |l| format!("{:.2}", g(l)));
+        let (mb, msgs) = rate.map_or(("".into(), "".into()), |(mb, m)| {
+            (format!("{mb:.1}"), format!("{m:.0}"))
+        });
         println!(
-            "{:<26} {:>10.1} {:>12.0} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+            "{:<26} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
             name,
-            sr.mb_per_s,
-            sr.msgs_per_s,
-            sr.messages,
+            mb,
+            msgs,
+            count,
             f(|l| l.p50_ms),
             f(|l| l.p90_ms),
             f(|l| l.p99_ms),
@@ -291,7 +308,31 @@ pub fn print(r: &Report) {
             f(|l| l.p99_99_ms),
             f(|l| l.max_ms),
         );
+    };
+    let p = &r.produce;
+    row(
+        "produce (lat: ->ack)",
+        Some((p.mb_per_s, p.msgs_per_s)),
+        p.messages,
+        p.latency.as_ref(),
+    );
+    let b = &r.produce_breakdown;
+    for (name, l) in [
+        ("  batch late (client)", &b.batch_late),
+        ("  batch queued (client)", &b.batch_queued),
+        ("  request round trip", &b.request_round_trip),
+    ] {
+        if let Some(l) = l {
+            row(name, None, l.count, Some(l));
+        }
     }
+    let c = &r.consume;
+    row(
+        "consume (lat: end-to-end)",
+        Some((c.mb_per_s, c.msgs_per_s)),
+        c.messages,
+        c.latency.as_ref(),
+    );
     println!(
         "all messages: sent {}, acked {}, consumed {}{}; errors: produce {}, consume {}",
         r.sent_messages,

@@ -114,10 +114,36 @@ impl Side {
     }
 }
 
+/// Where a produced message's latency goes, per batch or request (µs,
+/// measured after warm-up): so a reader can tell the tool's own delays from
+/// the broker's.
+pub struct ProduceBreakdown {
+    /// A batch handed to its connection's queue after it was due (full: its
+    /// last record's scheduled time; lingered: first record + linger): the
+    /// generator's timer and CPU.
+    pub late: Mutex<Histogram<u64>>,
+    /// A batch waiting in the client for a free request slot
+    /// (`--max-in-flight`): the broker answering slower than the load.
+    pub queued: Mutex<Histogram<u64>>,
+    /// A Produce request written → its answer read: network and broker.
+    pub round_trip: Mutex<Histogram<u64>>,
+}
+
+impl Default for ProduceBreakdown {
+    fn default() -> Self {
+        Self {
+            late: Mutex::new(new_hist()),
+            queued: Mutex::new(new_hist()),
+            round_trip: Mutex::new(new_hist()),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Stats {
     pub produce: SideBox,
     pub consume: SideBox,
+    pub breakdown: ProduceBreakdown,
     /// Messages the producers handed to the network (acks=0: = produced).
     pub sent: AtomicU64,
     /// Producers are done (all answers in).
