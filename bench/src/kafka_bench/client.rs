@@ -49,6 +49,8 @@ pub struct Work {
     pub acks: i16,
     pub batch_size: usize,
     pub linger_ns: u64,
+    /// Open loop: least time between two wakes of a producer.
+    pub tick_ns: u64,
     pub rate: Option<f64>,
     pub max_in_flight: usize,
     pub produce_version: i16,
@@ -281,6 +283,8 @@ pub async fn producer(
         w.message_size,
     );
     let mut record_est = max_record;
+    // open loop: no timer wake before this (see `Work::tick_ns`)
+    let mut tick_end = 0u64;
     let mut timer = crate::timer::PreciseTimer::new()?;
     let mut filler_off = 0usize;
     let topic_names: Vec<TopicName> = topo
@@ -469,13 +473,21 @@ pub async fn producer(
             // next scheduled message (open loop: keep generating)
             let pc = conns.values().find(|p| !p.queue.is_empty()).unwrap();
             let permits = pc.permits.clone();
-            let until = c.instant(wake.min(c.now() + 1_000_000_000));
+            let until = c.instant(wake.max(tick_end).min(c.now() + 1_000_000_000));
             tokio::select! {
                 p = permits.acquire() => { drop(p); }
-                r = timer.sleep_until(until), if interval.is_some() => r?,
+                r = timer.sleep_until(until), if interval.is_some() => {
+                    r?;
+                    tick_end = c.now() + w.tick_ns;
+                }
             }
         } else if wake != u64::MAX {
-            timer.sleep_until(c.instant(wake)).await?;
+            let ticked = interval.is_some();
+            let until = if ticked { wake.max(tick_end) } else { wake };
+            timer.sleep_until(c.instant(until)).await?;
+            if ticked {
+                tick_end = c.now() + w.tick_ns;
+            }
         }
     }
     // wait for all answers: drop the pending senders, join readers

@@ -176,6 +176,13 @@ pub struct Args {
     /// are scheduled, latency counts from the scheduled time). Default: max.
     #[arg(long)]
     rate: Option<f64>,
+    /// Open loop: a producer wakes at most once per this many µs to send
+    /// the batches that are due (0: for every batch, on time). Each wake
+    /// costs CPU in client and broker, which on a small shared machine
+    /// can hurt the tail more than the up-to-one-tick wait (see
+    /// docs/benchmarks.md); the "batch late" row shows the wait.
+    #[arg(long, default_value_t = 1000)]
+    tick_us: u64,
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     max_in_flight: usize,
@@ -507,6 +514,7 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
         acks,
         batch_size: args.batch_size as usize,
         linger_ns: (args.linger_ms * 1e6) as u64,
+        tick_ns: args.tick_us.saturating_mul(1000),
         rate: args.rate,
         max_in_flight: args.max_in_flight.max(1),
         produce_version: pv,
