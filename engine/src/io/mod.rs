@@ -40,7 +40,7 @@ pub trait StorageFile: Clone + 'static {
     /// work (about a quarter of the page-cache write cost on ext4, see
     /// docs/benchmarks.md). Blocks past the end are freed by
     /// [`Self::set_len`]. Not on the caller's thread: the call takes the
-    /// inode lock and can wait for a journal commit (1–8 ms measured here).
+    /// inode lock and can wait for a journal commit (1–11 ms measured here).
     fn reserve(&self, pos: u64, len: u64) -> impl Future<Output = io::Result<()>>;
     /// Ask the OS to drop the cached pages of `[pos, pos + len)` that are
     /// clean (written back); dirty pages stay, so no data is lost. The log
