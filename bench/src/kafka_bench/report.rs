@@ -309,13 +309,15 @@ pub fn print(r: &Report) {
             f(|l| l.max_ms),
         );
     };
-    let p = &r.produce;
-    row(
-        "produce (lat: ->ack)",
-        Some((p.mb_per_s, p.msgs_per_s)),
-        p.messages,
-        p.latency.as_ref(),
-    );
+    let side_row = |name: &str, s: &SideReport| {
+        row(
+            name,
+            Some((s.mb_per_s, s.msgs_per_s)),
+            s.messages,
+            s.latency.as_ref(),
+        )
+    };
+    side_row("produce (lat: ->ack)", &r.produce);
     let b = &r.produce_breakdown;
     for (name, l) in [
         ("  batch late (client)", &b.batch_late),
@@ -326,13 +328,7 @@ pub fn print(r: &Report) {
             row(name, None, l.count, Some(l));
         }
     }
-    let c = &r.consume;
-    row(
-        "consume (lat: end-to-end)",
-        Some((c.mb_per_s, c.msgs_per_s)),
-        c.messages,
-        c.latency.as_ref(),
-    );
+    side_row("consume (lat: end-to-end)", &r.consume);
     println!(
         "all messages: sent {}, acked {}, consumed {}{}; errors: produce {}, consume {}",
         r.sent_messages,
