@@ -23,6 +23,40 @@ pub struct Server {
     pool: ShardPool,
 }
 
+/// Fail with `AddrInUse` if anything listens on `addr` already. The shard
+/// listeners share their port through SO_REUSEPORT, which would also let a
+/// second broker of the same user join the group and silently take half
+/// the connections; a plain bind (SO_REUSEADDR only, so a restart is not
+/// refused for connections in TIME_WAIT) is refused by any listener. With
+/// port 0 it picks the free port the group then binds.
+///
+/// A broker that just stopped can hold its port a few milliseconds longer
+/// (its io_uring, with the accepts in flight, is torn down after it
+/// exits), so a busy port is retried for up to 2 s before giving up.
+fn claim_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match try_claim_port(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn try_claim_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an inet address"))
+}
+
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -56,7 +90,8 @@ impl Server {
         let pool = ShardPool::start(shard_cfg).map_err(|e| format!("starting shards: {e}"))?;
         // Bind the first listener to learn the port (0 = any free port),
         // then one more per shard on the same port.
-        let first = reuseport_listener(config.listener)
+        let first = claim_port(config.listener)
+            .and_then(reuseport_listener)
             .map_err(|e| format!("listening on {}: {e}", config.listener))?;
         let local_addr = first.local_addr().map_err(|e| e.to_string())?;
         if !advertised_explicit {
