@@ -3,7 +3,8 @@
 //! Every read, write, fdatasync, open, unlink and truncate is submitted to the
 //! ring of the thread that calls it, so these must run on a compio runtime
 //! (a shard thread). Directory listing and recursive removal have no io_uring
-//! opcode; they run on compio's blocking pool, never on the shard thread.
+//! opcode, and compio 0.19 has none for `fallocate` and `fadvise`; they run
+//! on compio's blocking pool, never on the shard thread.
 
 use compio::buf::IntoInner;
 use std::collections::VecDeque;

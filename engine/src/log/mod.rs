@@ -664,6 +664,12 @@ impl<S: Storage> PartitionLog<S> {
         });
     }
 
+    /// Wait for the reservation in flight, if any. Only called with the
+    /// append lock held, under which no new one starts.
+    async fn reservation_done(&self) {
+        drop(self.reserving.lock().await);
+    }
+
     /// A flush completed: drop what fell out of the cache window.
     fn drop_cache_behind(&self, ticket: &FlushTicket<S::File>) {
         let drops = self.state.borrow_mut().take_cache_drops(ticket);
@@ -683,7 +689,7 @@ impl<S: Storage> PartitionLog<S> {
             (a.file.clone(), a.base_offset, sealed, st.log_end_offset())
         };
         let log_path = self.path(old_base, LOG_SUFFIX);
-        let _no_reservation = self.reserving.lock().await;
+        self.reservation_done().await;
         if sealed.reserved_to > sealed.size {
             // Truncating to the length frees the reserved blocks past it.
             old_file
@@ -1117,9 +1123,8 @@ impl<S: Storage> PartitionLog<S> {
             .state
             .borrow_mut()
             .truncate(i, cut_pos, next_offset, max_timestamp);
-        let no_reservation = self.reserving.lock().await;
+        self.reservation_done().await;
         file.set_len(cut_pos).await.map_err(io_err(&path))?;
-        drop(no_reservation);
         file.sync_data().await.map_err(io_err(&path))?;
         // The in-memory trim above forgot the cut batches but also every
         // producer whose whole window was cut; the remaining log knows
