@@ -49,19 +49,23 @@ fn claim_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 }
 
 fn try_claim_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())?;
-    s.local_addr()?
+    bound(addr, false)?
+        .local_addr()?
         .as_socket()
         .ok_or_else(|| std::io::Error::other("not an inet address"))
 }
 
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A TCP socket bound to `addr` with SO_REUSEADDR (and SO_REUSEPORT if asked).
+fn bound(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
+    s.set_reuse_port(reuse_port)?;
     s.bind(&addr.into())?;
+    Ok(s)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = bound(addr, true)?;
     s.listen(1024)?;
     Ok(s.into())
 }
@@ -88,8 +92,8 @@ impl Server {
         shard_cfg.cleaner_backoff = config.log_cleaner_backoff;
         shard_cfg.cache_bytes = config.log_cache_bytes_per_shard;
         let pool = ShardPool::start(shard_cfg).map_err(|e| format!("starting shards: {e}"))?;
-        // Bind the first listener to learn the port (0 = any free port),
-        // then one more per shard on the same port.
+        // Claim the port (0 = any free port; refused if in use), then one
+        // SO_REUSEPORT listener per shard on it.
         let first = claim_port(config.listener)
             .and_then(reuseport_listener)
             .map_err(|e| format!("listening on {}: {e}", config.listener))?;
