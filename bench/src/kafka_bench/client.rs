@@ -17,7 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::proto::{self, BatchBuilder, Result};
-use crate::stats::{clock, Stats};
+use crate::stats::{clock, record_since, Stats};
 
 #[derive(Clone, Debug)]
 pub struct Tp {
@@ -320,23 +320,13 @@ pub async fn producer(
                     &keybuf[..]
                 });
                 let slot = &mut open[part];
-                let need = |o: &Open| {
-                    o.b.len()
-                        + BatchBuilder::record_size(
-                            key_bytes.map_or(0, |k| k.len()),
-                            w.message_size,
-                        )
-                };
-                // The batch closed before this record came: it is full, or
-                // (making messages late, after a stall) its linger ended.
-                let closed = slot.as_ref().and_then(|o| {
-                    if need(o) > w.batch_size {
-                        Some(full_due(o))
-                    } else {
-                        let linger_end = o.first_sched + w.linger_ns;
-                        (linger_end <= sched).then_some(linger_end)
-                    }
-                });
+                // Full batches closed when their last record went in (below);
+                // one whose linger ended before this record (making messages
+                // late, after a stall) closes now, as it would have then.
+                let closed = slot
+                    .as_ref()
+                    .map(|o| o.first_sched + w.linger_ns)
+                    .filter(|&linger_end| linger_end <= sched);
                 if let Some(due) = closed {
                     let o = slot.take().unwrap();
                     enqueue(&mut conns, &topo, part, o, due, &w, &stats);
@@ -363,10 +353,10 @@ pub async fn producer(
                 o.sched.push(sched);
                 if o.b.len() + max_record > w.batch_size {
                     // full: ready now, as a Kafka producer's accumulator
-                    // sends a full batch without waiting for the next record
+                    // sends a full batch without waiting for the next record;
+                    // it was due at its last record's time
                     if let Some(o) = open[part].take() {
-                        let due = full_due(&o);
-                        enqueue(&mut conns, &topo, part, o, due, &w, &stats);
+                        enqueue(&mut conns, &topo, part, o, sched, &w, &stats);
                     }
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
@@ -513,13 +503,7 @@ fn enqueue(
 ) {
     let now = clock().now();
     if o.first_sched >= w.warm_end {
-        let late_us = now.saturating_sub(due) / 1000;
-        stats
-            .breakdown
-            .late
-            .lock()
-            .unwrap()
-            .saturating_record(late_us.max(1));
+        record_since(&stats.breakdown.late, now, due);
     }
     let leader = topo.parts[part].leader;
     conns.get_mut(&leader).unwrap().queue.push(Ready {
@@ -528,11 +512,6 @@ fn enqueue(
         sched: o.sched,
         ready_at: now,
     });
-}
-
-/// When a batch that is full now was due: its last record's time.
-fn full_due(o: &Open) -> u64 {
-    o.sched.last().copied().unwrap_or(o.first_sched)
 }
 
 /// One Produce request with at most one batch per partition from the queue.
@@ -553,9 +532,8 @@ async fn send_request(
         .iter()
         .any(|r| r.sched.first().is_some_and(|&s| s >= w.warm_end));
     if measured {
-        let mut h = stats.breakdown.queued.lock().unwrap();
         for r in &taken {
-            h.saturating_record((now.saturating_sub(r.ready_at) / 1000).max(1));
+            record_since(&stats.breakdown.queued, now, r.ready_at);
         }
     }
     let mut msgs = 0;
@@ -616,13 +594,7 @@ async fn produce_reader(
         permits.add_permits(1);
         let now = c.now();
         if let Some(sent) = inflight.sent_at {
-            let us = (now.saturating_sub(sent) / 1000).max(1);
-            stats
-                .breakdown
-                .round_trip
-                .lock()
-                .unwrap()
-                .saturating_record(us);
+            record_since(&stats.breakdown.round_trip, now, sent);
         }
         let mut errs: HashMap<(String, i32), i16> = HashMap::new();
         for t in &resp.responses {

@@ -114,6 +114,12 @@ impl Side {
     }
 }
 
+/// Record `now - since` (clock ns) in µs, at least 1 (the histogram's floor).
+pub fn record_since(h: &Mutex<Histogram<u64>>, now: u64, since: u64) {
+    let us = (now.saturating_sub(since) / 1000).max(1);
+    h.lock().unwrap().saturating_record(us);
+}
+
 /// Where a produced message's latency goes, per batch or request (µs,
 /// measured after warm-up): so a reader can tell the tool's own delays from
 /// the broker's.
