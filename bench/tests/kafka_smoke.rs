@@ -206,3 +206,101 @@ fn sink_with_a_rate_and_the_baseline() {
     let secs = r["produce"]["seconds"].as_f64().unwrap();
     assert!(secs > 0.3, "rate not applied: {secs} s");
 }
+
+/// An Odradek broker this test runs itself, as a user's would be: the
+/// benchmark only gets `--bootstrap`. Killed on drop.
+struct OwnBroker {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl OwnBroker {
+    fn start(data: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(broker_exe())
+            .args(["serve", "--metrics-listener", "none", "--shards", "1"])
+            .arg("--listeners")
+            .arg(&addr)
+            .arg("--log-dirs")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start odradek");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "broker did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Compressed batches go through the broker and are decompressed by the
+/// consumers; a second run with no producers reads them back as a backlog
+/// (`--consume-from earliest`) and counts them, although they were written
+/// before it started.
+#[test]
+fn compressed_batches_then_a_consume_only_run_over_the_backlog() {
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let broker = OwnBroker::start(&work.path().join("data"));
+    let n = 3000u64;
+    let common = [
+        "--bootstrap",
+        broker.addr.as_str(),
+        "--message-size",
+        "512",
+        "--partitions",
+        "2",
+    ];
+    let mut args = common.to_vec();
+    let n_s = n.to_string();
+    args.extend([
+        "--messages",
+        &n_s,
+        "--compression",
+        "zstd",
+        "--payload",
+        "letters",
+        "--batch-size",
+        "32KiB",
+    ]);
+    let r = run(work.path(), &args);
+    check_side(&r, "produce", n, true);
+    check_side(&r, "consume", n, true);
+    // random letters: zstd gets them to about 0.6 of their size
+    let values = (n * 512) as f64;
+    for side in ["produce", "consume"] {
+        let wire = r[side]["wire_bytes_total"].as_u64().unwrap() as f64;
+        assert!(
+            wire > 0.4 * values && wire < 0.8 * values,
+            "{side}: {wire} wire bytes for {values}"
+        );
+    }
+    let mut args = common.to_vec();
+    // no latency to draw: the picture must still come out (its log axis
+    // once looped forever on an empty panel)
+    args.extend([
+        "--producers",
+        "0",
+        "--consume-from",
+        "earliest",
+        "--messages",
+        &n_s,
+    ]);
+    let r = run(work.path(), &args);
+    check_side(&r, "consume", n, false);
+    assert_eq!(r["produce"]["messages_total"].as_u64(), Some(0));
+}

@@ -39,10 +39,32 @@ pub enum Keys {
     Zipf,
 }
 
+/// What the value bytes after the send time hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Payload {
+    /// Random bytes: incompressible, the worst case for a codec.
+    Bytes,
+    /// Random letters A–Z, as Kafka's `kafka-producer-perf-test` writes:
+    /// about 4.7 bits of entropy per byte.
+    Letters,
+}
+
+impl Payload {
+    fn byte(self, random: u64) -> u8 {
+        match self {
+            Payload::Bytes => random as u8,
+            Payload::Letters => b'A' + (random % 26) as u8,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Work {
     pub producers: usize,
     pub message_size: usize,
+    pub payload: Payload,
+    /// Codec of the produced batches (attributes bits 0–2).
+    pub compression: i16,
     pub keys: Keys,
     pub key_space: u64,
     pub zipf_s: f64,
@@ -236,9 +258,16 @@ pub async fn producer(
     let n = topo.parts.len();
     let keygen = keygen.clone_gen();
     let mut rng = Rng::new(id as u64 + 1);
-    // filler: random bytes, different per producer
+    // Values are slices of a pool, different per producer. Uncompressed,
+    // a small pool (cache-resident) with a fixed stride; compressed, a
+    // large one at random offsets, so a batch's records do not repeat each
+    // other and the codec sees only what the payload itself offers.
     let filler_len = w.message_size - 8;
-    let filler: Vec<u8> = (0..filler_len + 4096).map(|_| rng.next() as u8).collect();
+    let compressed = w.compression != odradek_engine::codec::NONE;
+    let pool = if compressed { 16 << 20 } else { 4096 };
+    let filler: Vec<u8> = (0..filler_len + pool)
+        .map(|_| w.payload.byte(rng.next()))
+        .collect();
     let mut conns: HashMap<i32, PConn> = HashMap::new();
     for tp in &topo.parts {
         if conns.contains_key(&tp.leader) {
@@ -329,7 +358,7 @@ pub async fn producer(
                     .filter(|&linger_end| linger_end <= sched);
                 if let Some(due) = closed {
                     let o = slot.take().unwrap();
-                    enqueue(&mut conns, &topo, part, o, due, &w, &stats);
+                    enqueue(&mut conns, &topo, part, o, due, &w, &stats)?;
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
                     }
@@ -340,7 +369,11 @@ pub async fn producer(
                     first_sched: sched,
                     sched: Vec::new(),
                 });
-                filler_off = (filler_off + 61) % 4096;
+                filler_off = if compressed {
+                    (rng.next() % pool as u64) as usize
+                } else {
+                    (filler_off + 61) % pool
+                };
                 let added = o.b.push(
                     c.unix_ms(sched),
                     key_bytes,
@@ -356,7 +389,7 @@ pub async fn producer(
                     // sends a full batch without waiting for the next record;
                     // it was due at its last record's time
                     if let Some(o) = open[part].take() {
-                        enqueue(&mut conns, &topo, part, o, sched, &w, &stats);
+                        enqueue(&mut conns, &topo, part, o, sched, &w, &stats)?;
                     }
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
@@ -397,7 +430,7 @@ pub async fn producer(
                 } else {
                     o.first_sched + w.linger_ns
                 };
-                enqueue(&mut conns, &topo, part, o, due, &w, &stats);
+                enqueue(&mut conns, &topo, part, o, due, &w, &stats)?;
                 if part == sticky && w.keys == Keys::None {
                     sticky = (sticky + 1) % n;
                 }
@@ -500,18 +533,26 @@ fn enqueue(
     due: u64,
     w: &Work,
     stats: &Stats,
-) {
+) -> Result<()> {
     let now = clock().now();
     if o.first_sched >= w.warm_end {
         record_since(&stats.breakdown.late, now, due);
     }
     let leader = topo.parts[part].leader;
+    // compressed here, in the producer's loop, as a Kafka producer does
+    // before it sends
+    let bytes = o.b.finish(w.compression)?;
+    stats
+        .produce
+        .wire_bytes
+        .fetch_add(bytes.len() as u64, Relaxed);
     conns.get_mut(&leader).unwrap().queue.push(Ready {
         part,
-        bytes: o.b.finish(),
+        bytes,
         sched: o.sched,
         ready_at: now,
     });
+    Ok(())
 }
 
 /// One Produce request with at most one batch per partition from the queue.
@@ -683,6 +724,7 @@ async fn fetch_loop(
     done: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> Result<()> {
     let c = clock();
+    let run_start_unix = c.to_unix_ns(0);
     let mut conn = proto::Conn::connect(&addr).await?;
     let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
     let mut reported = 0;
@@ -743,6 +785,15 @@ async fn fetch_loop(
                 let mut m_here = 0u64;
                 let mut b_here = 0u64;
                 let p = proto::parse_records(records, slot.1, |send_unix| {
+                    // A record written before this run (a backlog read with
+                    // `--consume-from earliest`) counts by when it arrived,
+                    // and its age is lag, not a latency.
+                    if send_unix < run_start_unix {
+                        if now >= w.warm_end {
+                            m_here += 1;
+                        }
+                        return;
+                    }
                     let sent = c.since_start_of_unix_ns(send_unix);
                     let us = (now_unix.saturating_sub(send_unix) / 1000).max(1);
                     if sent >= w.warm_end {
@@ -754,10 +805,18 @@ async fn fetch_loop(
                         lat_w.push(us);
                     }
                 });
+                if let Some(why) = &p.corrupt {
+                    if reported < 3 {
+                        reported += 1;
+                        eprintln!("fetch {}-{}: {why}", &*t.topic.0, pr.partition_index);
+                    }
+                    stats.consume.errors.fetch_add(1, Relaxed);
+                }
                 if let Some(next) = p.next_offset {
                     slot.1 = next;
                 }
                 msgs += p.messages;
+                stats.consume.wire_bytes.fetch_add(p.wire_bytes, Relaxed);
                 if let Some(b) = (p.value_bytes * m_here).checked_div(p.messages) {
                     b_here = b;
                 }

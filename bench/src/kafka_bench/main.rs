@@ -31,7 +31,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use client::{Keys, Topology, Tp, Work};
+use client::{Keys, Payload, Topology, Tp, Work};
 use proto::Result;
 use stats::{clock, Stats};
 
@@ -73,6 +73,40 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     num.parse::<f64>()
         .map(|n| Duration::from_secs_f64(n * mult))
         .map_err(|e| format!("{s}: {e}"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// RecordBatch attributes bits 0–2.
+    pub fn codec(self) -> i16 {
+        use odradek_engine::codec;
+        match self {
+            Compression::None => codec::NONE,
+            Compression::Gzip => codec::GZIP,
+            Compression::Snappy => codec::SNAPPY,
+            Compression::Lz4 => codec::LZ4,
+            Compression::Zstd => codec::ZSTD,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -164,9 +198,13 @@ pub struct Args {
     zipf_exponent: f64,
     #[arg(long, value_enum, default_value = "1")]
     acks: Acks,
-    /// Only `none` (no compression) is implemented.
-    #[arg(long, default_value = "none")]
-    compression: String,
+    /// Codec of the produced batches (the consumers decompress them).
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compression,
+    /// Value bytes after the send time: random `bytes` (incompressible) or
+    /// random `letters` A–Z (compressible, as kafka-producer-perf-test).
+    #[arg(long, value_enum, default_value = "bytes")]
+    payload: Payload,
     /// Producer batch size per partition.
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     batch_size: u64,
@@ -237,13 +275,6 @@ enum Target {
 }
 
 fn run(args: Args) -> Result<()> {
-    if args.compression != "none" {
-        return Err(format!(
-            "--compression {}: only `none` is implemented",
-            args.compression
-        )
-        .into());
-    }
     if args.message_size < 8 {
         return Err("--message-size must be at least 8 (send time prefix)".into());
     }
@@ -508,6 +539,8 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
     let work = Arc::new(Work {
         producers: producers.max(1),
         message_size: args.message_size as usize,
+        payload: args.payload,
+        compression: args.compression.codec(),
         keys: args.keys,
         key_space: args.key_space.max(1),
         zipf_s: args.zipf_exponent,
@@ -551,6 +584,8 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
     }
     if ptasks.is_empty() {
         stats.producers_done.store(true, Relaxed);
+    } else {
+        stats.produce.begin(warm_end);
     }
 
     // consumers: partitions split round-robin
@@ -592,6 +627,7 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
         }
     }
     let spawn_consumers = |stats: &Arc<Stats>| {
+        stats.consume.begin(c.now().max(warm_end));
         let mut v = Vec::new();
         for ci in 0..n_cons {
             let parts: Vec<(usize, i64)> = (0..topo.parts.len())

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::client::Topology;
 use crate::stats::{latency, Latency, Side, Stats, Tick};
-use crate::Args;
+use crate::{Args, Compression};
 
 #[derive(serde::Serialize, Default, Clone)]
 pub struct Machine {
@@ -30,6 +30,9 @@ pub struct SideReport {
     pub latency: Option<Latency>,
     /// All messages incl. warm-up.
     pub messages_total: u64,
+    /// RecordBatch bytes of all messages incl. warm-up, as sent or fetched
+    /// (compressed size with `--compression`).
+    pub wire_bytes_total: u64,
     pub errors: u64,
 }
 
@@ -140,6 +143,7 @@ fn side(s: &Side) -> SideReport {
         },
         latency: latency(&h),
         messages_total: s.all_msgs.load(Relaxed),
+        wire_bytes_total: s.wire_bytes.load(Relaxed),
         errors: s.errors.load(Relaxed),
     }
 }
@@ -339,6 +343,22 @@ pub fn print(r: &Report) {
         r.produce.errors,
         r.consume.errors
     );
+    if r.settings.compression != Compression::None {
+        let wire = |s: &SideReport| {
+            let values = s.messages_total * r.settings.message_size;
+            format!(
+                "{:.1} MB ({:.2} of the values)",
+                s.wire_bytes_total as f64 / 1e6,
+                s.wire_bytes_total as f64 / values.max(1) as f64
+            )
+        };
+        println!(
+            "{} batches on the wire: produced {}, fetched {}",
+            r.settings.compression.as_str(),
+            wire(&r.produce),
+            wire(&r.consume)
+        );
+    }
     println!(
         "CPU: client {:.2} s{}{}",
         r.client_cpu_s,
@@ -498,7 +518,13 @@ pub fn svg(r: &Report) -> String {
         .flatten()
         .filter(|v| *v > 0.0)
         .collect();
-    let lo = vals.iter().copied().fold(f64::MAX, f64::min).max(0.001);
+    // no latency at all (a consume-only run over a backlog): an empty
+    // 1–10 ms panel, not an axis from f64::MAX to infinity
+    let lo = if vals.is_empty() {
+        1.0
+    } else {
+        vals.iter().copied().fold(f64::MAX, f64::min).max(0.001)
+    };
     let hi = vals.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
     let (llo, lhi) = (lo.log10().floor(), hi.log10().ceil());
     let y2 = |v: f64| t2 + h2 - h2 * (v.max(lo).log10() - llo) / (lhi - llo).max(1.0);

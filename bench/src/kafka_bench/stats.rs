@@ -61,6 +61,9 @@ pub struct Side {
     pub first_ns: AtomicU64,
     pub last_ns: AtomicU64,
     pub errors: AtomicU64,
+    /// RecordBatch bytes sent or fetched, all (compressed size when the
+    /// batches are).
+    pub wire_bytes: AtomicU64,
     pub hist: Mutex<Histogram<u64>>,
     pub interval: Mutex<Histogram<u64>>,
 }
@@ -73,6 +76,7 @@ impl Side {
             all_msgs: AtomicU64::new(0),
             all_bytes: AtomicU64::new(0),
             first_ns: AtomicU64::new(u64::MAX),
+            wire_bytes: AtomicU64::new(0),
             last_ns: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             hist: Mutex::new(new_hist()),
@@ -82,6 +86,14 @@ impl Side {
 
     /// Count `msgs`/`bytes` completed at `now`; `measured` says whether they
     /// fall in the measurement window (after warm-up).
+    /// The measurement window starts no later than `t` (the end of the
+    /// warm-up, or when consumers of a backlog start), so the first counted
+    /// answer's own time is in it: one fetch that brings a whole backlog
+    /// still has a rate.
+    pub fn begin(&self, t: u64) {
+        self.first_ns.fetch_min(t, Relaxed);
+    }
+
     pub fn count(&self, now: u64, msgs: u64, bytes: u64, measured: bool) {
         self.all_msgs.fetch_add(msgs, Relaxed);
         self.all_bytes.fetch_add(bytes, Relaxed);
