@@ -45,16 +45,37 @@ pub enum Payload {
     /// Random bytes: incompressible, the worst case for a codec.
     Bytes,
     /// Random letters A–Z, as Kafka's `kafka-producer-perf-test` writes:
-    /// about 4.7 bits of entropy per byte.
+    /// about 4.7 bits of entropy per byte; codecs without entropy coding
+    /// (lz4, snappy) find nothing to shorten.
     Letters,
+    /// Words drawn at random from a vocabulary of 1024 made-up words,
+    /// space-separated: repeats within a batch, as in logs or JSON, which
+    /// every codec shortens.
+    Words,
 }
 
 impl Payload {
-    fn byte(self, random: u64) -> u8 {
+    /// `len` bytes of this payload.
+    fn fill(self, rng: &mut Rng, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 16);
         match self {
-            Payload::Bytes => random as u8,
-            Payload::Letters => b'A' + (random % 26) as u8,
+            Payload::Bytes => out.extend((0..len).map(|_| rng.next() as u8)),
+            Payload::Letters => out.extend((0..len).map(|_| b'A' + (rng.next() % 26) as u8)),
+            Payload::Words => {
+                let vocabulary: Vec<Vec<u8>> = (0..1024)
+                    .map(|_| {
+                        let n = 2 + rng.next() % 9;
+                        (0..n).map(|_| b'a' + (rng.next() % 26) as u8).collect()
+                    })
+                    .collect();
+                while out.len() < len {
+                    out.extend_from_slice(&vocabulary[(rng.next() % 1024) as usize]);
+                    out.push(b' ');
+                }
+                out.truncate(len);
+            }
         }
+        out
     }
 }
 
@@ -265,9 +286,7 @@ pub async fn producer(
     let filler_len = w.message_size - 8;
     let compressed = w.compression != odradek_engine::codec::NONE;
     let pool = if compressed { 16 << 20 } else { 4096 };
-    let filler: Vec<u8> = (0..filler_len + pool)
-        .map(|_| w.payload.byte(rng.next()))
-        .collect();
+    let filler = w.payload.fill(&mut rng, filler_len + pool);
     let mut conns: HashMap<i32, PConn> = HashMap::new();
     for tp in &topo.parts {
         if conns.contains_key(&tp.leader) {

@@ -201,8 +201,9 @@ pub struct Args {
     /// Codec of the produced batches (the consumers decompress them).
     #[arg(long, value_enum, default_value = "none")]
     compression: Compression,
-    /// Value bytes after the send time: random `bytes` (incompressible) or
-    /// random `letters` A–Z (compressible, as kafka-producer-perf-test).
+    /// Value bytes after the send time: random `bytes` (incompressible),
+    /// random `letters` A–Z (as kafka-producer-perf-test), or `words` from
+    /// a small vocabulary (repeats, as in logs).
     #[arg(long, value_enum, default_value = "bytes")]
     payload: Payload,
     /// Producer batch size per partition.
