@@ -734,6 +734,42 @@ pub async fn consumer(
     Ok(())
 }
 
+/// One Fetch request for `parts` at their offsets.
+fn fetch_request(parts: &[(usize, i64)], topo: &Topology, w: &Work) -> FetchRequest {
+    let mut req = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(w.fetch_max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(64 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1);
+    for &(p, off) in parts {
+        let tp = &topo.parts[p];
+        let name = TopicName(StrBytes::from_string(tp.topic.clone()));
+        let fp = FetchPartition::default()
+            .with_partition(tp.partition)
+            .with_fetch_offset(off)
+            .with_partition_max_bytes(w.fetch_max_bytes)
+            .with_current_leader_epoch(-1)
+            .with_last_fetched_epoch(-1)
+            .with_log_start_offset(-1);
+        match req.topics.iter_mut().find(|t| t.topic == name) {
+            Some(t) => t.partitions.push(fp),
+            None => req.topics.push(
+                FetchTopic::default()
+                    .with_topic(name)
+                    .with_partitions(vec![fp]),
+            ),
+        }
+    }
+    req
+}
+
+/// A Fetch loop over the partitions one leader serves. Like librdkafka,
+/// whose broker thread fetches while the application reads the records of
+/// the last answer, the next fetch goes out as soon as an answer's batch
+/// headers give the next offsets, and the records are walked while it is
+/// on its way: still one request in flight.
 async fn fetch_loop(
     addr: String,
     mut parts: Vec<(usize, i64)>,
@@ -747,46 +783,61 @@ async fn fetch_loop(
     let mut conn = proto::Conn::connect(&addr).await?;
     let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
     let mut reported = 0;
+    let slot_of = |parts: &[(usize, i64)], topic: &str, partition: i32| {
+        parts.iter().position(|(p, _)| {
+            topo.parts[*p].partition == partition && topo.parts[*p].topic.as_str() == topic
+        })
+    };
+    let mut in_flight = false;
     while !done() {
-        let mut req = FetchRequest::default()
-            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_max_wait_ms(w.fetch_max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(64 << 20)
-            .with_session_id(0)
-            .with_session_epoch(-1);
-        for &(p, off) in &parts {
-            let tp = &topo.parts[p];
-            let name = TopicName(StrBytes::from_string(tp.topic.clone()));
-            let fp = FetchPartition::default()
-                .with_partition(tp.partition)
-                .with_fetch_offset(off)
-                .with_partition_max_bytes(w.fetch_max_bytes)
-                .with_current_leader_epoch(-1)
-                .with_last_fetched_epoch(-1)
-                .with_log_start_offset(-1);
-            match req.topics.iter_mut().find(|t| t.topic == name) {
-                Some(t) => t.partitions.push(fp),
-                None => req.topics.push(
-                    FetchTopic::default()
-                        .with_topic(name)
-                        .with_partitions(vec![fp]),
-                ),
-            }
+        if !in_flight {
+            conn.send(
+                ApiKey::Fetch,
+                w.fetch_version,
+                &fetch_request(&parts, &topo, &w),
+            )
+            .await?;
         }
-        let resp: FetchResponse = conn.request(ApiKey::Fetch, w.fetch_version, &req).await?;
+        let resp: FetchResponse = conn.recv(ApiKey::Fetch, w.fetch_version).await?;
         if resp.error_code != 0 {
             return Err(format!("fetch error {}", resp.error_code).into());
         }
         let now = c.now();
         let now_unix = c.to_unix_ns(now);
+        // the next offsets, from the batch headers; the walk below reads
+        // from the offsets this answer was for
+        let from: Vec<i64> = parts.iter().map(|&(_, off)| off).collect();
+        let mut advanced = false;
+        for t in &resp.responses {
+            for pr in &t.partitions {
+                let Some(i) = slot_of(&parts, &t.topic.0, pr.partition_index) else {
+                    continue;
+                };
+                let next = pr
+                    .records
+                    .as_ref()
+                    .filter(|_| pr.error_code == 0)
+                    .and_then(|r| proto::next_offset(r, from[i]));
+                if let Some(next) = next.filter(|&n| n > from[i]) {
+                    parts[i].1 = next;
+                    advanced = true;
+                }
+            }
+        }
+        // an answer with data: fetch on now; one without waits below
+        in_flight = advanced && !done();
+        if in_flight {
+            conn.send(
+                ApiKey::Fetch,
+                w.fetch_version,
+                &fetch_request(&parts, &topo, &w),
+            )
+            .await?;
+        }
         let (mut msgs, mut measured, mut bytes_m, mut bytes_w) = (0u64, 0u64, 0u64, 0u64);
         for t in &resp.responses {
             for pr in &t.partitions {
-                let Some(slot) = parts.iter_mut().find(|(p, _)| {
-                    topo.parts[*p].partition == pr.partition_index
-                        && topo.parts[*p].topic.as_str() == &*t.topic.0
-                }) else {
+                let Some(i) = slot_of(&parts, &t.topic.0, pr.partition_index) else {
                     continue;
                 };
                 if pr.error_code != 0 {
@@ -803,7 +854,7 @@ async fn fetch_loop(
                 let Some(records) = &pr.records else { continue };
                 let mut m_here = 0u64;
                 let mut b_here = 0u64;
-                let p = proto::parse_records(records, slot.1, |send_unix| {
+                let p = proto::parse_records(records, from[i], |send_unix| {
                     // A record written before this run (a backlog read with
                     // `--consume-from earliest`) counts by when it arrived,
                     // and its age is lag, not a latency.
@@ -831,9 +882,6 @@ async fn fetch_loop(
                     }
                     stats.consume.errors.fetch_add(1, Relaxed);
                 }
-                if let Some(next) = p.next_offset {
-                    slot.1 = next;
-                }
                 msgs += p.messages;
                 stats.consume.wire_bytes.fetch_add(p.wire_bytes, Relaxed);
                 if let Some(b) = (p.value_bytes * m_here).checked_div(p.messages) {
@@ -851,7 +899,7 @@ async fn fetch_loop(
             stats.consume.count(now, measured, bytes_m, true);
         }
         stats.consume.record(&mut lat_m, &mut lat_w);
-        if msgs == 0 {
+        if !in_flight {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }

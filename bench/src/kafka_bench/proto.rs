@@ -164,9 +164,26 @@ impl Conn {
         version: i16,
         req: &Req,
     ) -> Result<Resp> {
+        self.send(key, version, req).await?;
+        self.recv(key, version).await
+    }
+
+    /// Write a request; its answer is the next [`Conn::recv`] (one request
+    /// in flight at a time on a `Conn`).
+    pub async fn send<Req: Encodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<()> {
         self.correlation += 1;
         let frame = encode_request(key, version, self.correlation, req, 256)?;
         self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Read the answer to the last request sent.
+    pub async fn recv<Resp: Decodable>(&mut self, key: ApiKey, version: i16) -> Result<Resp> {
         let frame = self.frames.read(&mut self.stream).await?;
         let (corr, resp) = decode_response(key, version, frame)?;
         if corr != self.correlation {
@@ -340,23 +357,11 @@ const DECOMPRESS_CAP: usize = 256 << 20;
 /// or after offset `from` whose value starts with an 8-byte send time.
 /// Compressed batches are decompressed, as a consumer would. A truncated
 /// batch at the end is ignored (it comes again in the next fetch).
-pub fn parse_records(mut records: &[u8], from: i64, mut each: impl FnMut(u64)) -> Parsed {
+pub fn parse_records(records: &[u8], from: i64, mut each: impl FnMut(u64)) -> Parsed {
     let mut p = Parsed::default();
-    while records.len() >= BATCH_HEADER {
-        let base = (&records[0..8]).get_i64();
-        let blen = (&records[8..12]).get_i32();
-        if blen < 49 || records.len() < 12 + blen as usize {
-            break;
-        }
-        let batch = &records[..12 + blen as usize];
-        records = &records[12 + blen as usize..];
+    for (base, end, batch) in batches(records, from) {
         let attributes = (&batch[21..23]).get_i16();
-        let last_delta = (&batch[23..27]).get_i32();
         let count = (&batch[57..61]).get_i32();
-        let end = base + last_delta as i64 + 1;
-        if end <= from {
-            continue;
-        }
         p.wire_bytes += batch.len() as u64;
         p.next_offset = Some(p.next_offset.unwrap_or(from).max(end));
         if attributes & 0x20 != 0 {
@@ -376,6 +381,38 @@ pub fn parse_records(mut records: &[u8], from: i64, mut each: impl FnMut(u64)) -
         }
     }
     p
+}
+
+/// The complete batches in `records` that end after offset `from`, as
+/// (base offset, offset after the last, batch bytes); reads headers only.
+fn batches(mut records: &[u8], from: i64) -> impl Iterator<Item = (i64, i64, &[u8])> {
+    std::iter::from_fn(move || loop {
+        if records.len() < BATCH_HEADER {
+            return None;
+        }
+        let base = (&records[0..8]).get_i64();
+        let blen = (&records[8..12]).get_i32();
+        if blen < 49 || records.len() < 12 + blen as usize {
+            return None;
+        }
+        let (batch, rest) = records.split_at(12 + blen as usize);
+        records = rest;
+        let last_delta = (&batch[23..27]).get_i32();
+        let end = base.saturating_add(last_delta as i64 + 1);
+        if end > from {
+            return Some((base, end, batch));
+        }
+    })
+}
+
+/// The offset after the last complete batch in `records` (what the next
+/// fetch asks for), from the batch headers alone: a consumer can send its
+/// next fetch before it walks the records.
+pub fn next_offset(records: &[u8], from: i64) -> Option<i64> {
+    batches(records, from)
+        .map(|(_, end, _)| end)
+        .max()
+        .map(|e| e.max(from))
 }
 
 /// The records of one uncompressed section (`count` of them, offsets from
@@ -484,6 +521,13 @@ mod tests {
             assert_eq!(
                 (p.messages, p.next_offset, p.corrupt),
                 (60, Some(100), None)
+            );
+            assert_eq!(next_offset(&set, 40), Some(100));
+            assert_eq!(next_offset(&set, 100), None);
+            assert_eq!(
+                next_offset(&set[..set.len() - 1], 40),
+                Some(50),
+                "truncated"
             );
             assert_eq!(seen[..10], (5040..5050).collect::<Vec<_>>()[..]);
             assert_eq!(seen[10..], (5000..5050).collect::<Vec<_>>()[..]);
