@@ -555,7 +555,7 @@ fn enqueue(
 ) -> Result<()> {
     let now = clock().now();
     if o.first_sched >= w.warm_end {
-        record_since(&stats.breakdown.late, now, due);
+        record_since(&mut stats.breakdown.late.lock().unwrap(), now, due);
     }
     let leader = topo.parts[part].leader;
     // compressed here, in the producer's loop, as a Kafka producer does
@@ -592,8 +592,9 @@ async fn send_request(
         .iter()
         .any(|r| r.sched.first().is_some_and(|&s| s >= w.warm_end));
     if measured {
+        let mut h = stats.breakdown.queued.lock().unwrap();
         for r in &taken {
-            record_since(&stats.breakdown.queued, now, r.ready_at);
+            record_since(&mut h, now, r.ready_at);
         }
     }
     let mut msgs = 0;
@@ -654,7 +655,7 @@ async fn produce_reader(
         permits.add_permits(1);
         let now = c.now();
         if let Some(sent) = inflight.sent_at {
-            record_since(&stats.breakdown.round_trip, now, sent);
+            record_since(&mut stats.breakdown.round_trip.lock().unwrap(), now, sent);
         }
         let mut errs: HashMap<(String, i32), i16> = HashMap::new();
         for t in &resp.responses {
@@ -782,7 +783,16 @@ async fn fetch_loop(
     let run_start_unix = c.to_unix_ns(0);
     let mut conn = proto::Conn::connect(&addr).await?;
     let (mut lat_m, mut lat_w) = (Vec::new(), Vec::new());
+    // a fetch error or a batch that does not decode: counted, and the
+    // first three logged
     let mut reported = 0;
+    let mut failed = |what: String| {
+        if reported < 3 {
+            reported += 1;
+            eprintln!("{what}");
+        }
+        stats.consume.errors.fetch_add(1, Relaxed);
+    };
     let slot_of = |parts: &[(usize, i64)], topic: &str, partition: i32| {
         parts.iter().position(|(p, _)| {
             topo.parts[*p].partition == partition && topo.parts[*p].topic.as_str() == topic
@@ -841,14 +851,10 @@ async fn fetch_loop(
                     continue;
                 };
                 if pr.error_code != 0 {
-                    if reported < 3 {
-                        reported += 1;
-                        eprintln!(
-                            "fetch error {} on {}-{}",
-                            pr.error_code, &*t.topic.0, pr.partition_index
-                        );
-                    }
-                    stats.consume.errors.fetch_add(1, Relaxed);
+                    failed(format!(
+                        "fetch error {} on {}-{}",
+                        pr.error_code, &*t.topic.0, pr.partition_index
+                    ));
                     continue;
                 }
                 let Some(records) = &pr.records else { continue };
@@ -876,11 +882,10 @@ async fn fetch_loop(
                     }
                 });
                 if let Some(why) = &p.corrupt {
-                    if reported < 3 {
-                        reported += 1;
-                        eprintln!("fetch {}-{}: {why}", &*t.topic.0, pr.partition_index);
-                    }
-                    stats.consume.errors.fetch_add(1, Relaxed);
+                    failed(format!(
+                        "fetch {}-{}: {why}",
+                        &*t.topic.0, pr.partition_index
+                    ));
                 }
                 msgs += p.messages;
                 stats.consume.wire_bytes.fetch_add(p.wire_bytes, Relaxed);

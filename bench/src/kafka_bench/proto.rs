@@ -343,8 +343,6 @@ pub struct Parsed {
     pub messages: u64,
     pub value_bytes: u64,
     pub wire_bytes: u64,
-    /// Offset after the last complete record seen (>= `from`), if any.
-    pub next_offset: Option<i64>,
     /// The first batch whose records did not decompress.
     pub corrupt: Option<String>,
 }
@@ -359,11 +357,10 @@ const DECOMPRESS_CAP: usize = 256 << 20;
 /// batch at the end is ignored (it comes again in the next fetch).
 pub fn parse_records(records: &[u8], from: i64, mut each: impl FnMut(u64)) -> Parsed {
     let mut p = Parsed::default();
-    for (base, end, batch) in batches(records, from) {
+    for (base, _end, batch) in batches(records, from) {
         let attributes = (&batch[21..23]).get_i16();
         let count = (&batch[57..61]).get_i32();
         p.wire_bytes += batch.len() as u64;
-        p.next_offset = Some(p.next_offset.unwrap_or(from).max(end));
         if attributes & 0x20 != 0 {
             continue; // control batch (transaction marker)
         }
@@ -449,7 +446,7 @@ fn walk_records(
         let Some(vl) = get_varint(&mut rec) else {
             break;
         };
-        if base + od < from {
+        if base.saturating_add(od) < from {
             continue;
         }
         p.messages += 1;
@@ -488,7 +485,7 @@ mod tests {
         let mut seen = vec![];
         let p = parse_records(&bytes, 2, |ns| seen.push(ns));
         assert_eq!(p.messages, 8);
-        assert_eq!(p.next_offset, Some(10));
+        assert_eq!(next_offset(&bytes, 2), Some(10));
         assert_eq!(seen, (1002..1010).collect::<Vec<_>>());
     }
 
@@ -519,7 +516,7 @@ mod tests {
             let mut seen = vec![];
             let p = parse_records(&set, 40, |ns| seen.push(ns));
             assert_eq!(
-                (p.messages, p.next_offset, p.corrupt),
+                (p.messages, next_offset(&set, 40), p.corrupt),
                 (60, Some(100), None)
             );
             assert_eq!(next_offset(&set, 40), Some(100));
@@ -552,6 +549,9 @@ mod tests {
         let mut seen = vec![];
         let p = parse_records(&bad, 0, |ns| seen.push(ns));
         assert!(p.corrupt.as_deref().unwrap().contains("offset 0"), "{p:?}");
-        assert_eq!((p.messages, p.next_offset, seen), (1, Some(2), vec![2]));
+        assert_eq!(
+            (p.messages, next_offset(&bad, 0), seen),
+            (1, Some(2), vec![2])
+        );
     }
 }

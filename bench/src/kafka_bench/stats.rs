@@ -84,8 +84,6 @@ impl Side {
         }
     }
 
-    /// Count `msgs`/`bytes` completed at `now`; `measured` says whether they
-    /// fall in the measurement window (after warm-up).
     /// The measurement window starts no later than `t` (the end of the
     /// warm-up, or when consumers of a backlog start), so the first counted
     /// answer's own time is in it: one fetch that brings a whole backlog
@@ -94,6 +92,8 @@ impl Side {
         self.first_ns.fetch_min(t, Relaxed);
     }
 
+    /// Count `msgs`/`bytes` completed at `now`; `measured` says whether they
+    /// fall in the measurement window (after warm-up).
     pub fn count(&self, now: u64, msgs: u64, bytes: u64, measured: bool) {
         self.all_msgs.fetch_add(msgs, Relaxed);
         self.all_bytes.fetch_add(bytes, Relaxed);
@@ -127,9 +127,8 @@ impl Side {
 }
 
 /// Record `now - since` (clock ns) in µs, at least 1 (the histogram's floor).
-pub fn record_since(h: &Mutex<Histogram<u64>>, now: u64, since: u64) {
-    let us = (now.saturating_sub(since) / 1000).max(1);
-    h.lock().unwrap().saturating_record(us);
+pub fn record_since(h: &mut Histogram<u64>, now: u64, since: u64) {
+    h.saturating_record((now.saturating_sub(since) / 1000).max(1));
 }
 
 /// Where a produced message's latency goes, per batch or request (µs,
