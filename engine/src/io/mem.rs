@@ -36,13 +36,69 @@ const MEM_PAGE: u64 = 4096;
 
 /// Handle to one in-memory file.
 #[derive(Clone, Debug)]
-pub struct MemFile(Rc<RefCell<FileData>>, Rc<Cell<u64>>);
+pub struct MemFile(Rc<RefCell<FileData>>, Rc<Syncs>);
+
+/// Shared by a storage's files: the fdatasync count.
+#[derive(Default, Debug)]
+struct Syncs {
+    count: Cell<u64>,
+}
+
+type Task = std::pin::Pin<Box<dyn Future<Output = ()>>>;
+
+thread_local! {
+    /// Files whose syncs are held back (see [`MemStorage::hold_syncs`]), by
+    /// address; per thread, as each test runs on its own.
+    static HELD_FILES: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Directories whose syncs are held back.
+    static HELD_DIRS: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    /// Tasks spawned while syncs are held; [`block_on`] polls them.
+    static HELD_TASKS: RefCell<Vec<Task>> = const { RefCell::new(Vec::new()) };
+}
+
+fn syncs_held() -> bool {
+    HELD_FILES.with(|h| !h.borrow().is_empty()) || HELD_DIRS.with(|h| !h.borrow().is_empty())
+}
+
+fn release_held() {
+    HELD_FILES.with(|h| h.borrow_mut().clear());
+    HELD_DIRS.with(|h| h.borrow_mut().clear());
+}
+
+/// Pending while `held` says so.
+async fn unless_held(held: impl Fn() -> bool) {
+    std::future::poll_fn(|_| {
+        if held() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
+}
+
+/// Poll every held task once; drop those that finished.
+fn poll_held_tasks(cx: &mut Context<'_>) {
+    let tasks = HELD_TASKS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    let mut pending = Vec::new();
+    for mut task in tasks {
+        if task.as_mut().poll(cx).is_pending() {
+            pending.push(task);
+        }
+    }
+    // Tasks spawned by the ones just polled come after them.
+    HELD_TASKS.with(|t| {
+        let mut t = t.borrow_mut();
+        pending.append(&mut t);
+        *t = pending;
+    });
+}
 
 #[derive(Default, Debug)]
 struct Fs {
     files: BTreeMap<PathBuf, MemFile>,
     dirs: BTreeSet<PathBuf>,
-    syncs: Rc<Cell<u64>>,
+    syncs: Rc<Syncs>,
 }
 
 /// An in-memory file system and clock.
@@ -66,7 +122,29 @@ impl MemStorage {
 
     /// Number of fdatasyncs issued so far (to check group commit).
     pub fn sync_count(&self) -> u64 {
-        self.fs.borrow().syncs.get()
+        self.fs.borrow().syncs.count.get()
+    }
+
+    /// Hold the syncs of the file at `path` (fdatasync) or, if no file is
+    /// there, of the directory `path` back until [`Self::release_syncs`]:
+    /// they stay pending, and tasks spawned meanwhile are queued and polled
+    /// by [`block_on`] instead of run to completion at once. Lets a test
+    /// stop background work (a seal, a flush) in the middle while the rest
+    /// goes on.
+    pub fn hold_syncs(&self, path: &Path) {
+        match self.fs.borrow().files.get(path) {
+            Some(f) => {
+                let addr = Rc::as_ptr(&f.0) as usize;
+                HELD_FILES.with(|h| h.borrow_mut().push(addr));
+            }
+            None => HELD_DIRS.with(|h| h.borrow_mut().push(path.to_owned())),
+        }
+    }
+
+    /// Let held syncs complete and run the queued tasks to the end.
+    pub fn release_syncs(&self) {
+        release_held();
+        block_on(std::future::ready(()));
     }
 
     /// Simulate a power cut: each file keeps its durable bytes and, chosen by
@@ -80,6 +158,9 @@ impl MemStorage {
             rng ^= rng << 17;
             rng
         };
+        // The power cut stops whatever was waiting.
+        HELD_TASKS.with(|t| t.borrow_mut().clear());
+        release_held();
         let fs = self.fs.borrow();
         for file in fs.files.values() {
             let mut f = file.0.borrow_mut();
@@ -167,9 +248,11 @@ impl StorageFile for MemFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        let addr = Rc::as_ptr(&self.0) as usize;
+        unless_held(|| HELD_FILES.with(|h| h.borrow().contains(&addr))).await;
         let mut f = self.0.borrow_mut();
         f.durable = f.data.clone();
-        self.1.set(self.1.get() + 1);
+        self.1.count.set(self.1.count.get() + 1);
         Ok(())
     }
 
@@ -280,15 +363,20 @@ impl Storage for MemStorage {
             .collect())
     }
 
-    async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        unless_held(|| HELD_DIRS.with(|h| h.borrow().iter().any(|d| d == path))).await;
         let syncs = self.fs.borrow().syncs.clone();
-        syncs.set(syncs.get() + 1);
+        syncs.count.set(syncs.count.get() + 1);
         Ok(())
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + 'static) {
-        // In-memory I/O never waits, so the task finishes right here.
-        block_on(task);
+        if syncs_held() {
+            HELD_TASKS.with(|t| t.borrow_mut().push(Box::pin(task)));
+        } else {
+            // In-memory I/O never waits, so the task finishes right here.
+            block_on(task);
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -296,16 +384,29 @@ impl Storage for MemStorage {
     }
 }
 
-/// Run a future whose I/O is all in memory to completion.
+/// Run a future whose I/O is all in memory to completion, polling the
+/// tasks spawned while syncs were held (see [`MemStorage::hold_syncs`])
+/// alongside; returns once the future is done and, unless syncs are held,
+/// every such task too.
 ///
 /// Panics if the future waits on something that never wakes it, which with
 /// [`MemStorage`] means a bug in the code under test.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());
+    let mut out = None;
     for _ in 0..1_000_000 {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
+        if out.is_none() {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                out = Some(v);
+            }
+        }
+        poll_held_tasks(&mut cx);
+        let queued = HELD_TASKS.with(|t| !t.borrow().is_empty());
+        if !queued || syncs_held() {
+            if let Some(v) = out.take() {
+                return v;
+            }
         }
     }
     panic!("block_on: future did not complete over in-memory storage");

@@ -380,7 +380,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         out.sync_data().await.map_err(io_err(&cleaned_path))?;
         self.crash_point()?;
-        let _guard = self.append_lock.lock().await;
+        let _guard = self.lock_settled().await;
         let unchanged = self.failed.borrow().is_none() && {
             let st = self.state.borrow();
             let n = st.segment_count();

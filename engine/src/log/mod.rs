@@ -328,6 +328,18 @@ struct Queued {
     reply: flume::Sender<Result<AppendInfo, LogError>>,
 }
 
+/// What a roll leaves for its seal task (see [`PartitionLog::roll`]).
+struct Seal<F> {
+    /// The old segment as it was sealed (its indexes to write).
+    sealed: Segment<F>,
+    /// The old segment's file.
+    file: F,
+    /// The producer snapshot at `base`, encoded at the roll.
+    snapshot: Vec<u8>,
+    /// The new segment's base.
+    base: u64,
+}
+
 /// Bounds of one combined write. 1 MiB, not more: io_uring hands a large
 /// buffered write to an io-wq worker, so an 8 MiB round of 1 MiB batches
 /// copied into the page cache on another thread, serialized behind the
@@ -345,6 +357,8 @@ pub struct PartitionLog<S: Storage> {
     /// Held by the block reservation in flight (at most one, see
     /// [`Self::reserve_blocks`]).
     reserving: std::sync::Arc<async_lock::Mutex<()>>,
+    /// Held by the seal in flight (at most one, see [`Self::roll`]).
+    sealing: std::sync::Arc<async_lock::Mutex<()>>,
     /// Appends validated and waiting for the writer task.
     queue: RefCell<std::collections::VecDeque<Queued>>,
     /// The writer task is running.
@@ -385,6 +399,7 @@ impl<S: Storage> PartitionLog<S> {
             dir,
             append_lock: async_lock::Mutex::new(()),
             reserving: Default::default(),
+            sealing: Default::default(),
             queue: RefCell::new(Default::default()),
             writing: Cell::new(false),
             waiters: RefCell::new(BTreeMap::new()),
@@ -453,7 +468,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Drop every segment and start again, empty, at `offset` (a replica
     /// that installs its leader's snapshot).
     pub async fn reset(self: &Rc<Self>, offset: u64) -> Result<(), LogError> {
-        let _guard = self.append_lock.lock().await;
+        let _guard = self.lock_settled().await;
         self.check_failed()?;
         self.reset_to(offset).await?;
         self.wake_readers();
@@ -678,48 +693,98 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Seal the active segment (sync it, write its indexes) and start a new
-    /// one at `base`. Called with the append lock held.
+    /// Seal the active segment and start a new one at `base`. Called with
+    /// the append lock held, so only what must come before the first write
+    /// to the new segment is done here: the old segment's fdatasync. Were
+    /// the new segment's bytes written first, writeback could put them on
+    /// disk before the old tail, and a crash would leave a gap recovery
+    /// cannot tell from a compacted hole (the log would not be a prefix of
+    /// what was appended). The rest, half of the syncs a roll used to make
+    /// under the lock (indexes, producer snapshot, the new name's directory
+    /// entry), runs in a seal task beside the appends (docs/benchmarks.md,
+    /// "Rolls off the append path"); a flush takes its ticket only while
+    /// no seal runs, so nothing in the new segment is durable before its
+    /// name is. A crash before the seal finished leaves a sealed segment
+    /// without indexes, which recovery rebuilds.
     async fn roll(self: &Rc<Self>, base: u64) -> Result<(), LogError> {
-        let (old_file, old_base, sealed, end) = {
-            let st = self.state.borrow();
-            let a = st.active();
-            let mut sealed = a.clone();
-            sealed.seal();
-            (a.file.clone(), a.base_offset, sealed, st.log_end_offset())
-        };
-        let log_path = self.path(old_base, LOG_SUFFIX);
+        // One seal at a time: a roll waits for the previous one.
+        let sealing = self.sealing.lock_arc().await;
+        // No reservation may land on the old file after the seal cut it.
         self.reservation_done().await;
-        if sealed.reserved_to > sealed.size {
-            // Truncating to the length frees the reserved blocks past it.
-            old_file
-                .set_len(sealed.size)
-                .await
-                .map_err(io_err(&log_path))?;
-        }
-        let started = std::time::Instant::now();
-        old_file.sync_data().await.map_err(io_err(&log_path))?;
-        crate::stats::record_fsync(started.elapsed());
-        let ticket = {
-            let mut st = self.state.borrow_mut();
-            let ticket = st.begin_flush();
-            debug_assert_eq!(ticket.end_offset, end);
-            st.complete_flush(&ticket, self.storage.now_ms());
-            ticket
+        let (mut sealed, ticket) = {
+            let st = self.state.borrow();
+            // The flush that makes the whole old segment durable.
+            (st.active().clone(), st.begin_flush())
         };
+        sealed.seal();
+        let log_path = self.path(sealed.base_offset, LOG_SUFFIX);
+        let started = std::time::Instant::now();
+        ticket.file.sync_data().await.map_err(io_err(&log_path))?;
+        crate::stats::record_fsync(started.elapsed());
+        let now = self.storage.now_ms();
+        self.state.borrow_mut().complete_flush(&ticket, now);
         self.wake_waiters();
         self.drop_cache_behind(&ticket);
-        write_indexes(&self.storage, &self.dir, &sealed).await?;
-        // The state now covers exactly the offsets below `base`. The new
-        // segment's creation syncs the directory, making the name durable.
-        self.write_producer_snapshot(base).await;
         let file = self.create_segment_file(base).await?;
-        let now = self.storage.now_ms();
-        self.state
-            .borrow_mut()
-            .push_segment(Segment::new(base, file, now));
+        let seal = {
+            let mut st = self.state.borrow_mut();
+            // Producer state at exactly `base`, before appends move it on.
+            let snapshot = st.producers().encode_snapshot(base);
+            st.push_segment(Segment::new(base, file, self.storage.now_ms()));
+            Seal {
+                sealed,
+                file: ticket.file,
+                snapshot,
+                base,
+            }
+        };
         tracing::info!(dir = %self.dir.display(), base, "segment rolled");
+        let log = self.clone();
+        self.storage.spawn(async move {
+            log.seal(seal).await;
+            drop(sealing);
+        });
         Ok(())
+    }
+
+    /// The rest of a roll (see [`Self::roll`]). Indexes and snapshot are
+    /// only logged when they cannot be written (the next open rebuilds
+    /// them); a failed directory sync fails the log, as a failed flush does.
+    async fn seal(self: &Rc<Self>, seal: Seal<S::File>) {
+        let Seal {
+            sealed,
+            file,
+            snapshot,
+            base,
+        } = seal;
+        if sealed.reserved_to > sealed.size {
+            // Truncating to the length frees the reserved blocks past it.
+            if let Err(e) = file.set_len(sealed.size).await {
+                let path = self.path(sealed.base_offset, LOG_SUFFIX);
+                tracing::warn!(path = %path.display(), "freeing reserved blocks: {e}");
+            }
+        }
+        if let Err(e) = write_indexes(&self.storage, &self.dir, &sealed).await {
+            tracing::warn!(dir = %self.dir.display(), base = sealed.base_offset, "writing indexes: {e}; the next open rebuilds them");
+        }
+        self.write_producer_snapshot(base, snapshot).await;
+        // The new segment's name (and the snapshot's), before any flush of it.
+        if let Err(e) = self.storage.sync_dir(&self.dir).await {
+            self.fail(format!("syncing {} failed: {e}", self.dir.display()));
+        }
+    }
+
+    /// Wait for the seal in flight, if any, to finish.
+    async fn seal_done(&self) {
+        drop(self.sealing.lock().await);
+    }
+
+    /// The append lock, once no seal is in flight: for changes that cut,
+    /// delete or replace files a seal could still be writing.
+    async fn lock_settled(&self) -> async_lock::MutexGuard<'_, ()> {
+        let guard = self.append_lock.lock().await;
+        self.seal_done().await;
+        guard
     }
 
     /// Flush if the policy says so (after an append, or on a timer tick).
@@ -814,7 +879,15 @@ impl<S: Storage> PartitionLog<S> {
         self.storage.spawn(async move {
             loop {
                 this.flush_again.set(false);
-                let ticket = this.state.borrow().begin_flush();
+                if this.failed.borrow().is_some() {
+                    break;
+                }
+                // No roll can start while the guard is held, and a seal in
+                // flight finishes first (see `roll`).
+                let ticket = {
+                    let _no_seal = this.sealing.lock().await;
+                    this.state.borrow().begin_flush()
+                };
                 if ticket.end_offset > this.state.borrow().durable_end_offset() {
                     let started = std::time::Instant::now();
                     if let Err(e) = ticket.file.sync_data().await {
@@ -915,6 +988,9 @@ impl<S: Storage> PartitionLog<S> {
 
     /// fdatasync now and return the durable end offset.
     pub async fn flush(self: &Rc<Self>) -> Result<u64, LogError> {
+        // A seal may still be writing indexes after its sync made the
+        // durable end pass the old segment.
+        self.seal_done().await;
         let end = self.log_end_offset();
         if end == 0 || end <= self.durable_end_offset() {
             return Ok(self.durable_end_offset());
@@ -1043,7 +1119,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Remove every record at or after `offset` (Raft log truncation). Cuts
     /// at the start of the batch that holds `offset`; returns the new log end.
     pub async fn truncate_to(self: &Rc<Self>, offset: u64) -> Result<u64, LogError> {
-        let _guard = self.append_lock.lock().await;
+        let _guard = self.lock_settled().await;
         self.check_failed()?;
         let (end, first_base) = {
             let st = self.state.borrow();
@@ -1177,8 +1253,7 @@ impl<S: Storage> PartitionLog<S> {
     /// only the two newest snapshots. Failure is logged, not returned: a
     /// missing or torn snapshot only makes the next open walk more of the
     /// log (a torn one fails its checksum).
-    async fn write_producer_snapshot(&self, at: u64) {
-        let bytes = self.state.borrow().producers().encode_snapshot(at);
+    async fn write_producer_snapshot(&self, at: u64, bytes: Vec<u8>) {
         let path = self.path(at, PRODUCER_SNAPSHOT_SUFFIX);
         let written = async {
             let f = self.storage.open(&path, true).await?;
@@ -1244,7 +1319,8 @@ impl<S: Storage> PartitionLog<S> {
         self.state.borrow().producers().clone()
     }
 
-    /// A new, empty `.log` for a segment at `base`, its name made durable.
+    /// A new, empty `.log` for a segment at `base`; its name is not yet
+    /// durable (the caller syncs the directory).
     async fn create_segment_file(&self, base: u64) -> Result<S::File, LogError> {
         let path = self.path(base, LOG_SUFFIX);
         let file = self
@@ -1253,10 +1329,6 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(io_err(&path))?;
         file.set_len(0).await.map_err(io_err(&path))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(io_err(&self.dir))?;
         Ok(file)
     }
 
@@ -1267,6 +1339,10 @@ impl<S: Storage> PartitionLog<S> {
         // The new segment may reuse the name of the first old one.
         self.delete_segment_files(old.iter().copied()).await?;
         let file = self.create_segment_file(offset).await?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_err(&self.dir))?;
         let now = self.storage.now_ms();
         self.state
             .borrow_mut()
@@ -1291,7 +1367,7 @@ impl<S: Storage> PartitionLog<S> {
     /// never the active one. Returns how many were deleted. Idle
     /// idempotent producers expire on the same pass.
     pub async fn enforce_retention(self: &Rc<Self>) -> Result<usize, LogError> {
-        let _guard = self.append_lock.lock().await;
+        let _guard = self.lock_settled().await;
         let now = self.storage.now_ms();
         let expired = self.state.borrow_mut().expire_producers(now);
         if expired > 0 {
@@ -1310,7 +1386,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Flush and stop; the files stay for the next open.
     pub async fn close(self: &Rc<Self>) -> Result<(), LogError> {
-        let _guard = self.append_lock.lock().await;
+        let _guard = self.lock_settled().await;
         if self.failed.borrow().is_none() {
             self.flush().await?;
         }
@@ -1319,7 +1395,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Delete the partition: its directory and every file in it.
     pub async fn delete(self: &Rc<Self>) -> Result<(), LogError> {
-        let _guard = self.append_lock.lock().await;
+        let _guard = self.lock_settled().await;
         self.refuse_writes("partition deleted".into());
         self.storage
             .remove_dir_all(&self.dir)

@@ -1654,3 +1654,86 @@ fn replicated_producer_state_survives_rolls_truncation_and_restarts() {
     assert_eq!(judge(&log, 2), Some((2, 2)));
     assert_eq!(judge(&log, 3), None);
 }
+
+/// A roll syncs the old segment before the first write to the new one and
+/// leaves the rest (indexes, producer snapshot, the directory sync that
+/// makes the new name durable) to a seal task: with the directory's sync
+/// held back, appends go on into the new segment, the old one is durable,
+/// a flush asked for meanwhile does not make the new segment durable
+/// before its name is, a crash at that point recovers a prefix of what
+/// was appended holding everything durable, and once the seal finishes
+/// the old segment is indexed and the snapshot written.
+#[test]
+fn appends_go_on_while_a_roll_seals_and_durability_stays_in_order() {
+    // seed None: let the seal finish; Some: crash while it waits.
+    for seed in std::iter::once(None).chain((0..16).map(Some)) {
+        let s = MemStorage::new(0);
+        let (log, _) = open(&s, small_config());
+        let mut appended: Vec<(u64, Vec<u8>)> = Vec::new();
+        let append = |log: &Rc<PartitionLog<MemStorage>>, appended: &mut Vec<(u64, Vec<u8>)>| {
+            let info = block_on(log.append(batch(1, 200, 1), 1)).unwrap();
+            let stored = block_on(log.read_bytes(info.base_offset, 1)).unwrap();
+            appended.push((info.base_offset, stored.to_vec()));
+        };
+        for _ in 0..6 {
+            append(&log, &mut appended);
+        }
+        assert_eq!(block_on(log.flush()).unwrap(), 6);
+        s.hold_syncs(Path::new(DIR));
+        while log.segment_count() == 1 {
+            append(&log, &mut appended);
+        }
+        let new_base = log.segment_bases()[1];
+        for _ in 0..3 {
+            append(&log, &mut appended);
+        }
+        // The roll's batch and three more.
+        assert_eq!(log.log_end_offset(), new_base + 4, "appends went on");
+        assert_eq!(
+            log.durable_end_offset(),
+            new_base,
+            "the roll synced the old segment"
+        );
+        log.start_flush();
+        block_on(std::future::ready(()));
+        assert_eq!(
+            log.durable_end_offset(),
+            new_base,
+            "nothing in the new segment is durable before its name is"
+        );
+        match seed {
+            None => {
+                s.release_syncs();
+                assert_eq!(block_on(log.flush()).unwrap(), new_base + 4);
+                let names = block_on(s.list(Path::new(DIR))).unwrap();
+                for sfx in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    let name = segment::file_name(0, sfx);
+                    assert!(names.contains(&name), "{name} in {names:?}");
+                }
+                assert_eq!(snapshot_files(&s), vec![new_base]);
+            }
+            Some(seed) => {
+                let durable = log.durable_end_offset();
+                drop(log);
+                s.crash(seed);
+                let (log, _) = open(&s, small_config());
+                let end = log.log_end_offset();
+                assert!(
+                    end >= durable,
+                    "seed {seed}: durable offset {durable} lost, log ends at {end}"
+                );
+                assert!(
+                    end <= new_base + 4,
+                    "seed {seed}: recovered log invents data"
+                );
+                for (off, bytes) in appended.iter().filter(|(o, _)| *o < end) {
+                    let got = block_on(log.read_bytes(*off, 1)).unwrap();
+                    assert_eq!(&got[..], &bytes[..], "seed {seed}: offset {off}");
+                }
+                // The recovered log takes appends where it ends.
+                let info = block_on(log.append(batch(1, 200, 1), 1)).unwrap();
+                assert_eq!(info.base_offset, end);
+            }
+        }
+    }
+}
