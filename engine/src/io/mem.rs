@@ -36,13 +36,7 @@ const MEM_PAGE: u64 = 4096;
 
 /// Handle to one in-memory file.
 #[derive(Clone, Debug)]
-pub struct MemFile(Rc<RefCell<FileData>>, Rc<Syncs>);
-
-/// Shared by a storage's files: the fdatasync count.
-#[derive(Default, Debug)]
-struct Syncs {
-    count: Cell<u64>,
-}
+pub struct MemFile(Rc<RefCell<FileData>>, Rc<Cell<u64>>);
 
 type Task = std::pin::Pin<Box<dyn Future<Output = ()>>>;
 
@@ -98,7 +92,7 @@ fn poll_held_tasks(cx: &mut Context<'_>) {
 struct Fs {
     files: BTreeMap<PathBuf, MemFile>,
     dirs: BTreeSet<PathBuf>,
-    syncs: Rc<Syncs>,
+    syncs: Rc<Cell<u64>>,
 }
 
 /// An in-memory file system and clock.
@@ -122,7 +116,7 @@ impl MemStorage {
 
     /// Number of fdatasyncs issued so far (to check group commit).
     pub fn sync_count(&self) -> u64 {
-        self.fs.borrow().syncs.count.get()
+        self.fs.borrow().syncs.get()
     }
 
     /// Hold the syncs of the file at `path` (fdatasync) or, if no file is
@@ -252,7 +246,7 @@ impl StorageFile for MemFile {
         unless_held(|| HELD_FILES.with(|h| h.borrow().contains(&addr))).await;
         let mut f = self.0.borrow_mut();
         f.durable = f.data.clone();
-        self.1.count.set(self.1.count.get() + 1);
+        self.1.set(self.1.get() + 1);
         Ok(())
     }
 
@@ -366,7 +360,7 @@ impl Storage for MemStorage {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         unless_held(|| HELD_DIRS.with(|h| h.borrow().iter().any(|d| d == path))).await;
         let syncs = self.fs.borrow().syncs.clone();
-        syncs.count.set(syncs.count.get() + 1);
+        syncs.set(syncs.get() + 1);
         Ok(())
     }
 

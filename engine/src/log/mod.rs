@@ -332,8 +332,6 @@ struct Queued {
 struct Seal<F> {
     /// The old segment as it was sealed (its indexes to write).
     sealed: Segment<F>,
-    /// The old segment's file.
-    file: F,
     /// The producer snapshot at `base`, encoded at the roll.
     snapshot: Vec<u8>,
     /// The new segment's base.
@@ -699,12 +697,12 @@ impl<S: Storage> PartitionLog<S> {
     /// the new segment's bytes written first, writeback could put them on
     /// disk before the old tail, and a crash would leave a gap recovery
     /// cannot tell from a compacted hole (the log would not be a prefix of
-    /// what was appended). The rest, half of the syncs a roll used to make
-    /// under the lock (indexes, producer snapshot, the new name's directory
-    /// entry), runs in a seal task beside the appends (docs/benchmarks.md,
-    /// "Rolls off the append path"); a flush takes its ticket only while
-    /// no seal runs, so nothing in the new segment is durable before its
-    /// name is. A crash before the seal finished leaves a sealed segment
+    /// what was appended). The rest, four of the five syncs a roll used
+    /// to make under the lock (indexes, producer snapshot, the new name's
+    /// directory entry), runs in a seal task beside the appends
+    /// (docs/benchmarks.md, "Rolls off the append path"); a flush takes its
+    /// ticket only while no seal runs, so nothing in the new segment is
+    /// durable before its name is. A crash before the seal finished leaves a sealed segment
     /// without indexes, which recovery rebuilds.
     async fn roll(self: &Rc<Self>, base: u64) -> Result<(), LogError> {
         // One seal at a time: a roll waits for the previous one.
@@ -733,7 +731,6 @@ impl<S: Storage> PartitionLog<S> {
             st.push_segment(Segment::new(base, file, self.storage.now_ms()));
             Seal {
                 sealed,
-                file: ticket.file,
                 snapshot,
                 base,
             }
@@ -753,13 +750,12 @@ impl<S: Storage> PartitionLog<S> {
     async fn seal(self: &Rc<Self>, seal: Seal<S::File>) {
         let Seal {
             sealed,
-            file,
             snapshot,
             base,
         } = seal;
         if sealed.reserved_to > sealed.size {
             // Truncating to the length frees the reserved blocks past it.
-            if let Err(e) = file.set_len(sealed.size).await {
+            if let Err(e) = sealed.file.set_len(sealed.size).await {
                 let path = self.path(sealed.base_offset, LOG_SUFFIX);
                 tracing::warn!(path = %path.display(), "freeing reserved blocks: {e}");
             }
