@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use odradek_node::replication::transport::{
-    encode_hello, GroupId, SendError, Transport, TransportConfig, MAGIC,
+    encode_hello, GroupId, SendError, Transport, TransportConfig, TransportStats, MAGIC,
 };
 use raft::eraftpb::{Entry, Message, MessageType};
 
@@ -99,6 +99,19 @@ fn send_until_received(t: &Transport, from: u64, to: u64, rx: &Got, within: Dura
     panic!("node {to} never received from node {from} within {within:?}");
 }
 
+/// `t`'s stats once `messages` have been sent: the sender counts a frame
+/// when its write returns, which can be after the peer delivered it.
+fn stats_after_sending(t: &Transport, messages: u64) -> TransportStats {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = t.stats();
+        if s.messages_sent >= messages || Instant::now() >= deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn pair() -> ((Transport, Got), (Transport, Got)) {
     let (a_addr, b_addr) = (free_addr(), free_addr());
     let a = start(config(1, a_addr, &[(2, b_addr)]));
@@ -128,7 +141,7 @@ fn messages_of_several_groups_flow_both_ways_in_order() {
         a.send(9, GroupId::Controller, msg(1, 9, 0)),
         Err(SendError::UnknownPeer(9))
     );
-    let (sa, sb) = (a.stats(), b.stats());
+    let (sa, sb) = (stats_after_sending(&a, 160), b.stats());
     assert_eq!(sa.messages_sent, 160);
     assert_eq!(sb.messages_received, 160);
     assert_eq!(sa.frames_sent, sb.frames_received);
@@ -289,7 +302,7 @@ fn a_burst_is_coalesced_into_few_frames() {
     for (i, (_, _, m)) in got.iter().enumerate() {
         assert_eq!(m.index, i as u64);
     }
-    let s = a.stats();
+    let s = stats_after_sending(&a, N);
     eprintln!("burst of {N}: {s:?}");
     assert_eq!(s.messages_sent, N);
     assert_eq!(s.dropped_queue_full + s.dropped_unreachable, 0);
@@ -324,7 +337,7 @@ fn frames_stay_within_the_cap() {
     a.send(2, GroupId::Controller, msg(1, 2, 99)).unwrap();
     let got = recv_n(&b_rx, 51, Duration::from_secs(5));
     assert_eq!(got[50].2.index, 99);
-    let s = a.stats();
+    let s = stats_after_sending(&a, 51);
     assert_eq!(s.dropped_invalid, 1);
     // At most 4 one-KiB messages per 4 KiB frame.
     assert!(s.frames_sent >= 13, "{s:?}");
@@ -386,4 +399,16 @@ fn connections_dropped_at_once_are_retried_with_backoff() {
     // room for a loaded machine.
     assert!((1..=100).contains(&n), "{n} connections in 1.5 s");
     assert!(reached, "the real peer was not reached within 10 s");
+}
+
+/// A failing assertion with transports alive must fail its test, not abort
+/// the whole test binary (which hides which test failed).
+#[test]
+fn a_panic_while_transports_run_unwinds_instead_of_aborting() {
+    let r = std::panic::catch_unwind(|| {
+        let ((a, _a_rx), (_b, b_rx)) = pair();
+        send_until_received(&a, 1, 2, &b_rx, Duration::from_secs(10));
+        panic!("a test assertion failed");
+    });
+    assert!(r.is_err());
 }

@@ -738,7 +738,9 @@ impl Transport {
     }
 
     fn stop_now(&mut self) {
-        self.queues.clear();
+        // Stop the thread before dropping the queues: a dropped sender
+        // wakes its writer task across threads, and compio aborts the
+        // process if that happens while this thread unwinds a panic.
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -748,6 +750,7 @@ impl Transport {
             }
             tracing::info!(node = self.node_id, "broker transport stopped");
         }
+        self.queues.clear();
     }
 }
 
