@@ -37,9 +37,17 @@ use state::{Locate, ReadPlan};
 /// The default ([`FlushPolicy::DEFAULT`]) flushes *on demand*: as soon as
 /// someone waits for durability ([`PartitionLog::wait_durable`], i.e. an
 /// acks=all produce), with every append written meanwhile sharing that
-/// fdatasync; and in the background every 16 MiB or 100 ms of unflushed
+/// fdatasync; and in the background every 4 MiB or 100 ms of unflushed
 /// data, so acks=0/1 producers, which wait for no fdatasync, do not pay one
 /// per append but their data is still on disk within about 100 ms.
+///
+/// Why 4 MiB and not more: while a flush runs, appends to its file wait
+/// longer (they go through io-wq and share the disk with the writeback), so
+/// the acks=1 latency tail grows with the size of each flush: at half the
+/// max rate, p99 ~2 ms with 4 MiB against 3–4 ms with 16 MiB and 5–11 ms
+/// with 64 MiB, for ~5 % of the max rate (docs/benchmarks.md). A flush
+/// covers what is unsynced when it starts, so under load they grow by
+/// themselves and the cadence never caps throughput.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushPolicy {
     /// After every append (group commit shares one fdatasync among the
@@ -56,10 +64,10 @@ pub struct FlushPolicy {
 }
 
 impl FlushPolicy {
-    /// Sync when waited for, else every 16 MiB or 100 ms (see the type).
+    /// Sync when waited for, else every 4 MiB or 100 ms (see the type).
     pub const DEFAULT: Self = Self {
         every_append: false,
-        every_bytes: Some(16 << 20),
+        every_bytes: Some(4 << 20),
         every_ms: Some(100),
         on_demand: true,
     };

@@ -302,10 +302,11 @@ fn default_policy_syncs_on_demand_and_in_the_background() {
     s.advance_ms(100);
     log.tick();
     assert_eq!(log.durable_end_offset(), 7);
-    // ... or once 16 MiB are unsynced, without a tick.
+    // ... or once the byte threshold is unsynced, without a tick.
     let synced = s.sync_count();
     let big = batch(1000, 1000, 10);
-    for _ in 0..((16 << 20) / big.len() + 1) {
+    let threshold = FlushPolicy::DEFAULT.every_bytes.unwrap() as usize;
+    for _ in 0..(threshold / big.len() + 1) {
         block_on(log.append(big.clone(), 0)).unwrap();
     }
     assert!(s.sync_count() > synced, "the byte threshold flushed");
