@@ -1,0 +1,38 @@
+#!/bin/sh
+# The first look (docs/benchmarks.md "Smaller background flushes"): acks=1,
+# 64 KiB batches, 1 partition, open loop at 412990 msg/s (the half rate of
+# the 2026-12-02 quiet matrix), one build, 3 rounds, with the background
+# flush threshold (log.flush.interval.bytes) at 1, 2, 4, 8, 16 and 64 MiB,
+# (def = 16 MiB, the old default)
+# and with no background flush at all (nobg: 64 GiB / 1 h). Then --tick-us
+# 1000 / 250 / 100 at 496212 msg/s (half the new 64 KiB max) with the new
+# default. JSON into OUT/raw-explore and OUT/raw-tick.
+#   sh explore.sh OUT_DIR
+set -e
+out=${1:?OUT_DIR}
+root=$(dirname "$0")/../../../..
+b="$root/target/release/odradek-bench"
+mkdir -p "$out/raw-explore" "$out/raw-tick" "$root/target/benchdata"
+run() { name=$1; shift
+  "$b" --quiet --data-dir "$root/target/benchdata" --message-size 1024 --partitions 1 \
+    --batch-size 64KiB --consumers 0 --acks 1 --duration 8s --warmup 4s "$@" \
+    --json "$out/$name.json" > /dev/null 2>&1; }
+for r in 1 2 3; do
+  run raw-explore/def-64k-$r --rate 412990 --broker-set log.flush.interval.bytes=16777216
+  run raw-explore/nobg-64k-$r --rate 412990 --broker-set log.flush.interval.bytes=68719476736 \
+    --broker-set log.flush.interval.ms=3600000
+done
+# Two passes: 4, 16, 64 MiB (fb*), then 1, 2, 4, 8 MiB (fc*).
+for r in 1 2 3; do
+  for m in 4 16 64; do
+    run raw-explore/fb${m}m-64k-$r --rate 412990 --broker-set log.flush.interval.bytes=$((m << 20))
+  done
+done
+for r in 1 2 3; do
+  for m in 1 2 4 8; do
+    run raw-explore/fc${m}m-64k-$r --rate 412990 --broker-set log.flush.interval.bytes=$((m << 20))
+  done
+done
+for r in 1 2 3; do
+  for t in 1000 250 100; do run raw-tick/tick$t-64k-$r --rate 496212 --tick-us $t; done
+done
