@@ -53,7 +53,9 @@ pub struct FlushPolicy {
     /// After every append (group commit shares one fdatasync among the
     /// appends that arrive while one is in flight).
     pub every_append: bool,
-    /// Once this many bytes are unflushed.
+    /// Once this many bytes are unflushed. Never more than
+    /// [`state::MAX_UNSYNCED_BYTES`] (64 MiB) are left unflushed, whatever
+    /// this says (so a roll's sync, which appends wait for, stays short).
     pub every_bytes: Option<u64>,
     /// Once the last flush is this old and bytes are unflushed (checked by
     /// [`PartitionLog::tick`]).

@@ -190,6 +190,14 @@ const RESERVE_STEP: u64 = 1 << 20;
 /// far ahead as it is long, so idle partitions hold little unused space.
 const MAX_RESERVE_AHEAD: u64 = 16 << 20;
 
+/// However rarely the flush policy asks for a sync, no more than this is
+/// left unsynced: a roll syncs the old segment's unsynced bytes while the
+/// partition's appends wait, and unsynced pages pile up until the kernel
+/// throttles the writer. With no background sync at all, acks=1 at 423
+/// MB/s stalled ~0.5 s at the first 1 GiB roll and then ~7 s; with this
+/// cap it ran on (docs/benchmarks.md, "Smaller background flushes").
+pub const MAX_UNSYNCED_BYTES: u64 = 64 << 20;
+
 /// Log bookkeeping for one partition. `F` is the segment file handle.
 #[derive(Debug)]
 pub struct LogState<F> {
@@ -559,13 +567,14 @@ impl<F: Clone> LogState<F> {
         self.producers.commit(&plan.staged);
     }
 
-    /// Whether the policy wants a flush now.
+    /// Whether the policy (or [`MAX_UNSYNCED_BYTES`]) wants a flush now.
     pub fn flush_due(&self, now_ms: u64) -> bool {
         let p = &self.config.flush;
         let pending = self.unflushed_bytes();
+        let every_bytes = p.every_bytes.unwrap_or(u64::MAX).min(MAX_UNSYNCED_BYTES);
         pending > 0
             && (p.every_append
-                || p.every_bytes.is_some_and(|b| pending >= b)
+                || pending >= every_bytes
                 || p.every_ms
                     .is_some_and(|ms| now_ms.saturating_sub(self.last_flush_ms) >= ms))
     }

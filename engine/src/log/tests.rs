@@ -275,6 +275,36 @@ fn group_commit_shares_fsyncs_and_reports_durability() {
 }
 
 #[test]
+fn no_policy_leaves_more_than_the_cap_unsynced() {
+    // Kafka's default leaves syncing to the OS; here that would leave a
+    // roll a whole segment to sync while appends wait.
+    let s = MemStorage::new(0);
+    let mut c = small_config();
+    c.segment_bytes = 1 << 30;
+    c.flush = FlushPolicy {
+        every_append: false,
+        every_bytes: None,
+        every_ms: None,
+        on_demand: true,
+    };
+    let (log, _) = open(&s, c);
+    let before = s.sync_count();
+    let big = batch(1000, 1000, 0);
+    let per_cap = state::MAX_UNSYNCED_BYTES as usize / big.len();
+    for _ in 0..per_cap - 1 {
+        block_on(log.append(big.clone(), 0)).unwrap();
+    }
+    log.tick();
+    assert_eq!(s.sync_count(), before, "below the cap: no fdatasync");
+    for _ in 0..2 {
+        block_on(log.append(big.clone(), 0)).unwrap();
+    }
+    block_on(log.seal_done());
+    assert!(s.sync_count() > before, "the cap flushed");
+    assert!(log.durable_end_offset() >= (per_cap as u64 - 1) * 1000);
+}
+
+#[test]
 fn default_policy_syncs_on_demand_and_in_the_background() {
     // The default: acks=1-style appends pay no fdatasync; a waiter
     // (acks=all) gets one at once, covering what was appended before it;

@@ -36,3 +36,15 @@ done
 for r in 1 2 3; do
   for t in 1000 250 100; do run raw-tick/tick$t-64k-$r --rate 496212 --tick-us $t; done
 done
+# 64 MiB with no timer, before the engine capped unsynced bytes (cap64),
+# then background flushes off after it (capped-nobg, 6 runs) interleaved
+# from run 4 with the default (capped-default).
+for r in 1 2 3; do
+  run raw-explore/cap64-$r --rate 412990 --broker-set log.flush.interval.bytes=67108864 \
+    --broker-set log.flush.interval.ms=3600000
+done
+for r in 1 2 3 4 5 6; do
+  run raw-explore/capped-nobg-64k-$r --rate 412990 --broker-set log.flush.interval.bytes=68719476736 \
+    --broker-set log.flush.interval.ms=3600000
+  [ $r -ge 4 ] && run raw-explore/capped-default-64k-$r --rate 412990
+done
