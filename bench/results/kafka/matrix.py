@@ -29,3 +29,14 @@ def median_rate(out, name, runs):
         except FileNotFoundError:
             pass
     return statistics.median(vals)
+
+
+def paths(out):
+    """The release odradek-bench and the data directory under target/,
+    with `out` and the data directory created."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../..")
+    exe = os.path.join(root, "target/release/odradek-bench")
+    data = os.path.join(root, "target/benchdata")
+    os.makedirs(out, exist_ok=True)
+    os.makedirs(data, exist_ok=True)
+    return exe, data

@@ -14,11 +14,7 @@ import matrix  # noqa: E402
 
 out = sys.argv[1]
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-here = os.path.dirname(os.path.abspath(__file__))
-exe = os.path.join(here, "../../../../target/release/odradek-bench")
-data = os.path.join(here, "../../../../target/benchdata")
-os.makedirs(out, exist_ok=True)
-os.makedirs(data, exist_ok=True)
+exe, data = matrix.paths(out)
 only = sys.argv[3] if len(sys.argv) > 3 else ""  # run only configs with this prefix
 common = ["--quiet", "--message-size", "1024", "--data-dir", data]
 timed = ["--duration", "8s", "--warmup", "4s"]

@@ -13,11 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import matrix  # noqa: E402
 
 out, runs, before = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-here = os.path.dirname(os.path.abspath(__file__))
-after = os.path.join(here, "../../../../target/release/odradek-bench")
-data = os.path.join(here, "../../../../target/benchdata")
-os.makedirs(out, exist_ok=True)
-os.makedirs(data, exist_ok=True)
+after, data = matrix.paths(out)
 common = ["--quiet", "--message-size", "1024", "--data-dir", data, "--duration", "8s",
           "--warmup", "4s", "--consumers", "0", "--acks", "1", "--partitions", "1"]
 configs = {
