@@ -12,7 +12,7 @@ set -e
 out=${1:?OUT_DIR}
 root=$(dirname "$0")/../../../..
 b="$root/target/release/odradek-bench"
-mkdir -p "$out/raw-explore" "$out/raw-tick" "$root/target/benchdata"
+mkdir -p "$out/raw-explore" "$out/raw-tick" "$out/raw-consume" "$root/target/benchdata"
 run() { name=$1; shift
   "$b" --quiet --data-dir "$root/target/benchdata" --message-size 1024 --partitions 1 \
     --batch-size 64KiB --consumers 0 --acks 1 --duration 8s --warmup 4s "$@" \
@@ -47,4 +47,21 @@ for r in 1 2 3 4 5 6; do
   run raw-explore/capped-nobg-64k-$r --rate 412990 --broker-set log.flush.interval.bytes=68719476736 \
     --broker-set log.flush.interval.ms=3600000
   [ $r -ge 4 ] && run raw-explore/capped-default-64k-$r --rate 412990
+done
+# Backlog consume (raw-consume/): the new default at 1 and 4 partitions,
+# then 16 MiB (old) against the default (new), the OS managing the cache
+# (oscache) and a 512 MB backlog (half).
+runc() { name=$1; shift
+  "$b" --quiet --data-dir "$root/target/benchdata" --message-size 1024 --batch-size 256KiB \
+    --consume-phase after --acks 1 "$@" --json "$out/$name.json" > /dev/null 2>&1; }
+for r in 1 2 3; do for p in 1 4; do
+  runc raw-consume/backlog-256k-p$p-$r --messages 1000000 --partitions $p
+done; done
+for r in 1 2 3 4; do
+  runc raw-consume/old-backlog-256k-p1-$r --messages 1000000 --broker-set log.flush.interval.bytes=16777216
+  runc raw-consume/new-backlog-256k-p1-$r --messages 1000000
+done
+for r in 1 2 3 4; do
+  runc raw-consume/oscache-$r --messages 1000000 --broker-set log.cache.bytes.per.shard=-1
+  runc raw-consume/half-$r --messages 500000
 done
