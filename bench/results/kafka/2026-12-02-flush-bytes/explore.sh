@@ -65,3 +65,10 @@ for r in 1 2 3 4; do
   runc raw-consume/oscache-$r --messages 1000000 --broker-set log.cache.bytes.per.shard=-1
   runc raw-consume/half-$r --messages 500000
 done
+# 4 partitions, 256 KiB, half rate: 1 MiB against 4 MiB per partition.
+for r in 1 2 3; do for m in 1 4; do
+  "$b" --quiet --data-dir "$root/target/benchdata" --message-size 1024 --partitions 4 \
+    --batch-size 256KiB --consumers 0 --acks 1 --duration 8s --warmup 4s --rate 763197 \
+    --broker-set log.flush.interval.bytes=$((m << 20)) \
+    --json "$out/raw-explore/p4-fc${m}m-256k-$r.json" > /dev/null 2>&1
+done; done
