@@ -45,7 +45,7 @@ use state::{Locate, ReadPlan};
 /// longer (they go through io-wq and share the disk with the writeback), so
 /// the acks=1 latency tail grows with the size of each flush: at half the
 /// max rate, p99 ~2 ms with 4 MiB against 3–4 ms with 16 MiB and 5–11 ms
-/// with 64 MiB, for ~5 % of the max rate (docs/benchmarks.md). A flush
+/// with 64 MiB, for 3–7 % of the max rate (docs/benchmarks.md). A flush
 /// covers what is unsynced when it starts, so under load they grow by
 /// themselves and the cadence never caps throughput.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -192,10 +192,11 @@ const MAX_RESERVE_AHEAD: u64 = 16 << 20;
 
 /// However rarely the flush policy asks for a sync, no more than this is
 /// left unsynced: a roll syncs the old segment's unsynced bytes while the
-/// partition's appends wait, and unsynced pages pile up until the kernel
-/// throttles the writer. With no background sync at all, acks=1 at 423
-/// MB/s stalled ~0.5 s at the first 1 GiB roll and then ~7 s; with this
-/// cap it ran on (docs/benchmarks.md, "Smaller background flushes").
+/// partition's appends wait. With no background sync at all, acks=1 at 423
+/// MB/s held appends ~0.5 s at every 1 GiB roll; with this cap the rolls
+/// no longer stall (longer stalls of the whole machine seen in those runs
+/// remain, cause unknown: docs/benchmarks.md, "Smaller background
+/// flushes").
 pub const MAX_UNSYNCED_BYTES: u64 = 64 << 20;
 
 /// Log bookkeeping for one partition. `F` is the segment file handle.
