@@ -5,8 +5,9 @@
 # flush threshold (log.flush.interval.bytes) at 1, 2, 4, 8, 16 and 64 MiB
 # (def = 16 MiB, the old default) and with no background flush at all
 # (nobg: 64 GiB / 1 h). Then --tick-us 1000 / 250 / 100 at 496212 msg/s
-# (half the new 64 KiB max) with the new default, the cap runs, backlog consume, and 4 partitions. JSON into
-# OUT/raw-explore, OUT/raw-tick and OUT/raw-consume.
+# (half the new 64 KiB max) with the new default, the cap runs, backlog
+# consume, and 4 partitions. JSON into OUT/raw-explore, OUT/raw-tick and
+# OUT/raw-consume.
 #   sh explore.sh OUT_DIR
 set -e
 out=${1:?OUT_DIR}
