@@ -149,7 +149,18 @@ fn produce_and_consume_against_a_started_broker() {
     assert_eq!(r["partitions_total"].as_u64(), Some(3));
     assert!(r["machine"]["load_before"].as_array().unwrap().len() == 3);
     assert!(r["broker_cpu_s"].as_f64().is_some());
-    assert!(!r["timeline"].as_array().unwrap().is_empty());
+    let timeline = r["timeline"].as_array().unwrap();
+    assert!(!timeline.is_empty());
+    for t in timeline {
+        assert!(t["interval_s"].as_f64().unwrap() > 0.5, "{t}");
+        let busy = t["cpu_busy_pct"].as_f64().expect("/proc/stat is read");
+        let steal = t["cpu_steal_pct"].as_f64().unwrap();
+        assert!(
+            (0.0..=100.0).contains(&busy) && (0.0..=100.0).contains(&steal),
+            "{t}"
+        );
+    }
+    assert!(r["machine"]["tool_stall_s"].as_f64().unwrap() >= 0.0);
     // the data directory is gone, only our report files are left
     let mut left: Vec<_> = std::fs::read_dir(work.path())
         .unwrap()

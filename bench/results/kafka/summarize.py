@@ -31,8 +31,8 @@ def load(rs):
     return f"{min(lb + la):.1f}–{max(lb + la):.1f}"
 
 
-print("| config | runs | produce MB/s | produce msgs/s | ack p50 ms | p90 | p99 | p99.9 | p99.99 | max | consume MB/s | e2e p50 ms | e2e p99 | broker CPU s/GB | client CPU s/GB | load (1 min) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| config | runs | produce MB/s | produce msgs/s | ack p50 ms | p90 | p99 | p99.9 | p99.99 | max | consume MB/s | e2e p50 ms | e2e p99 | broker CPU s/GB | client CPU s/GB | load (1 min) | CPU steal % | tool stalls ≥ 0.5 s |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 for name, rs in groups.items():
     cells = [
         name,
@@ -48,6 +48,10 @@ for name, rs in groups.items():
     cells.append(fmt([r.get("broker_cpu_s_per_gb") for r in rs], 2))
     cells.append(fmt([r.get("client_cpu_s_per_gb") for r in rs], 2))
     cells.append(load(rs))
+    # absent in reports written before the tool measured them
+    cells.append(fmt([r["machine"].get("cpu_steal_pct") for r in rs], 1))
+    stalls = [r["machine"]["tool_stall_s"] for r in rs if "tool_stall_s" in r["machine"]]
+    cells.append(f"{sum(s >= 0.5 for s in stalls)} of {len(stalls)}" if stalls else "-")
     print("| " + " | ".join(cells) + " |")
 
 print()

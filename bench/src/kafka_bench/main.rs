@@ -661,11 +661,18 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
             let mut timeline = Vec::new();
             let mut last = (0u64, 0u64, 0u64, 0u64);
             let mut iv = tokio::time::interval(Duration::from_secs(1));
+            // After a stall, one long tick (not a burst of empty ones) so
+            // the timeline shows the gap and no rate is divided by ~0 s.
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             iv.tick().await;
             let mut t_prev = clock().now();
+            let mut cpu_prev = report::CpuTimes::now();
             loop {
                 iv.tick().await;
                 let now = clock().now();
+                let cpu_now = report::CpuTimes::now();
+                let cpu = cpu_now.zip(cpu_prev).and_then(|(n, p)| n.since(&p));
+                cpu_prev = cpu_now;
                 let dt = (now - t_prev) as f64 / 1e9;
                 t_prev = now;
                 let pm = stats.produce.all_msgs.load(Relaxed);
@@ -685,6 +692,7 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
                 };
                 let tick = stats::Tick {
                     t_s: (now - t0) as f64 / 1e9,
+                    interval_s: dt,
                     warmup: now < warm_end,
                     produce_mb_s: (pb - last.1) as f64 / 1e6 / dt,
                     produce_msgs_s: (pm - last.0) as f64 / dt,
@@ -694,6 +702,8 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
                     ack_p99_ms: ack.1,
                     e2e_p50_ms: e2e.0,
                     e2e_p99_ms: e2e.1,
+                    cpu_busy_pct: cpu.map(|c| c.busy_pct),
+                    cpu_steal_pct: cpu.map(|c| c.steal_pct),
                 };
                 last = (pm, pb, cm, cb);
                 if !quiet {

@@ -15,6 +15,17 @@ pub struct Machine {
     /// 1/5/15-minute load averages before and after the run.
     pub load_before: [f64; 3],
     pub load_after: [f64; 3],
+    /// Share of all CPUs' time after the warm-up (mean of the timeline's
+    /// seconds) that was busy (user, system, interrupts), and that the
+    /// hypervisor took (steal): on a shared VM a latency spike with steal
+    /// beside it is the machine's, not the broker's.
+    pub cpu_busy_pct: Option<f64>,
+    pub cpu_steal_pct: Option<f64>,
+    /// The longest time after the warm-up the tool's own once-a-second
+    /// ticker ran late (its interval minus 1 s). Seconds here mean the
+    /// benchmark process did not run at all, so the whole machine (or VM)
+    /// stalled, whatever the broker did; such a run measures the machine.
+    pub tool_stall_s: f64,
 }
 
 #[derive(serde::Serialize, Clone)]
@@ -162,6 +173,76 @@ pub fn loadavg() -> [f64; 3] {
     ]
 }
 
+/// The `cpu` line of /proc/stat: jiffies of all CPUs since boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+/// What the CPUs did between two [`CpuTimes`], in percent of their time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuShare {
+    pub busy_pct: f64,
+    pub steal_pct: f64,
+}
+
+impl CpuTimes {
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already in user and nice)
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = v[..] else {
+            return None;
+        };
+        Some(Self {
+            busy: user + nice + system + irq + softirq,
+            idle: idle + iowait,
+            steal,
+        })
+    }
+
+    /// The share since `earlier`; `None` if no time passed (or the
+    /// counters went back).
+    pub fn since(&self, earlier: &Self) -> Option<CpuShare> {
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        let steal = self.steal.checked_sub(earlier.steal)?;
+        let total = (busy + idle + steal) as f64;
+        (total > 0.0).then(|| CpuShare {
+            busy_pct: 100.0 * busy as f64 / total,
+            steal_pct: 100.0 * steal as f64 / total,
+        })
+    }
+}
+
+/// Mean of the timeline's seconds after the warm-up.
+fn mean_after_warmup(tl: &[Tick], f: impl Fn(&Tick) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = tl.iter().filter(|t| !t.warmup).filter_map(f).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// See [`Machine::tool_stall_s`].
+fn tool_stall_s(tl: &[Tick]) -> f64 {
+    tl.iter()
+        .filter(|t| !t.warmup)
+        .map(|t| t.interval_s - 1.0)
+        .fold(0.0, f64::max)
+}
+
+/// Runs whose tool stalled this long are flagged in the table.
+const STALL_WARN_S: f64 = 0.5;
+
 /// User + system CPU seconds of this process so far.
 pub fn self_cpu() -> f64 {
     // SAFETY: getrusage fills the zeroed struct.
@@ -214,7 +295,12 @@ impl Report {
             fetch_api_version: x.fetch_version,
             warmup_s: x.warmup_s,
             wall_s: x.wall_s,
-            machine: machine(),
+            machine: Machine {
+                cpu_busy_pct: mean_after_warmup(&timeline, |t| t.cpu_busy_pct),
+                cpu_steal_pct: mean_after_warmup(&timeline, |t| t.cpu_steal_pct),
+                tool_stall_s: tool_stall_s(&timeline),
+                ..machine()
+            },
             produce,
             produce_breakdown: ProduceBreakdownReport {
                 batch_late: latency(&stats.breakdown.late.lock().unwrap()),
@@ -238,9 +324,13 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.2}"))
 }
 
+fn opt_pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
 pub fn progress_line(t: &Tick) -> String {
     format!(
-        "{:6.1}s{} produce {:8.1} MB/s {:9.0} msg/s ack p50 {} p99 {} ms | consume {:8.1} MB/s {:9.0} msg/s e2e p50 {} p99 {} ms",
+        "{:6.1}s{} produce {:8.1} MB/s {:9.0} msg/s ack p50 {} p99 {} ms | consume {:8.1} MB/s {:9.0} msg/s e2e p50 {} p99 {} ms | CPU steal {} %",
         t.t_s,
         if t.warmup { " (warm-up)" } else { "" },
         t.produce_mb_s,
@@ -251,6 +341,7 @@ pub fn progress_line(t: &Tick) -> String {
         t.consume_msgs_s,
         opt_ms(t.e2e_p50_ms),
         opt_ms(t.e2e_p99_ms),
+        opt_pct(t.cpu_steal_pct),
     )
 }
 
@@ -272,15 +363,23 @@ pub fn print(r: &Report) {
         s.rate.map_or("max".into(), |x| format!("{x} msg/s")),
     );
     println!(
-        "load average before {:.2} {:.2} {:.2}, after {:.2} {:.2} {:.2} ({} CPUs)",
+        "load average before {:.2} {:.2} {:.2}, after {:.2} {:.2} {:.2} ({} CPUs); after warm-up CPUs busy {} %, stolen {} %",
         r.machine.load_before[0],
         r.machine.load_before[1],
         r.machine.load_before[2],
         r.machine.load_after[0],
         r.machine.load_after[1],
         r.machine.load_after[2],
-        r.machine.cpus
+        r.machine.cpus,
+        opt_pct(r.machine.cpu_busy_pct),
+        opt_pct(r.machine.cpu_steal_pct),
     );
+    if r.machine.tool_stall_s >= STALL_WARN_S {
+        println!(
+            "warning: this benchmark itself did not run for {:.1} s after the warm-up: the machine stalled, and the numbers below include it",
+            r.machine.tool_stall_s
+        );
+    }
     println!(
         "{:<26} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
         "",
@@ -440,8 +539,11 @@ pub fn svg(r: &Report) -> String {
     let _ = writeln!(s, r#"<text x="{l}" y="34">{}</text>"#, esc(&settings));
     let _ = writeln!(
         s,
-        r#"<text x="{l}" y="50">load average before {:.2}, after {:.2} ({} CPUs); shaded = warm-up</text>"#,
-        r.machine.load_before[0], r.machine.load_after[0], r.machine.cpus
+        r#"<text x="{l}" y="50">load average before {:.2}, after {:.2} ({} CPUs); CPU time stolen by the host {} %; shaded = warm-up</text>"#,
+        r.machine.load_before[0],
+        r.machine.load_after[0],
+        r.machine.cpus,
+        opt_pct(r.machine.cpu_steal_pct)
     );
     // panel 1: throughput
     let ymax = tl
@@ -616,4 +718,79 @@ pub fn svg(r: &Report) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str =
+        "cpu  100 5 50 800 20 3 2 20 7 0\ncpu0 50 2 25 400 10 1 1 10 0 0\nintr 1 2\n";
+
+    #[test]
+    fn cpu_times_split_busy_idle_and_steal_from_the_all_cpus_line() {
+        let t = CpuTimes::parse(STAT).expect("parses");
+        assert_eq!(
+            t,
+            CpuTimes {
+                busy: 160,
+                idle: 820,
+                steal: 20
+            }
+        );
+        let later = CpuTimes::parse("cpu  200 5 100 850 20 3 2 70 0 0\n").expect("parses");
+        // 150 busy, 50 idle, 50 stolen jiffies of 250
+        let share = later.since(&t).expect("time passed");
+        assert!((share.busy_pct - 60.0).abs() < 1e-9, "{share:?}");
+        assert!((share.steal_pct - 20.0).abs() < 1e-9, "{share:?}");
+        assert_eq!(t.since(&t), None, "no time passed");
+        assert_eq!(t.since(&later), None, "counters went back");
+    }
+
+    #[test]
+    fn cpu_times_refuse_short_or_garbled_lines() {
+        assert_eq!(CpuTimes::parse("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 2 x 4 5 6 7 8\n"), None);
+        assert_eq!(CpuTimes::parse("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(CpuTimes::parse(""), None);
+    }
+
+    #[test]
+    fn the_machine_share_is_the_mean_of_the_seconds_after_the_warm_up() {
+        let tick = |warmup, cpu_steal_pct| Tick {
+            warmup,
+            cpu_steal_pct,
+            ..Tick::default()
+        };
+        let tl = [
+            tick(true, Some(90.0)),
+            tick(false, Some(10.0)),
+            tick(false, None),
+            tick(false, Some(20.0)),
+        ];
+        assert_eq!(mean_after_warmup(&tl, |t| t.cpu_steal_pct), Some(15.0));
+        assert_eq!(mean_after_warmup(&tl[..1], |t| t.cpu_steal_pct), None);
+    }
+
+    #[test]
+    fn a_late_tick_after_the_warm_up_is_the_tool_stall() {
+        let tick = |warmup, interval_s| Tick {
+            interval_s,
+            warmup,
+            ..Tick::default()
+        };
+        let tl = [
+            tick(true, 30.0),
+            tick(false, 1.02),
+            tick(false, 11.5),
+            tick(false, 1.0),
+        ];
+        assert!((tool_stall_s(&tl) - 10.5).abs() < 1e-9);
+        assert_eq!(
+            tool_stall_s(&tl[..1]),
+            0.0,
+            "a warm-up stall is not counted"
+        );
+        assert_eq!(tool_stall_s(&[tick(false, 0.98)]), 0.0);
+    }
 }

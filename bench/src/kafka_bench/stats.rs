@@ -181,9 +181,12 @@ impl std::ops::Deref for SideBox {
 }
 
 /// One second of the timeline.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Tick {
     pub t_s: f64,
+    /// Seconds since the previous tick: 1 unless the tool itself could not
+    /// run (see `report::Machine::tool_stall_s`).
+    pub interval_s: f64,
     pub warmup: bool,
     pub produce_mb_s: f64,
     pub produce_msgs_s: f64,
@@ -193,6 +196,9 @@ pub struct Tick {
     pub ack_p99_ms: Option<f64>,
     pub e2e_p50_ms: Option<f64>,
     pub e2e_p99_ms: Option<f64>,
+    /// All CPUs of the machine in this second (see `report::CpuShare`).
+    pub cpu_busy_pct: Option<f64>,
+    pub cpu_steal_pct: Option<f64>,
 }
 
 pub fn pct_ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
