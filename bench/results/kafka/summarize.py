@@ -6,6 +6,9 @@ import glob, json, os, re, statistics, sys
 
 groups = {}
 files = [f for d in sys.argv[1:] for f in sorted(glob.glob(os.path.join(d, "*.json")))]
+# runs in which the tool stalled and that matrix.run repeated
+stalled = [f for f in files if ".stalled-" in f]
+files = [f for f in files if ".stalled-" not in f]
 for f in files:
     name = re.sub(r"-\d+\.json$", "", os.path.basename(f))
     groups.setdefault(name, []).append(json.load(open(f)))
@@ -75,3 +78,8 @@ for name, rs in groups.items():
         fmt([b["produce_vs_loopback"] for b in bs], 2),
         fmt([b["consume_vs_loopback"] or None for b in bs], 2),
     ]) + " |")
+
+if stalled:
+    print()
+    print(f"{len(stalled)} run(s) in which the tool stalled were repeated and are not in the tables: "
+          + ", ".join(os.path.basename(f) for f in stalled))
