@@ -149,6 +149,9 @@ fn produce_and_consume_against_a_started_broker() {
     assert_eq!(r["partitions_total"].as_u64(), Some(3));
     assert!(r["machine"]["load_before"].as_array().unwrap().len() == 3);
     assert!(r["broker_cpu_s"].as_f64().is_some());
+    // the started broker's own histogram counted this run's Produce requests
+    let bp = &r["broker_produce"];
+    assert!(bp["requests"].as_u64().unwrap() > 0, "{bp}");
     let timeline = r["timeline"].as_array().unwrap();
     assert!(!timeline.is_empty());
     for t in timeline {

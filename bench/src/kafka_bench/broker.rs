@@ -12,6 +12,8 @@ use crate::proto::Result;
 pub struct Broker {
     child: Child,
     pub addr: String,
+    /// Where its Prometheus metrics are served.
+    pub metrics_addr: String,
     pub data: Option<tempfile::TempDir>,
     pub log_path: PathBuf,
     pub pid: u32,
@@ -83,6 +85,7 @@ impl Broker {
             .map_err(|e| format!("temp dir in {}: {e}", data_parent.display()))?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
+        let metrics_addr = format!("127.0.0.1:{}", free_port()?);
         let log_path = data.path().with_extension("broker.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin);
@@ -93,6 +96,8 @@ impl Broker {
             .arg(&addr)
             .arg("--log-dirs")
             .arg(data.path().join("logs"))
+            .arg("--metrics-listener")
+            .arg(&metrics_addr)
             .arg("--log-level")
             .arg("warn");
         if let Some(n) = shards {
@@ -128,6 +133,7 @@ impl Broker {
         Ok(Self {
             child,
             addr,
+            metrics_addr,
             data: Some(data),
             log_path,
             pid,

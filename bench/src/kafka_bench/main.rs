@@ -9,6 +9,7 @@
 
 mod baseline;
 mod broker;
+mod broker_metrics;
 mod client;
 mod proto;
 mod report;
@@ -173,6 +174,11 @@ pub struct Args {
     /// Settings for the started broker (Kafka names), repeatable.
     #[arg(long = "broker-set", value_name = "KEY=VALUE")]
     broker_set: Vec<String>,
+    /// An Odradek broker's metrics endpoint, for its own Produce latency
+    /// beside the client's (default: the started broker's; none with
+    /// --bootstrap unless given).
+    #[arg(long, value_name = "HOST:PORT")]
+    broker_metrics: Option<String>,
     #[arg(long, default_value_t = 1)]
     producers: usize,
     #[arg(long, default_value_t = 1)]
@@ -312,7 +318,11 @@ fn run(args: Args) -> Result<()> {
         Target::Spawned(b) => Some(b.pid),
         _ => None,
     };
-    let result = rt.block_on(bench(&args, &addr, broker_pid));
+    let metrics = match &target {
+        Target::Spawned(b) => args.broker_metrics.clone().or(Some(b.metrics_addr.clone())),
+        _ => args.broker_metrics.clone(),
+    };
+    let result = rt.block_on(bench(&args, &addr, broker_pid, metrics));
     drop(rt);
     let stop = match target {
         Target::Spawned(b) => b.stop(),
@@ -506,7 +516,12 @@ async fn list_offsets(topo: &Topology, addr_of: &str, which: i64) -> Result<Vec<
     Ok(out)
 }
 
-async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<report::Report> {
+async fn bench(
+    args: &Args,
+    addr: &str,
+    broker_pid: Option<u32>,
+    metrics: Option<String>,
+) -> Result<report::Report> {
     let c = clock();
     let (topo, pv, fv, _mv) = topology(args, addr).await?;
     let topo = Arc::new(topo);
@@ -564,6 +579,21 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
     let keygen = Arc::new(client::KeyGen::new(work.keys, work.key_space, work.zipf_s));
     let broker_cpu0 = broker_pid.and_then(broker::cpu_seconds);
     let client_cpu0 = report::self_cpu();
+    // the broker's histogram as the warm-up ends
+    let metrics_before = metrics.clone().map(|m| {
+        let at = c.instant(warm_end);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            match tokio::task::spawn_blocking(move || broker_metrics::scrape(&m)).await {
+                Ok(Ok(page)) => Some(page),
+                Ok(Err(e)) => {
+                    eprintln!("broker metrics not read: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+    });
 
     // producers
     let mut ptasks = Vec::new();
@@ -758,6 +788,25 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
         _ => None,
     };
     let client_cpu = report::self_cpu() - client_cpu0;
+    let broker_produce = match (metrics_before, metrics) {
+        (Some(before), Some(m)) => {
+            let before = before.await.ok().flatten();
+            let after = tokio::task::spawn_blocking(move || broker_metrics::scrape(&m))
+                .await
+                .map_err(|e| format!("metrics scrape: {e}"))?;
+            match (before, after) {
+                (Some(b), Ok(a)) => {
+                    broker_metrics::Buckets::parse(&a).since(&broker_metrics::Buckets::parse(&b))
+                }
+                (_, Err(e)) => {
+                    eprintln!("broker metrics not read: {e}");
+                    None
+                }
+                (None, Ok(_)) => None,
+            }
+        }
+        _ => None,
+    };
     Ok(report::Report::build(
         args,
         &topo,
@@ -776,6 +825,7 @@ async fn bench(args: &Args, addr: &str, broker_pid: Option<u32>) -> Result<repor
                 (None, false) => "odradek (started by the benchmark)".into(),
             },
             consume_expected: (producers > 0).then_some(target_count),
+            broker_produce,
         },
     ))
 }

@@ -15,8 +15,8 @@ pub struct Machine {
     /// 1/5/15-minute load averages before and after the run.
     pub load_before: [f64; 3],
     pub load_after: [f64; 3],
-    /// Share of all CPUs' time after the warm-up (mean of the timeline's
-    /// seconds) that was busy (user, system, interrupts), and that the
+    /// Share of all CPUs' time after the warm-up (the timeline's, weighted
+    /// by tick length) that was busy (user, system, interrupts), and that the
     /// hypervisor took (steal): on a shared VM a latency spike with steal
     /// beside it is the machine's, not the broker's.
     pub cpu_busy_pct: Option<f64>,
@@ -103,6 +103,9 @@ pub struct Report {
     pub broker_cpu_s_per_gb: Option<f64>,
     pub client_cpu_s_per_gb: Option<f64>,
     pub baseline: Option<Baseline>,
+    /// The broker's own Produce handling time after the warm-up (an
+    /// Odradek broker's metrics, see `broker_metrics`).
+    pub broker_produce: Option<crate::broker_metrics::BrokerLatency>,
     pub timeline: Vec<Tick>,
 }
 
@@ -125,6 +128,7 @@ pub struct Extra {
     pub client_cpu_s: f64,
     pub broker: String,
     pub consume_expected: Option<u64>,
+    pub broker_produce: Option<crate::broker_metrics::BrokerLatency>,
 }
 
 fn side(s: &Side) -> SideReport {
@@ -226,10 +230,15 @@ impl CpuTimes {
     }
 }
 
-/// Mean of the timeline's seconds after the warm-up.
+/// Mean of the timeline after the warm-up, each tick weighted by its length
+/// (a tick after a stall stands for all of it).
 fn mean_after_warmup(tl: &[Tick], f: impl Fn(&Tick) -> Option<f64>) -> Option<f64> {
-    let v: Vec<f64> = tl.iter().filter(|t| !t.warmup).filter_map(f).collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    let (sum, time) = tl
+        .iter()
+        .filter(|t| !t.warmup)
+        .filter_map(|t| f(t).map(|v| (v * t.interval_s, t.interval_s)))
+        .fold((0.0, 0.0), |(s, w), (v, i)| (s + v, w + i));
+    (time > 0.0).then(|| sum / time)
 }
 
 /// See [`Machine::tool_stall_s`].
@@ -315,6 +324,7 @@ impl Report {
             broker_cpu_s_per_gb: x.broker_cpu_s.filter(|_| gb > 0.0).map(|c| c / gb),
             client_cpu_s_per_gb: (gb > 0.0).then(|| x.client_cpu_s / gb),
             baseline: None,
+            broker_produce: x.broker_produce,
             timeline,
         }
     }
@@ -430,6 +440,17 @@ pub fn print(r: &Report) {
         if let Some(l) = l {
             row(name, None, l.count, Some(l));
         }
+    }
+    if let Some(l) = &r.broker_produce {
+        let le = |v: Option<f64>| v.map_or("above its buckets".into(), |v| format!("≤ {v} ms"));
+        println!(
+            "  broker's own Produce time (its metrics, after warm-up; bucket bounds): p50 {}, p90 {}, p99 {}, p99.9 {} ({} requests)",
+            le(l.p50_le_ms),
+            le(l.p90_le_ms),
+            le(l.p99_le_ms),
+            le(l.p99_9_le_ms),
+            l.requests
+        );
     }
     side_row("consume (lat: end-to-end)", &r.consume);
     println!(
@@ -756,19 +777,21 @@ mod tests {
     }
 
     #[test]
-    fn the_machine_share_is_the_mean_of_the_seconds_after_the_warm_up() {
-        let tick = |warmup, cpu_steal_pct| Tick {
+    fn the_machine_share_is_the_time_weighted_mean_after_the_warm_up() {
+        let tick = |warmup, interval_s, cpu_steal_pct| Tick {
             warmup,
+            interval_s,
             cpu_steal_pct,
             ..Tick::default()
         };
         let tl = [
-            tick(true, Some(90.0)),
-            tick(false, Some(10.0)),
-            tick(false, None),
-            tick(false, Some(20.0)),
+            tick(true, 1.0, Some(90.0)),
+            tick(false, 1.0, Some(10.0)),
+            tick(false, 1.0, None),
+            tick(false, 3.0, Some(30.0)),
         ];
-        assert_eq!(mean_after_warmup(&tl, |t| t.cpu_steal_pct), Some(15.0));
+        // (10 * 1 + 30 * 3) / 4
+        assert_eq!(mean_after_warmup(&tl, |t| t.cpu_steal_pct), Some(25.0));
         assert_eq!(mean_after_warmup(&tl[..1], |t| t.cpu_steal_pct), None);
     }
 

@@ -1,0 +1,212 @@
+//! The broker's own view of Produce latency, from an Odradek broker's
+//! Prometheus endpoint (`odradek_request_duration_seconds`), scraped at the
+//! end of the warm-up and at the end of the run.
+//!
+//! The client's produce→ack latency holds the client (generator, queue,
+//! its threads' wake-ups), the network and the broker. The broker's
+//! histogram holds only the time from a request read to its answer
+//! queued, so the two side by side tell where a tail comes from. Its
+//! buckets are coarse, so percentiles are upper bounds (the bucket's `le`).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::Result;
+
+/// The histogram this reads, and the API whose series it sums (all shards).
+const METRIC: &str = "odradek_request_duration_seconds_bucket{";
+const API: &str = "api=\"Produce\"";
+/// A scrape larger than this is not a metrics page.
+const MAX_BODY: u64 = 16 << 20;
+
+/// Cumulative counts per upper bound (seconds; `f64::INFINITY` for `+Inf`),
+/// summed over the broker's shards, in ascending `le`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Buckets(Vec<(f64, u64)>);
+
+/// What the run added to the broker's Produce histogram.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BrokerLatency {
+    pub requests: u64,
+    /// Upper bounds in ms: the smallest bucket holding the percentile;
+    /// `None` past the last finite bucket.
+    pub p50_le_ms: Option<f64>,
+    pub p90_le_ms: Option<f64>,
+    pub p99_le_ms: Option<f64>,
+    pub p99_9_le_ms: Option<f64>,
+    /// (upper bound in ms, share of requests at or below it), finite bounds.
+    pub cumulative: Vec<(f64, f64)>,
+}
+
+/// GET /metrics from `addr` (plain HTTP, as the broker serves it).
+pub fn scrape(addr: &str) -> Result<String> {
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| format!("no address for {addr}"))?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: odradek-bench\r\n\r\n")?;
+    let mut page = String::new();
+    s.take(MAX_BODY).read_to_string(&mut page)?;
+    let (head, body) = page
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        let status = head.lines().next().unwrap_or("");
+        return Err(format!("{addr}/metrics: {status}").into());
+    }
+    Ok(body.to_string())
+}
+
+impl Buckets {
+    /// The Produce series of a metrics page; empty if it has none.
+    pub fn parse(page: &str) -> Self {
+        let mut v: Vec<(f64, u64)> = Vec::new();
+        for line in page.lines() {
+            let Some(rest) = line.strip_prefix(METRIC) else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once('}') else {
+                continue;
+            };
+            if !labels.split(',').any(|l| l == API) {
+                continue;
+            }
+            let le = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("le=\""))
+                .and_then(|l| l.strip_suffix('"'));
+            let le = match le {
+                Some("+Inf") => f64::INFINITY,
+                Some(x) => match x.parse::<f64>() {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            let Ok(n) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            match v.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += n,
+                None => v.push((le, n)),
+            }
+        }
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self(v)
+    }
+
+    /// The requests counted between `earlier` and `self`; `None` if the
+    /// buckets differ or a count went back (the broker restarted). A broker
+    /// shows the series only once it answered a Produce, so an empty
+    /// `earlier` counts as zeros.
+    pub fn since(&self, earlier: &Self) -> Option<BrokerLatency> {
+        let zeros;
+        let earlier = if earlier.0.is_empty() {
+            zeros = Self(self.0.iter().map(|&(le, _)| (le, 0)).collect());
+            &zeros
+        } else {
+            earlier
+        };
+        if self.0.len() != earlier.0.len() || self.0.is_empty() {
+            return None;
+        }
+        let mut delta = Vec::with_capacity(self.0.len());
+        for ((le, now), (le0, then)) in self.0.iter().zip(&earlier.0) {
+            if le != le0 {
+                return None;
+            }
+            delta.push((*le, now.checked_sub(*then)?));
+        }
+        let requests = delta.last().map_or(0, |&(_, n)| n);
+        let bound = |q: f64| {
+            let want = (q * requests as f64).ceil() as u64;
+            delta
+                .iter()
+                .find(|&&(_, n)| n >= want && requests > 0)
+                .map(|&(le, _)| le * 1e3)
+                .filter(|le| le.is_finite())
+        };
+        Some(BrokerLatency {
+            requests,
+            p50_le_ms: bound(0.5),
+            p90_le_ms: bound(0.9),
+            p99_le_ms: bound(0.99),
+            p99_9_le_ms: bound(0.999),
+            cumulative: delta
+                .iter()
+                .filter(|(le, _)| le.is_finite() && requests > 0)
+                .map(|&(le, n)| (le * 1e3, n as f64 / requests as f64))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(counts: [u64; 4]) -> String {
+        let [a, b, c, inf] = counts;
+        format!(
+            "# HELP odradek_request_duration_seconds x\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.001\",api=\"Produce\",shard=\"0\"}} {a}\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.0025\",api=\"Produce\",shard=\"0\"}} {b}\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.005\",api=\"Produce\",shard=\"0\"}} {c}\n\
+             odradek_request_duration_seconds_bucket{{le=\"+Inf\",api=\"Produce\",shard=\"0\"}} {inf}\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.001\",api=\"Fetch\",shard=\"0\"}} 999\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.001\",api=\"Produce\",shard=\"1\"}} 5\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.0025\",api=\"Produce\",shard=\"1\"}} 5\n\
+             odradek_request_duration_seconds_bucket{{le=\"0.005\",api=\"Produce\",shard=\"1\"}} 5\n\
+             odradek_request_duration_seconds_bucket{{le=\"+Inf\",api=\"Produce\",shard=\"1\"}} 5\n\
+             odradek_request_duration_seconds_sum{{api=\"Produce\",shard=\"0\"}} 1.5\n"
+        )
+    }
+
+    #[test]
+    fn produce_buckets_are_summed_over_shards_and_other_apis_left_out() {
+        let b = Buckets::parse(&page([1, 2, 3, 4]));
+        assert_eq!(
+            b.0,
+            [(0.001, 6), (0.0025, 7), (0.005, 8), (f64::INFINITY, 9)]
+        );
+        assert_eq!(
+            Buckets::parse(
+                "garbage\nodradek_request_duration_seconds_bucket{le=\"x\",api=\"Produce\"} 1\n"
+            ),
+            Buckets::default()
+        );
+    }
+
+    #[test]
+    fn the_run_is_the_difference_and_percentiles_are_bucket_bounds() {
+        let before = Buckets::parse(&page([10, 10, 10, 10]));
+        // the run: 900 requests ≤ 1 ms, 90 more ≤ 2.5 ms, 9 ≤ 5 ms, 1 above
+        let after = Buckets::parse(&page([910, 1000, 1009, 1010]));
+        let l = after.since(&before).expect("same buckets");
+        assert_eq!(l.requests, 1000);
+        assert_eq!(l.p50_le_ms, Some(1.0));
+        assert_eq!(l.p90_le_ms, Some(1.0));
+        assert_eq!(l.p99_le_ms, Some(2.5));
+        assert_eq!(l.p99_9_le_ms, Some(5.0));
+        assert_eq!(l.cumulative, [(1.0, 0.9), (2.5, 0.99), (5.0, 0.999)]);
+        // one more slow request puts p99.9 past the last finite bound
+        let after = Buckets::parse(&page([910, 1000, 1009, 1012]));
+        assert_eq!(after.since(&before).unwrap().p99_9_le_ms, None);
+    }
+
+    #[test]
+    fn a_restarted_or_different_broker_gives_nothing() {
+        let before = Buckets::parse(&page([10, 10, 10, 10]));
+        let after = Buckets::parse(&page([5, 5, 5, 5]));
+        assert!(after.since(&before).is_none(), "counts went back");
+        assert!(Buckets::default().since(&Buckets::default()).is_none());
+        // no Produce answered before: the series did not exist yet
+        let first = Buckets::parse(&page([1, 2, 3, 4])).since(&Buckets::default());
+        assert_eq!(first.map(|l| l.requests), Some(9));
+        let fewer = Buckets(before.0[1..].to_vec());
+        assert!(before.since(&fewer).is_none());
+    }
+}
