@@ -1,3 +1,13 @@
+#!/usr/bin/env python3
+"""docs/benchmarks.md "Stalls, CPU steal and the broker's own latency":
+acks=1 at 64 and 256 KiB batches, 1 and 4 partitions, max rate, then open
+loop at half of each config's median max; RUNS rounds, interleaved. Runs in
+which the tool stalled are kept aside and repeated (matrix.run).
+
+    cargo build --release -p odradek-bench -p odradek
+    python3 bench/results/kafka/2026-12-03-stalls/run.py OUT_DIR [RUNS]
+    python3 bench/results/kafka/summarize.py OUT_DIR
+"""
 import os, sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import matrix
