@@ -164,6 +164,10 @@ fn produce_and_consume_against_a_started_broker() {
         );
     }
     assert!(r["machine"]["tool_stall_s"].as_f64().unwrap() >= 0.0);
+    assert!(r["machine"]["runtime_stall_s"].as_f64().unwrap() >= 0.0);
+    assert!(timeline
+        .iter()
+        .all(|t| t["runtime_lag_ms"].as_f64().is_some()));
     // the data directory is gone, only our report files are left
     let mut left: Vec<_> = std::fs::read_dir(work.path())
         .unwrap()

@@ -4,8 +4,9 @@ configuration's runs."""
 import json, os, statistics, subprocess
 
 
-# A run in which the tool itself stalled this long measured the machine,
-# not the broker (report `machine.tool_stall_s`): it is kept aside as
+# A run in which the tool itself stalled this long measured the machine or
+# the tool, not the broker (report `machine.tool_stall_s`, whole process,
+# and `machine.runtime_stall_s`, its async runtime): it is kept aside as
 # NAME-I.stalled-K.json and run again, at most STALL_RETRIES times.
 STALL_S = 0.5
 STALL_RETRIES = 2
@@ -26,7 +27,8 @@ def run(exe, out, name, argv, i):
         for line in r.stdout.splitlines():
             if line.startswith(("produce", "consume", "ratios", "CPU", "warning")):
                 print("   ", line, flush=True)
-        stall = json.load(open(path))["machine"].get("tool_stall_s", 0.0)
+        m = json.load(open(path))["machine"]
+        stall = max(m.get("tool_stall_s", 0.0), m.get("runtime_stall_s", 0.0))
         if stall < STALL_S or attempt == STALL_RETRIES:
             return
         aside = os.path.join(out, f"{name}-{i}.stalled-{attempt + 1}")

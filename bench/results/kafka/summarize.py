@@ -53,7 +53,8 @@ for name, rs in groups.items():
     cells.append(load(rs))
     # absent in reports written before the tool measured them
     cells.append(fmt([r["machine"].get("cpu_steal_pct") for r in rs], 1))
-    stalls = [r["machine"]["tool_stall_s"] for r in rs if "tool_stall_s" in r["machine"]]
+    stalls = [max(r["machine"]["tool_stall_s"], r["machine"].get("runtime_stall_s", 0.0))
+              for r in rs if "tool_stall_s" in r["machine"]]
     cells.append(f"{sum(s >= 0.5 for s in stalls)} of {len(stalls)}" if stalls else "-")
     print("| " + " | ".join(cells) + " |")
 

@@ -340,8 +340,11 @@ pub async fn producer(
         .iter()
         .map(|t| TopicName(StrBytes::from_string(t.topic.clone())))
         .collect();
+    // the start of this pass of the loop: after the last wait
+    let mut pass_start = c.now();
     loop {
         let now = c.now();
+        let iter_start = now;
         let stopping = remaining == 0 || w.stop_at.is_some_and(|s| now >= s);
         // 1. generate what is due
         if !stopping {
@@ -438,6 +441,9 @@ pub async fn producer(
         }
         // 2. linger expired (or stopping): batches become ready
         let now = c.now();
+        let bd = &stats.breakdown;
+        bd.generate_max_ns
+            .fetch_max(now.saturating_sub(iter_start), Relaxed);
         for (part, slot) in open.iter_mut().enumerate() {
             if slot
                 .as_ref()
@@ -456,6 +462,7 @@ pub async fn producer(
             }
         }
         // 3. send what the windows allow
+        let send_start = c.now();
         for pc in conns.values_mut() {
             while !pc.queue.is_empty() {
                 let permit = if w.acks == 0 {
@@ -472,6 +479,11 @@ pub async fn producer(
                 }
             }
         }
+        let sent = c.now();
+        bd.send_max_ns
+            .fetch_max(sent.saturating_sub(send_start), Relaxed);
+        bd.pass_max_ns
+            .fetch_max(sent.saturating_sub(pass_start), Relaxed);
         let queued: usize = conns.values().map(|p| p.queue.len()).sum();
         if stopping && queued == 0 && open.iter().all(|o| o.is_none()) {
             break;
@@ -523,10 +535,12 @@ pub async fn producer(
                     tick_end = c.now() + w.tick_ns;
                 }
             }
+            pass_start = c.now();
         } else if wake != u64::MAX {
             let ticked = interval.is_some();
             let until = if ticked { wake.max(tick_end) } else { wake };
             timer.sleep_until(c.instant(until)).await?;
+            pass_start = c.now();
             if ticked {
                 tick_end = c.now() + w.tick_ns;
             }

@@ -267,7 +267,25 @@ pub struct Args {
     quiet: bool,
 }
 
+/// Keep freed memory in the process, for reuse. glibc gives large frees
+/// back to the kernel (munmap, heap trim), so new batch and request buffers
+/// kept landing on fresh pages that the kernel must fault in and zero. On
+/// the benchmark VM, after the guest had freed memory (e.g. a compile),
+/// those first touches ran so slowly that the generator's task held its
+/// worker for seconds and the run stalled (docs/benchmarks.md, "Stalls,
+/// CPU steal and the broker's own latency"). Kept pages are reused warm.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("odradek-bench: {e}");
@@ -579,6 +597,7 @@ async fn bench(
     let keygen = Arc::new(client::KeyGen::new(work.keys, work.key_space, work.zipf_s));
     let broker_cpu0 = broker_pid.and_then(broker::cpu_seconds);
     let client_cpu0 = report::self_cpu();
+    let client_faults0 = report::self_minor_faults();
     // the broker's histogram as the warm-up ends
     let metrics_before = metrics.clone().map(|m| {
         let at = c.instant(warm_end);
@@ -681,71 +700,102 @@ async fn bench(
         Vec::new()
     };
 
-    // progress ticker
+    // The progress ticker runs on its own thread, so the timeline goes on
+    // (and shows it) when the async runtime stops running its tasks; a
+    // heartbeat task tells how late the runtime is.
     let stop_ticker = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(c.now()));
+    // beats until the ticker has made its last tick
+    let stop_beat = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let (heartbeat, stop) = (heartbeat.clone(), stop_beat.clone());
+        tokio::spawn(async move {
+            while !stop.load(Relaxed) {
+                heartbeat.store(clock().now(), Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
     let ticker = {
         let stats = stats.clone();
         let stop = stop_ticker.clone();
         let quiet = args.quiet;
-        tokio::spawn(async move {
-            let mut timeline = Vec::new();
-            let mut last = (0u64, 0u64, 0u64, 0u64);
-            let mut iv = tokio::time::interval(Duration::from_secs(1));
-            // After a stall, one long tick (not a burst of empty ones) so
-            // the timeline shows the gap and no rate is divided by ~0 s.
-            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            iv.tick().await;
-            let mut t_prev = clock().now();
-            let mut cpu_prev = report::CpuTimes::now();
-            loop {
-                iv.tick().await;
-                let now = clock().now();
-                let cpu_now = report::CpuTimes::now();
-                let cpu = cpu_now.zip(cpu_prev).and_then(|(n, p)| n.since(&p));
-                cpu_prev = cpu_now;
-                let dt = (now - t_prev) as f64 / 1e9;
-                t_prev = now;
-                let pm = stats.produce.all_msgs.load(Relaxed);
-                let pb = stats.produce.all_bytes.load(Relaxed);
-                let cm = stats.consume.all_msgs.load(Relaxed);
-                let cb = stats.consume.all_bytes.load(Relaxed);
-                let (ack, e2e) = {
-                    let mut a = stats.produce.interval.lock().unwrap();
-                    let mut e = stats.consume.interval.lock().unwrap();
-                    let r = (
-                        (stats::pct_ms(&a, 0.5), stats::pct_ms(&a, 0.99)),
-                        (stats::pct_ms(&e, 0.5), stats::pct_ms(&e, 0.99)),
-                    );
-                    a.reset();
-                    e.reset();
-                    r
-                };
-                let tick = stats::Tick {
-                    t_s: (now - t0) as f64 / 1e9,
-                    interval_s: dt,
-                    warmup: now < warm_end,
-                    produce_mb_s: (pb - last.1) as f64 / 1e6 / dt,
-                    produce_msgs_s: (pm - last.0) as f64 / dt,
-                    consume_mb_s: (cb - last.3) as f64 / 1e6 / dt,
-                    consume_msgs_s: (cm - last.2) as f64 / dt,
-                    ack_p50_ms: ack.0,
-                    ack_p99_ms: ack.1,
-                    e2e_p50_ms: e2e.0,
-                    e2e_p99_ms: e2e.1,
-                    cpu_busy_pct: cpu.map(|c| c.busy_pct),
-                    cpu_steal_pct: cpu.map(|c| c.steal_pct),
-                };
-                last = (pm, pb, cm, cb);
-                if !quiet {
-                    eprintln!("{}", report::progress_line(&tick));
+        std::thread::Builder::new()
+            .name("bench-ticker".into())
+            .spawn(move || {
+                let mut timeline = Vec::new();
+                let mut last = (0u64, 0u64, 0u64, 0u64);
+                let mut t_prev = clock().now();
+                let mut cpu_prev = report::CpuTimes::now();
+                loop {
+                    // a second from the last tick (after a stall: from its
+                    // end, so one long tick shows the gap), sampling the
+                    // runtime's heartbeat meanwhile
+                    let deadline = t_prev + 1_000_000_000;
+                    let mut lag_ns = 0u64;
+                    let mut woke_late = false;
+                    loop {
+                        let now = clock().now();
+                        // A late wake-up of this thread is the process's
+                        // stall (`interval_s`), not the runtime's.
+                        if !woke_late {
+                            lag_ns = lag_ns.max(now.saturating_sub(heartbeat.load(Relaxed)));
+                        }
+                        if now >= deadline {
+                            break;
+                        }
+                        let nap = (deadline - now).min(50_000_000);
+                        std::thread::sleep(Duration::from_nanos(nap));
+                        woke_late = clock().now() > now + nap + 100_000_000;
+                    }
+                    let now = clock().now();
+                    let cpu_now = report::CpuTimes::now();
+                    let cpu = cpu_now.zip(cpu_prev).and_then(|(n, p)| n.since(&p));
+                    cpu_prev = cpu_now;
+                    let dt = (now - t_prev) as f64 / 1e9;
+                    t_prev = now;
+                    let pm = stats.produce.all_msgs.load(Relaxed);
+                    let pb = stats.produce.all_bytes.load(Relaxed);
+                    let cm = stats.consume.all_msgs.load(Relaxed);
+                    let cb = stats.consume.all_bytes.load(Relaxed);
+                    let (ack, e2e) = {
+                        let mut a = stats.produce.interval.lock().unwrap();
+                        let mut e = stats.consume.interval.lock().unwrap();
+                        let r = (
+                            (stats::pct_ms(&a, 0.5), stats::pct_ms(&a, 0.99)),
+                            (stats::pct_ms(&e, 0.5), stats::pct_ms(&e, 0.99)),
+                        );
+                        a.reset();
+                        e.reset();
+                        r
+                    };
+                    let tick = stats::Tick {
+                        t_s: (now - t0) as f64 / 1e9,
+                        interval_s: dt,
+                        warmup: now < warm_end,
+                        produce_mb_s: (pb - last.1) as f64 / 1e6 / dt,
+                        produce_msgs_s: (pm - last.0) as f64 / dt,
+                        consume_mb_s: (cb - last.3) as f64 / 1e6 / dt,
+                        consume_msgs_s: (cm - last.2) as f64 / dt,
+                        ack_p50_ms: ack.0,
+                        ack_p99_ms: ack.1,
+                        e2e_p50_ms: e2e.0,
+                        e2e_p99_ms: e2e.1,
+                        cpu_busy_pct: cpu.map(|c| c.busy_pct),
+                        cpu_steal_pct: cpu.map(|c| c.steal_pct),
+                        runtime_lag_ms: lag_ns as f64 / 1e6,
+                    };
+                    last = (pm, pb, cm, cb);
+                    if !quiet {
+                        eprintln!("{}", report::progress_line(&tick));
+                    }
+                    timeline.push(tick);
+                    if stop.load(Relaxed) {
+                        break;
+                    }
                 }
-                timeline.push(tick);
-                if stop.load(Relaxed) {
-                    break;
-                }
-            }
-            timeline
-        })
+                timeline
+            })?
     };
 
     let mut first_err: Option<proto::Error> = None;
@@ -782,12 +832,17 @@ async fn bench(
     }
     let end = c.now();
     stop_ticker.store(true, Relaxed);
-    let timeline = ticker.await.unwrap_or_default();
+    let timeline = tokio::task::spawn_blocking(move || ticker.join().unwrap_or_default())
+        .await
+        .unwrap_or_default();
+    stop_beat.store(true, Relaxed);
+    let _ = beat.await;
     let broker_cpu = match (broker_cpu0, broker_pid.and_then(broker::cpu_seconds)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
     let client_cpu = report::self_cpu() - client_cpu0;
+    let client_faults = report::self_minor_faults().saturating_sub(client_faults0);
     let broker_produce = match (metrics_before, metrics) {
         (Some(before), Some(m)) => {
             let before = before.await.ok().flatten();
@@ -826,6 +881,7 @@ async fn bench(
             },
             consume_expected: (producers > 0).then_some(target_count),
             broker_produce,
+            client_minor_faults: client_faults,
         },
     ))
 }

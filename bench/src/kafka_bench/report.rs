@@ -26,6 +26,10 @@ pub struct Machine {
     /// benchmark process did not run at all, so the whole machine (or VM)
     /// stalled, whatever the broker did; such a run measures the machine.
     pub tool_stall_s: f64,
+    /// The longest time after the warm-up the tool's async runtime (its
+    /// producers, consumers and connections) ran no task while its ticker
+    /// thread ran: a stall inside the tool, not of the machine.
+    pub runtime_stall_s: f64,
 }
 
 #[derive(serde::Serialize, Clone)]
@@ -102,6 +106,9 @@ pub struct Report {
     /// CPU seconds per GB (10^9 bytes) produced + consumed.
     pub broker_cpu_s_per_gb: Option<f64>,
     pub client_cpu_s_per_gb: Option<f64>,
+    /// Minor page faults of the client during the run (see
+    /// `self_minor_faults`): fresh memory it touched.
+    pub client_minor_faults: u64,
     pub baseline: Option<Baseline>,
     /// The broker's own Produce handling time after the warm-up (an
     /// Odradek broker's metrics, see `broker_metrics`).
@@ -117,6 +124,12 @@ pub struct ProduceBreakdownReport {
     pub batch_queued: Option<Latency>,
     /// Produce requests: written → answered (network and broker).
     pub request_round_trip: Option<Latency>,
+    /// The producers' longest loop pass without a wait, and the longest
+    /// time making messages and sending requests in one (ms, whole run;
+    /// see `stats::ProduceBreakdown::pass_max_ns`).
+    pub producer_pass_max_ms: f64,
+    pub producer_generate_max_ms: f64,
+    pub producer_send_max_ms: f64,
 }
 
 pub struct Extra {
@@ -129,6 +142,7 @@ pub struct Extra {
     pub broker: String,
     pub consume_expected: Option<u64>,
     pub broker_produce: Option<crate::broker_metrics::BrokerLatency>,
+    pub client_minor_faults: u64,
 }
 
 fn side(s: &Side) -> SideReport {
@@ -241,6 +255,10 @@ fn mean_after_warmup(tl: &[Tick], f: impl Fn(&Tick) -> Option<f64>) -> Option<f6
     (time > 0.0).then(|| sum / time)
 }
 
+fn ms(ns: &std::sync::atomic::AtomicU64) -> f64 {
+    ns.load(Relaxed) as f64 / 1e6
+}
+
 /// See [`Machine::tool_stall_s`].
 fn tool_stall_s(tl: &[Tick]) -> f64 {
     tl.iter()
@@ -249,10 +267,29 @@ fn tool_stall_s(tl: &[Tick]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// See [`Machine::runtime_stall_s`].
+fn runtime_stall_s(tl: &[Tick]) -> f64 {
+    tl.iter()
+        .filter(|t| !t.warmup)
+        .map(|t| t.runtime_lag_ms / 1e3)
+        .fold(0.0, f64::max)
+}
+
 /// Runs whose tool stalled this long are flagged in the table.
 const STALL_WARN_S: f64 = 0.5;
 
 /// User + system CPU seconds of this process so far.
+/// Page faults this process took so far that needed no I/O (its first
+/// touches of fresh memory, mostly).
+pub fn self_minor_faults() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_minflt.max(0) as u64
+    }
+}
+
 pub fn self_cpu() -> f64 {
     // SAFETY: getrusage fills the zeroed struct.
     unsafe {
@@ -308,6 +345,7 @@ impl Report {
                 cpu_busy_pct: mean_after_warmup(&timeline, |t| t.cpu_busy_pct),
                 cpu_steal_pct: mean_after_warmup(&timeline, |t| t.cpu_steal_pct),
                 tool_stall_s: tool_stall_s(&timeline),
+                runtime_stall_s: runtime_stall_s(&timeline),
                 ..machine()
             },
             produce,
@@ -315,6 +353,9 @@ impl Report {
                 batch_late: latency(&stats.breakdown.late.lock().unwrap()),
                 batch_queued: latency(&stats.breakdown.queued.lock().unwrap()),
                 request_round_trip: latency(&stats.breakdown.round_trip.lock().unwrap()),
+                producer_pass_max_ms: ms(&stats.breakdown.pass_max_ns),
+                producer_generate_max_ms: ms(&stats.breakdown.generate_max_ns),
+                producer_send_max_ms: ms(&stats.breakdown.send_max_ns),
             },
             consume,
             sent_messages: stats.sent.load(Relaxed),
@@ -323,6 +364,7 @@ impl Report {
             client_cpu_s: x.client_cpu_s,
             broker_cpu_s_per_gb: x.broker_cpu_s.filter(|_| gb > 0.0).map(|c| c / gb),
             client_cpu_s_per_gb: (gb > 0.0).then(|| x.client_cpu_s / gb),
+            client_minor_faults: x.client_minor_faults,
             baseline: None,
             broker_produce: x.broker_produce,
             timeline,
@@ -340,7 +382,7 @@ fn opt_pct(v: Option<f64>) -> String {
 
 pub fn progress_line(t: &Tick) -> String {
     format!(
-        "{:6.1}s{} produce {:8.1} MB/s {:9.0} msg/s ack p50 {} p99 {} ms | consume {:8.1} MB/s {:9.0} msg/s e2e p50 {} p99 {} ms | CPU steal {} %",
+        "{:6.1}s{} produce {:8.1} MB/s {:9.0} msg/s ack p50 {} p99 {} ms | consume {:8.1} MB/s {:9.0} msg/s e2e p50 {} p99 {} ms | CPU steal {} % | tool runtime lag {:.0} ms",
         t.t_s,
         if t.warmup { " (warm-up)" } else { "" },
         t.produce_mb_s,
@@ -352,6 +394,7 @@ pub fn progress_line(t: &Tick) -> String {
         opt_ms(t.e2e_p50_ms),
         opt_ms(t.e2e_p99_ms),
         opt_pct(t.cpu_steal_pct),
+        t.runtime_lag_ms,
     )
 }
 
@@ -384,6 +427,12 @@ pub fn print(r: &Report) {
         opt_pct(r.machine.cpu_busy_pct),
         opt_pct(r.machine.cpu_steal_pct),
     );
+    if r.machine.runtime_stall_s >= STALL_WARN_S {
+        println!(
+            "warning: the benchmark's async runtime ran no task for {:.1} s after the warm-up (a stall inside the tool); the numbers below include it",
+            r.machine.runtime_stall_s
+        );
+    }
     if r.machine.tool_stall_s >= STALL_WARN_S {
         println!(
             "warning: this benchmark itself did not run for {:.1} s after the warm-up: the machine stalled, and the numbers below include it",
@@ -480,10 +529,11 @@ pub fn print(r: &Report) {
         );
     }
     println!(
-        "CPU: client {:.2} s{}{}",
+        "CPU: client {:.2} s{} ({} minor page faults){}",
         r.client_cpu_s,
         r.client_cpu_s_per_gb
             .map_or(String::new(), |x| format!(" ({x:.2} s/GB)")),
+        r.client_minor_faults,
         r.broker_cpu_s.map_or(String::new(), |b| format!(
             ", broker {b:.2} s{}",
             r.broker_cpu_s_per_gb
@@ -815,5 +865,23 @@ mod tests {
             "a warm-up stall is not counted"
         );
         assert_eq!(tool_stall_s(&[tick(false, 0.98)]), 0.0);
+    }
+
+    #[test]
+    fn the_runtime_stall_is_the_longest_heartbeat_lag_after_the_warm_up() {
+        let tick = |warmup, runtime_lag_ms| Tick {
+            warmup,
+            runtime_lag_ms,
+            interval_s: 1.0,
+            ..Tick::default()
+        };
+        let tl = [
+            tick(true, 9000.0),
+            tick(false, 12.0),
+            tick(false, 2500.0),
+            tick(false, 30.0),
+        ];
+        assert!((runtime_stall_s(&tl) - 2.5).abs() < 1e-9);
+        assert_eq!(runtime_stall_s(&tl[..1]), 0.0);
     }
 }

@@ -144,6 +144,16 @@ pub struct ProduceBreakdown {
     pub queued: Mutex<Histogram<u64>>,
     /// A Produce request written → its answer read: network and broker.
     pub round_trip: Mutex<Histogram<u64>>,
+    /// The longest stretch of a producer's loop (makes, queues and sends
+    /// batches) from one wait (timer or request slot) to the next, whole
+    /// run (ns). In open loop a long one means the generator, not the
+    /// broker, held messages back; at max rate the loop may legitimately
+    /// go on without waiting while the window has room.
+    pub pass_max_ns: std::sync::atomic::AtomicU64,
+    /// The longest time in one loop iteration making messages (step 1)
+    /// and sending requests (step 3).
+    pub generate_max_ns: std::sync::atomic::AtomicU64,
+    pub send_max_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ProduceBreakdown {
@@ -152,6 +162,9 @@ impl Default for ProduceBreakdown {
             late: Mutex::new(new_hist()),
             queued: Mutex::new(new_hist()),
             round_trip: Mutex::new(new_hist()),
+            pass_max_ns: Default::default(),
+            generate_max_ns: Default::default(),
+            send_max_ns: Default::default(),
         }
     }
 }
@@ -184,8 +197,8 @@ impl std::ops::Deref for SideBox {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Tick {
     pub t_s: f64,
-    /// Seconds since the previous tick: 1 unless the tool itself could not
-    /// run (see `report::Machine::tool_stall_s`).
+    /// Seconds since the previous tick: 1 unless the tool's process could
+    /// not run (see `report::Machine::tool_stall_s`).
     pub interval_s: f64,
     pub warmup: bool,
     pub produce_mb_s: f64,
@@ -199,6 +212,9 @@ pub struct Tick {
     /// All CPUs of the machine in this second (see `report::CpuShare`).
     pub cpu_busy_pct: Option<f64>,
     pub cpu_steal_pct: Option<f64>,
+    /// The longest the async runtime went without running its heartbeat
+    /// task (every 10 ms) in this tick (see `report::Machine::runtime_stall_s`).
+    pub runtime_lag_ms: f64,
 }
 
 pub fn pct_ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
