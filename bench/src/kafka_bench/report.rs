@@ -278,26 +278,27 @@ fn runtime_stall_s(tl: &[Tick]) -> f64 {
 /// Runs whose tool stalled this long are flagged in the table.
 const STALL_WARN_S: f64 = 0.5;
 
-/// User + system CPU seconds of this process so far.
-/// Page faults this process took so far that needed no I/O (its first
-/// touches of fresh memory, mostly).
-pub fn self_minor_faults() -> u64 {
+/// This process's resource usage so far.
+fn rusage() -> libc::rusage {
     // SAFETY: getrusage fills the zeroed struct.
     unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru.ru_minflt.max(0) as u64
+        ru
     }
 }
 
+/// Page faults this process took so far that needed no I/O (its first
+/// touches of fresh memory, mostly).
+pub fn self_minor_faults() -> u64 {
+    rusage().ru_minflt.max(0) as u64
+}
+
+/// User + system CPU seconds of this process so far.
 pub fn self_cpu() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
+    let ru = rusage();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn machine() -> Machine {
