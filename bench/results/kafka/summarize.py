@@ -4,6 +4,8 @@ run.py wrote; runs of the same config in several directories are pooled.
 Usage: python3 bench/results/kafka/summarize.py OUT_DIR [OUT_DIR...]"""
 import glob, json, os, re, statistics, sys
 
+from matrix import STALL_S
+
 groups = {}
 files = [f for d in sys.argv[1:] for f in sorted(glob.glob(os.path.join(d, "*.json")))]
 # runs in which the tool stalled and that matrix.run repeated
@@ -34,7 +36,7 @@ def load(rs):
     return f"{min(lb + la):.1f}–{max(lb + la):.1f}"
 
 
-print("| config | runs | produce MB/s | produce msgs/s | ack p50 ms | p90 | p99 | p99.9 | p99.99 | max | consume MB/s | e2e p50 ms | e2e p99 | broker CPU s/GB | client CPU s/GB | load (1 min) | CPU steal % | tool stalls ≥ 0.5 s |")
+print("| config | runs | produce MB/s | produce msgs/s | ack p50 ms | p90 | p99 | p99.9 | p99.99 | max | consume MB/s | e2e p50 ms | e2e p99 | broker CPU s/GB | client CPU s/GB | load (1 min) | CPU steal % | tool stalls |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 for name, rs in groups.items():
     cells = [
@@ -55,7 +57,7 @@ for name, rs in groups.items():
     cells.append(fmt([r["machine"].get("cpu_steal_pct") for r in rs], 1))
     stalls = [max(r["machine"]["tool_stall_s"], r["machine"].get("runtime_stall_s", 0.0))
               for r in rs if "tool_stall_s" in r["machine"]]
-    cells.append(f"{sum(s >= 0.5 for s in stalls)} of {len(stalls)}" if stalls else "-")
+    cells.append(f"{sum(s >= STALL_S for s in stalls)} of {len(stalls)}" if stalls else "-")
     print("| " + " | ".join(cells) + " |")
 
 print()

@@ -63,7 +63,8 @@ pub fn scrape(addr: &str) -> Result<String> {
 impl Buckets {
     /// The Produce series of a metrics page; empty if it has none.
     pub fn parse(page: &str) -> Self {
-        let mut v: Vec<(f64, u64)> = Vec::new();
+        // keyed by the bound's bits: a page may hold many series
+        let mut by_le: std::collections::HashMap<u64, (f64, u64)> = Default::default();
         for line in page.lines() {
             let Some(rest) = line.strip_prefix(METRIC) else {
                 continue;
@@ -89,11 +90,11 @@ impl Buckets {
             let Ok(n) = value.trim().parse::<u64>() else {
                 continue;
             };
-            match v.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, c)) => *c += n,
-                None => v.push((le, n)),
-            }
+            // counts come from another process: add without overflow
+            let c = &mut by_le.entry(le.to_bits()).or_insert((le, 0)).1;
+            *c = c.saturating_add(n);
         }
+        let mut v: Vec<(f64, u64)> = by_le.into_values().collect();
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
         Self(v)
     }
@@ -121,11 +122,14 @@ impl Buckets {
             delta.push((*le, now.checked_sub(*then)?));
         }
         let requests = delta.last().map_or(0, |&(_, n)| n);
+        if requests == 0 {
+            delta.clear();
+        }
         let bound = |q: f64| {
             let want = (q * requests as f64).ceil() as u64;
             delta
                 .iter()
-                .find(|&&(_, n)| n >= want && requests > 0)
+                .find(|&&(_, n)| n >= want)
                 .map(|&(le, _)| le * 1e3)
                 .filter(|le| le.is_finite())
         };
@@ -137,7 +141,7 @@ impl Buckets {
             p99_9_le_ms: bound(0.999),
             cumulative: delta
                 .iter()
-                .filter(|(le, _)| le.is_finite() && requests > 0)
+                .filter(|(le, _)| le.is_finite())
                 .map(|&(le, n)| (le * 1e3, n as f64 / requests as f64))
                 .collect(),
         })
@@ -178,6 +182,13 @@ mod tests {
             ),
             Buckets::default()
         );
+        // counts from another process that would overflow saturate
+        let huge = format!(
+            "odradek_request_duration_seconds_bucket{{le=\"+Inf\",api=\"Produce\",shard=\"0\"}} {m}\n\
+             odradek_request_duration_seconds_bucket{{le=\"+Inf\",api=\"Produce\",shard=\"1\"}} {m}\n",
+            m = u64::MAX
+        );
+        assert_eq!(Buckets::parse(&huge).0, [(f64::INFINITY, u64::MAX)]);
     }
 
     #[test]

@@ -340,11 +340,12 @@ pub async fn producer(
         .iter()
         .map(|t| TopicName(StrBytes::from_string(t.topic.clone())))
         .collect();
-    // the start of this pass of the loop: after the last wait
-    let mut pass_start = c.now();
+    // when this pass of the loop began: the first iteration after a wait
+    let mut pass_start: Option<u64> = None;
     loop {
         let now = c.now();
         let iter_start = now;
+        let pass_began = *pass_start.get_or_insert(now);
         let stopping = remaining == 0 || w.stop_at.is_some_and(|s| now >= s);
         // 1. generate what is due
         if !stopping {
@@ -462,7 +463,6 @@ pub async fn producer(
             }
         }
         // 3. send what the windows allow
-        let send_start = c.now();
         for pc in conns.values_mut() {
             while !pc.queue.is_empty() {
                 let permit = if w.acks == 0 {
@@ -480,10 +480,9 @@ pub async fn producer(
             }
         }
         let sent = c.now();
-        bd.send_max_ns
-            .fetch_max(sent.saturating_sub(send_start), Relaxed);
+        bd.send_max_ns.fetch_max(sent.saturating_sub(now), Relaxed);
         bd.pass_max_ns
-            .fetch_max(sent.saturating_sub(pass_start), Relaxed);
+            .fetch_max(sent.saturating_sub(pass_began), Relaxed);
         let queued: usize = conns.values().map(|p| p.queue.len()).sum();
         if stopping && queued == 0 && open.iter().all(|o| o.is_none()) {
             break;
@@ -535,12 +534,12 @@ pub async fn producer(
                     tick_end = c.now() + w.tick_ns;
                 }
             }
-            pass_start = c.now();
+            pass_start = None;
         } else if wake != u64::MAX {
             let ticked = interval.is_some();
             let until = if ticked { wake.max(tick_end) } else { wake };
             timer.sleep_until(c.instant(until)).await?;
-            pass_start = c.now();
+            pass_start = None;
             if ticked {
                 tick_end = c.now() + w.tick_ns;
             }

@@ -534,6 +534,17 @@ async fn list_offsets(topo: &Topology, addr_of: &str, which: i64) -> Result<Vec<
     Ok(out)
 }
 
+/// The broker's metrics page (off the runtime's threads), or `None` with
+/// the reason on stderr.
+async fn read_metrics(addr: String) -> Option<String> {
+    let page = tokio::task::spawn_blocking(move || broker_metrics::scrape(&addr))
+        .await
+        .map_err(proto::Error::from)
+        .and_then(|r| r);
+    page.map_err(|e| eprintln!("broker metrics not read: {e}"))
+        .ok()
+}
+
 async fn bench(
     args: &Args,
     addr: &str,
@@ -603,14 +614,7 @@ async fn bench(
         let at = c.instant(warm_end);
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            match tokio::task::spawn_blocking(move || broker_metrics::scrape(&m)).await {
-                Ok(Ok(page)) => Some(page),
-                Ok(Err(e)) => {
-                    eprintln!("broker metrics not read: {e}");
-                    None
-                }
-                Err(_) => None,
-            }
+            read_metrics(m).await
         })
     });
 
@@ -846,19 +850,10 @@ async fn bench(
     let broker_produce = match (metrics_before, metrics) {
         (Some(before), Some(m)) => {
             let before = before.await.ok().flatten();
-            let after = tokio::task::spawn_blocking(move || broker_metrics::scrape(&m))
-                .await
-                .map_err(|e| format!("metrics scrape: {e}"))?;
-            match (before, after) {
-                (Some(b), Ok(a)) => {
-                    broker_metrics::Buckets::parse(&a).since(&broker_metrics::Buckets::parse(&b))
-                }
-                (_, Err(e)) => {
-                    eprintln!("broker metrics not read: {e}");
-                    None
-                }
-                (None, Ok(_)) => None,
-            }
+            let after = read_metrics(m).await;
+            before.zip(after).and_then(|(b, a)| {
+                broker_metrics::Buckets::parse(&a).since(&broker_metrics::Buckets::parse(&b))
+            })
         }
         _ => None,
     };

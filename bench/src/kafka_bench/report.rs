@@ -21,10 +21,10 @@ pub struct Machine {
     /// beside it is the machine's, not the broker's.
     pub cpu_busy_pct: Option<f64>,
     pub cpu_steal_pct: Option<f64>,
-    /// The longest time after the warm-up the tool's own once-a-second
-    /// ticker ran late (its interval minus 1 s). Seconds here mean the
-    /// benchmark process did not run at all, so the whole machine (or VM)
-    /// stalled, whatever the broker did; such a run measures the machine.
+    /// The longest time after the warm-up the tool's once-a-second ticker
+    /// (a thread of its own) ran late: its interval minus 1 s. Seconds here
+    /// mean the benchmark process did not run (the machine or VM stalled,
+    /// or the process was stopped), whatever the broker did.
     pub tool_stall_s: f64,
     /// The longest time after the warm-up the tool's async runtime (its
     /// producers, consumers and connections) ran no task while its ticker
@@ -436,7 +436,7 @@ pub fn print(r: &Report) {
     }
     if r.machine.tool_stall_s >= STALL_WARN_S {
         println!(
-            "warning: this benchmark itself did not run for {:.1} s after the warm-up: the machine stalled, and the numbers below include it",
+            "warning: this benchmark's process did not run for {:.1} s after the warm-up (the machine stalled?); the numbers below include it",
             r.machine.tool_stall_s
         );
     }

@@ -150,8 +150,8 @@ pub struct ProduceBreakdown {
     /// broker, held messages back; at max rate the loop may legitimately
     /// go on without waiting while the window has room.
     pub pass_max_ns: std::sync::atomic::AtomicU64,
-    /// The longest time in one loop iteration making messages (step 1)
-    /// and sending requests (step 3).
+    /// The longest time in one loop iteration making messages (step 1),
+    /// and closing lingered batches and sending requests (steps 2 and 3).
     pub generate_max_ns: std::sync::atomic::AtomicU64,
     pub send_max_ns: std::sync::atomic::AtomicU64,
 }
