@@ -225,6 +225,97 @@ fn sink_with_a_rate_and_the_baseline() {
     assert!(secs > 0.3, "rate not applied: {secs} s");
 }
 
+/// Open loop against a broker far slower than the schedule (the sink
+/// answering each Produce after 20 ms, one at a time): the producer holds
+/// back what its windows cannot take, so its queue stays a few batches
+/// and the run ends on time, while latency still counts from each
+/// message's scheduled time and the messages never sent are reported.
+#[test]
+fn open_loop_against_a_slow_broker_holds_back_and_says_so() {
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let (rate, secs) = (50_000.0, 2.0);
+    let started = Instant::now();
+    let r = run(
+        work.path(),
+        &[
+            "--sink",
+            "--sink-delay",
+            "20ms",
+            "--consumers",
+            "0",
+            "--partitions",
+            "1",
+            "--max-in-flight",
+            "1",
+            "--batch-size",
+            "16KiB",
+            "--rate",
+            "50000",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    let bd = &r["produce_breakdown"];
+    // a batch beyond the window, plus one whose linger ended meanwhile
+    let queued_max = bd["queued_max_batches"].as_u64().unwrap();
+    assert!(queued_max <= 3, "the queue grew: {bd}");
+    let sent = r["sent_messages"].as_u64().unwrap();
+    let unsent = r["unsent_messages"].as_u64().unwrap();
+    assert!(unsent > 0, "nothing held back: {r}");
+    // every scheduled message is either sent or counted as not sent
+    let scheduled = (sent + unsent) as f64;
+    assert!(
+        scheduled > 0.8 * rate * secs && scheduled <= rate * secs * 1.01,
+        "sent {sent} + unsent {unsent} against {} scheduled",
+        rate * secs
+    );
+    // the ones sent waited in the client for the window: counted from
+    // their scheduled time, that wait is their latency (no coordinated
+    // omission), and it is the queue's, not the generator's
+    let p99 = r["produce"]["latency"]["p99_ms"].as_f64().unwrap();
+    assert!(
+        p99 > 500.0,
+        "latency not counted from the schedule: {p99} ms"
+    );
+    let queued = bd["batch_queued"]["p99_ms"].as_f64().unwrap();
+    let late = bd["batch_late"]["p99_ms"].as_f64().unwrap();
+    assert!(queued > 500.0 && late < queued / 10.0, "{bd}");
+    // the run did not go on draining a backlog after its end
+    let took = started.elapsed().as_secs_f64();
+    assert!(took < 60.0, "the run took {took:.0} s");
+    // With a warm-up, throughput counts what was acked after it; so far
+    // behind, nothing scheduled after the warm-up was sent, so there is no
+    // latency sample, but the messages acked then count.
+    let r = run(
+        work.path(),
+        &[
+            "--sink",
+            "--sink-delay",
+            "20ms",
+            "--consumers",
+            "0",
+            "--partitions",
+            "1",
+            "--max-in-flight",
+            "1",
+            "--batch-size",
+            "16KiB",
+            "--rate",
+            "50000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "1s",
+        ],
+    );
+    let p = &r["produce"];
+    assert!(p["messages"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["mb_per_s"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(p["latency"].is_null(), "{p}");
+}
+
 /// An Odradek broker this test runs itself, as a user's would be: the
 /// benchmark only gets `--bootstrap`. Killed on drop.
 struct OwnBroker {

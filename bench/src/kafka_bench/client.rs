@@ -342,15 +342,34 @@ pub async fn producer(
         .collect();
     // when this pass of the loop began: the first iteration after a wait
     let mut pass_start: Option<u64> = None;
+    // open loop: messages that are due wait for room in the queue
+    let mut held = false;
+    let mut unsent_counted = false;
     loop {
         let now = c.now();
         let iter_start = now;
         let pass_began = *pass_start.get_or_insert(now);
         let stopping = remaining == 0 || w.stop_at.is_some_and(|s| now >= s);
+        // the messages held back until now were waiting for the window
+        let resumed = held.then_some(now);
         // 1. generate what is due
+        let mut capped = false;
         if !stopping {
             let mut made = 0;
             loop {
+                // Make no message while a batch beyond what the windows take
+                // now is queued. More would only grow the queue: in open loop,
+                // a client that fell behind made up to 64 MiB per pass while
+                // its windows took one request each, on fresh pages, and
+                // never caught up (the runs that collapsed to ~100 MB/s).
+                // The messages not made yet keep their scheduled times, so
+                // their latency still counts from then.
+                let queued: usize = conns.values().map(|p| p.queue.len()).sum();
+                let free: usize = conns.values().map(|p| p.permits.available_permits()).sum();
+                if queued > free {
+                    held = interval.is_some_and(|_| next_sched <= now);
+                    break;
+                }
                 let sched = match interval {
                     Some(_) if next_sched > now => break,
                     Some(iv) => {
@@ -381,7 +400,7 @@ pub async fn producer(
                     .filter(|&linger_end| linger_end <= sched);
                 if let Some(due) = closed {
                     let o = slot.take().unwrap();
-                    enqueue(&mut conns, &topo, part, o, due, &w, &stats)?;
+                    enqueue(&mut conns, &topo, part, o, due, resumed, &w, &stats)?;
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
                     }
@@ -412,7 +431,7 @@ pub async fn producer(
                     // sends a full batch without waiting for the next record;
                     // it was due at its last record's time
                     if let Some(o) = open[part].take() {
-                        enqueue(&mut conns, &topo, part, o, sched, &w, &stats)?;
+                        enqueue(&mut conns, &topo, part, o, sched, resumed, &w, &stats)?;
                     }
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
@@ -423,22 +442,20 @@ pub async fn producer(
                 if remaining == 0 {
                     break;
                 }
-                if interval.is_none() {
-                    // max rate: stop generating once something is queued and
-                    // the window is full, or after a bounded amount
-                    // keep one batch queued beyond what the windows take now
-                    let queued: usize = conns.values().map(|p| p.queue.len()).sum();
-                    let free: usize = conns.values().map(|p| p.permits.available_permits()).sum();
-                    if queued > free {
-                        break;
-                    }
-                    if made >= 4096 {
-                        break;
-                    }
-                } else if made >= 65536 {
+                if made >= if interval.is_none() { 4096 } else { 65536 } {
+                    capped = true;
                     break;
                 }
             }
+            if interval.is_some_and(|_| next_sched > now) {
+                held = false;
+            }
+        } else if let (Some(iv), Some(stop)) = (interval.filter(|_| !unsent_counted), w.stop_at) {
+            // the schedule's messages due before the stop that were never
+            // made: the broker was behind; they have no latency sample
+            let unsent = stop.saturating_sub(next_sched).div_ceil(iv);
+            stats.unsent.fetch_add(unsent.min(remaining), Relaxed);
+            unsent_counted = true;
         }
         // 2. linger expired (or stopping): batches become ready
         let now = c.now();
@@ -456,7 +473,7 @@ pub async fn producer(
                 } else {
                     o.first_sched + w.linger_ns
                 };
-                enqueue(&mut conns, &topo, part, o, due, &w, &stats)?;
+                enqueue(&mut conns, &topo, part, o, due, resumed, &w, &stats)?;
                 if part == sticky && w.keys == Keys::None {
                     sticky = (sticky + 1) % n;
                 }
@@ -518,8 +535,10 @@ pub async fn producer(
             wake = wake.min(s);
         }
         let blocked = queued > 0;
-        if interval.is_none() && !blocked && !stopping {
-            continue; // max rate: generate more
+        // max rate, or open loop behind its schedule (messages held back,
+        // or more due than a pass makes): generate more now, no timer
+        if (interval.is_none() || held || capped) && !blocked && !stopping {
+            continue;
         }
         if blocked {
             // wait for a permit on a connection with queued requests, or the
@@ -556,20 +575,27 @@ pub async fn producer(
 }
 
 /// Hand a closed batch to its leader's queue; `due` is when it should have
-/// been (see [`crate::stats::ProduceBreakdown::late`]).
+/// been (see [`crate::stats::ProduceBreakdown::late`]). `resumed`: when
+/// the producer went on making messages it had held back for want of room
+/// in the queue; the wait from `due` until then is the window's, so it
+/// counts as queued, and only the rest as late.
+#[allow(clippy::too_many_arguments)]
 fn enqueue(
     conns: &mut HashMap<i32, PConn>,
     topo: &Topology,
     part: usize,
     o: Open,
     due: u64,
+    resumed: Option<u64>,
     w: &Work,
     stats: &Stats,
 ) -> Result<()> {
     let now = clock().now();
+    let waited = resumed.map_or(0, |r| r.min(now).saturating_sub(due));
     if o.first_sched >= w.warm_end {
-        record_since(&mut stats.breakdown.late.lock().unwrap(), now, due);
+        record_since(&mut stats.breakdown.late.lock().unwrap(), now, due + waited);
     }
+    let ready_at = now - waited;
     let leader = topo.parts[part].leader;
     // compressed here, in the producer's loop, as a Kafka producer does
     // before it sends
@@ -578,12 +604,17 @@ fn enqueue(
         .produce
         .wire_bytes
         .fetch_add(bytes.len() as u64, Relaxed);
-    conns.get_mut(&leader).unwrap().queue.push(Ready {
+    let queue = &mut conns.get_mut(&leader).unwrap().queue;
+    queue.push(Ready {
         part,
         bytes,
         sched: o.sched,
-        ready_at: now,
+        ready_at,
     });
+    stats
+        .breakdown
+        .queued_max
+        .fetch_max(queue.len() as u64, Relaxed);
     Ok(())
 }
 
@@ -678,7 +709,7 @@ async fn produce_reader(
                 }
             }
         }
-        let (mut ok_msgs, mut measured_msgs) = (0u64, 0u64);
+        let mut ok_msgs = 0u64;
         for (part, sched) in &inflight.batches {
             let tp = &topo.parts[*part];
             if let Some(code) = errs.get(&(tp.topic.clone(), tp.partition)) {
@@ -696,22 +727,20 @@ async fn produce_reader(
                 ok_msgs += 1;
                 let us = (now.saturating_sub(s) / 1000).max(1);
                 if s >= w.warm_end {
-                    measured_msgs += 1;
                     lat_m.push(us);
                 } else {
                     lat_w.push(us);
                 }
             }
         }
+        // Throughput counts what was acked after the warm-up, latency what
+        // was scheduled after it: an open-loop client that is behind sends
+        // messages scheduled before the warm-up's end well after it.
         let size = w.message_size as u64;
-        let warm = ok_msgs - measured_msgs;
-        if warm > 0 {
-            stats.produce.count(now, warm, warm * size, false);
-        }
-        if measured_msgs > 0 {
+        if ok_msgs > 0 {
             stats
                 .produce
-                .count(now, measured_msgs, measured_msgs * size, true);
+                .count(now, ok_msgs, ok_msgs * size, now >= w.warm_end);
         }
         stats.produce.record(&mut lat_m, &mut lat_w);
     }

@@ -162,6 +162,11 @@ pub struct Args {
     /// storing (measures the client alone).
     #[arg(long, conflicts_with = "bootstrap")]
     sink: bool,
+    /// With --sink: answer each Produce request this long after reading
+    /// it, one request at a time per connection (a broker slower than the
+    /// load, to see how the tool behaves when it falls behind).
+    #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "sink")]
+    sink_delay: Duration,
     /// The odradek binary to start (default: next to this binary).
     #[arg(long)]
     broker_bin: Option<PathBuf>,
@@ -310,7 +315,7 @@ fn run(args: Args) -> Result<()> {
     let target = if let Some(b) = &args.bootstrap {
         Target::External(b.clone())
     } else if args.sink {
-        Target::Sink(sink::Sink::start(args.partitions)?)
+        Target::Sink(sink::Sink::start(args.partitions, args.sink_delay)?)
     } else {
         let bin = broker::find_binary(args.broker_bin.as_deref())?;
         let b = broker::Broker::start(&bin, &args.data_dir, args.broker_shards, &args.broker_set)?;

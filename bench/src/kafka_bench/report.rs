@@ -100,6 +100,9 @@ pub struct Report {
     pub produce_breakdown: ProduceBreakdownReport,
     pub consume: SideReport,
     pub sent_messages: u64,
+    /// Open loop: scheduled before the end but never sent (the producers
+    /// were held back by full windows; see `stats::Stats::unsent`).
+    pub unsent_messages: u64,
     pub consume_expected: Option<u64>,
     pub broker_cpu_s: Option<f64>,
     pub client_cpu_s: f64,
@@ -130,6 +133,8 @@ pub struct ProduceBreakdownReport {
     pub producer_pass_max_ms: f64,
     pub producer_generate_max_ms: f64,
     pub producer_send_max_ms: f64,
+    /// The most batches one connection's queue held (whole run).
+    pub queued_max_batches: u64,
 }
 
 pub struct Extra {
@@ -357,9 +362,11 @@ impl Report {
                 producer_pass_max_ms: ms(&stats.breakdown.pass_max_ns),
                 producer_generate_max_ms: ms(&stats.breakdown.generate_max_ns),
                 producer_send_max_ms: ms(&stats.breakdown.send_max_ns),
+                queued_max_batches: stats.breakdown.queued_max.load(Relaxed),
             },
             consume,
             sent_messages: stats.sent.load(Relaxed),
+            unsent_messages: stats.unsent.load(Relaxed),
             consume_expected: x.consume_expected,
             broker_cpu_s: x.broker_cpu_s,
             client_cpu_s: x.client_cpu_s,
@@ -438,6 +445,12 @@ pub fn print(r: &Report) {
         println!(
             "warning: this benchmark's process did not run for {:.1} s after the warm-up (the machine stalled?); the numbers below include it",
             r.machine.tool_stall_s
+        );
+    }
+    if r.unsent_messages > 0 {
+        println!(
+            "warning: the producers fell behind the schedule: {} messages due before the end were never sent (their windows were full); the latencies below are the sent messages'",
+            r.unsent_messages
         );
     }
     println!(

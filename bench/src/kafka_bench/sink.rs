@@ -1,8 +1,9 @@
 //! A sink broker: speaks enough Kafka (ApiVersions, Metadata, CreateTopics,
 //! ListOffsets, Produce, Fetch) to be benchmarked, decodes every Produce
 //! request and answers it at once without storing anything. Used to show
-//! how much load one benchmark process can generate. Plain threads and
-//! blocking sockets, one thread per connection.
+//! how much load one benchmark process can generate, and, with a delay per
+//! answer, to act as a broker slower than the load (the tool's own tests).
+//! Plain threads and blocking sockets, one thread per connection.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,7 +42,9 @@ const VERSIONS: &[(ApiKey, i16, i16)] = &[
 ];
 
 impl Sink {
-    pub fn start(partitions: i32) -> Result<Self> {
+    /// `produce_delay`: how long each Produce answer waits; a connection's
+    /// requests are answered one after the other.
+    pub fn start(partitions: i32, produce_delay: std::time::Duration) -> Result<Self> {
         let l = TcpListener::bind("127.0.0.1:0")?;
         let addr = l.local_addr()?.to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -54,7 +57,7 @@ impl Sink {
                 let Ok(s) = s else { continue };
                 let addr = addr2.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(s, &addr, partitions.max(1));
+                    let _ = serve(s, &addr, partitions.max(1), produce_delay);
                 });
             }
         });
@@ -99,7 +102,12 @@ fn respond<R: Encodable>(
     Ok(())
 }
 
-fn serve(mut s: TcpStream, addr: &str, partitions: i32) -> Result<()> {
+fn serve(
+    mut s: TcpStream,
+    addr: &str,
+    partitions: i32,
+    produce_delay: std::time::Duration,
+) -> Result<()> {
     s.set_nodelay(true)?;
     let (host, port) = addr.rsplit_once(':').unwrap();
     let port: i32 = port.parse()?;
@@ -218,6 +226,9 @@ fn serve(mut s: TcpStream, addr: &str, partitions: i32) -> Result<()> {
                     r.responses.push(tr);
                 }
                 if req.acks != 0 {
+                    if !produce_delay.is_zero() {
+                        std::thread::sleep(produce_delay);
+                    }
                     respond(&mut s, key, version, corr, &r)?;
                 }
             }

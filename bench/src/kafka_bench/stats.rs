@@ -154,6 +154,10 @@ pub struct ProduceBreakdown {
     /// and closing lingered batches and sending requests (steps 2 and 3).
     pub generate_max_ns: std::sync::atomic::AtomicU64,
     pub send_max_ns: std::sync::atomic::AtomicU64,
+    /// The most closed batches one connection's queue held, whole run: the
+    /// producer stops making messages once the queue is a batch beyond
+    /// what the windows take, so this stays near partitions + windows.
+    pub queued_max: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ProduceBreakdown {
@@ -165,6 +169,7 @@ impl Default for ProduceBreakdown {
             pass_max_ns: Default::default(),
             generate_max_ns: Default::default(),
             send_max_ns: Default::default(),
+            queued_max: Default::default(),
         }
     }
 }
@@ -176,6 +181,10 @@ pub struct Stats {
     pub breakdown: ProduceBreakdown,
     /// Messages the producers handed to the network (acks=0: = produced).
     pub sent: AtomicU64,
+    /// Open loop: messages scheduled before the end that were never made,
+    /// because the producer was held back by full windows (no latency
+    /// sample: the percentiles cover the messages sent).
+    pub unsent: AtomicU64,
     /// Producers are done (all answers in).
     pub producers_done: std::sync::atomic::AtomicBool,
 }
