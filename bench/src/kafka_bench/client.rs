@@ -344,7 +344,8 @@ pub async fn producer(
     let mut pass_start: Option<u64> = None;
     // open loop: messages that are due wait for room in the queue
     let mut held = false;
-    let mut unsent_counted = false;
+    // open loop: the pass that stops has made what was due before the end
+    let mut made_all = false;
     loop {
         let now = c.now();
         let iter_start = now;
@@ -352,9 +353,10 @@ pub async fn producer(
         let stopping = remaining == 0 || w.stop_at.is_some_and(|s| now >= s);
         // the messages held back until now were waiting for the window
         let resumed = held.then_some(now);
-        // 1. generate what is due
+        // 1. generate what is due (open loop: on the pass that stops too,
+        // up to the end)
         let mut capped = false;
-        if !stopping {
+        if !made_all && remaining > 0 && (!stopping || interval.is_some()) {
             let mut made = 0;
             loop {
                 // Make no message while a batch beyond what the windows take
@@ -371,7 +373,9 @@ pub async fn producer(
                     break;
                 }
                 let sched = match interval {
-                    Some(_) if next_sched > now => break,
+                    Some(_) if next_sched > now || w.stop_at.is_some_and(|s| next_sched >= s) => {
+                        break
+                    }
                     Some(iv) => {
                         let s = next_sched;
                         next_sched += iv;
@@ -450,12 +454,15 @@ pub async fn producer(
             if interval.is_some_and(|_| next_sched > now) {
                 held = false;
             }
-        } else if let (Some(iv), Some(stop)) = (interval.filter(|_| !unsent_counted), w.stop_at) {
-            // the schedule's messages due before the stop that were never
-            // made: the broker was behind; they have no latency sample
-            let unsent = stop.saturating_sub(next_sched).div_ceil(iv);
-            stats.unsent.fetch_add(unsent.min(remaining), Relaxed);
-            unsent_counted = true;
+        }
+        if stopping && !made_all {
+            made_all = true;
+            if let (Some(iv), Some(stop)) = (interval, w.stop_at) {
+                // due before the end and never made: the windows were full;
+                // they have no latency sample
+                let unsent = stop.saturating_sub(next_sched).div_ceil(iv);
+                stats.unsent.fetch_add(unsent.min(remaining), Relaxed);
+            }
         }
         // 2. linger expired (or stopping): batches become ready
         let now = c.now();

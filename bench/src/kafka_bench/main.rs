@@ -193,6 +193,10 @@ pub struct Args {
     /// Partitions per topic (created when the topic is missing).
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// Replicas per partition of the topics created (-1: the broker's
+    /// default, `default.replication.factor`).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    replication_factor: i16,
     /// Topic name prefix: topics are PREFIX-0 .. PREFIX-(N-1).
     #[arg(long, default_value = "odradek-bench")]
     topic_prefix: String,
@@ -409,6 +413,8 @@ async fn topology(args: &Args, addr: &str) -> Result<(Topology, i16, i16, i16)> 
     let names = topic_names(args);
     let mut created = false;
     let deadline = clock().now() + 30_000_000_000;
+    // In a cluster: when every partition first had a leader (see below).
+    let mut led_since: Option<u64> = None;
     loop {
         let m = metadata(&mut conn, mv, &names).await?;
         let missing: Vec<String> = names
@@ -423,6 +429,25 @@ async fn topology(args: &Args, addr: &str) -> Result<(Topology, i16, i16, i16)> 
             })
             .cloned()
             .collect();
+        // In a cluster, a new partition's first leader hands leadership to
+        // its preferred (first) replica ~10 s later (Odradek; Kafka elects
+        // it at once), and this tool does not follow leaders that move: it
+        // got NOT_LEADER_OR_FOLLOWER for the rest of the run. So start once
+        // every partition is led by its preferred replica with a full ISR,
+        // or 30 s after they all had a leader, with a warning.
+        let settled = m.topics.iter().flat_map(|t| t.partitions.iter()).all(|p| {
+            p.replica_nodes.first().is_none_or(|r| r.0 == p.leader_id.0)
+                && p.isr_nodes.len() >= p.replica_nodes.len()
+        });
+        if missing.is_empty() && m.brokers.len() > 1 && !settled {
+            let now = clock().now();
+            let since = *led_since.get_or_insert(now);
+            if now - since < 30_000_000_000 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            eprintln!("warning: partitions not led by their preferred replicas with full ISRs after 30 s; starting anyway (leaders that move now give NOT_LEADER_OR_FOLLOWER errors)");
+        }
         if missing.is_empty() {
             let mut brokers = std::collections::HashMap::new();
             for b in &m.brokers {
@@ -467,7 +492,7 @@ async fn topology(args: &Args, addr: &str) -> Result<(Topology, i16, i16, i16)> 
                     CreatableTopic::default()
                         .with_name(TopicName(StrBytes::from_string(n.clone())))
                         .with_num_partitions(args.partitions)
-                        .with_replication_factor(-1),
+                        .with_replication_factor(args.replication_factor),
                 );
             }
             let r: CreateTopicsResponse = conn.request(ApiKey::CreateTopics, cv, &req).await?;

@@ -150,6 +150,14 @@ pub struct Extra {
     pub client_minor_faults: u64,
 }
 
+/// ", N replicas" when the run asked for a replication factor.
+fn replicas(s: &Args) -> String {
+    match s.replication_factor {
+        n if n > 0 => format!(", {n} replicas"),
+        _ => String::new(),
+    }
+}
+
 fn side(s: &Side) -> SideReport {
     let msgs = s.msgs.load(Relaxed);
     let bytes = s.bytes.load(Relaxed);
@@ -410,10 +418,11 @@ pub fn print(r: &Report) {
     let s = &r.settings;
     println!();
     println!(
-        "odradek-bench: {} | {} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, keys {:?}, acks {}, batch {} B, linger {} ms, rate {}",
+        "odradek-bench: {} | {} topic(s) x {} partition(s){}, {} producer(s), {} consumer(s), {} B messages, keys {:?}, acks {}, batch {} B, linger {} ms, rate {}",
         r.broker,
         s.topics,
         r.partitions_total / s.topics.max(1),
+        replicas(s),
         s.producers,
         s.consumers,
         s.message_size,
@@ -605,9 +614,10 @@ pub fn svg(r: &Report) -> String {
     let st = &r.settings;
     let title = format!("odradek-bench against {}", r.broker);
     let settings = format!(
-        "{} topic(s) x {} partition(s), {} producer(s), {} consumer(s), {} B messages, acks {}, batch {} B, linger {} ms, rate {}",
+        "{} topic(s) x {} partition(s){}, {} producer(s), {} consumer(s), {} B messages, acks {}, batch {} B, linger {} ms, rate {}",
         st.topics,
         r.partitions_total / st.topics.max(1),
+        replicas(st),
         st.producers,
         st.consumers,
         st.message_size,
