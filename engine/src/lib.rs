@@ -18,6 +18,7 @@ pub mod compact;
 pub mod index;
 pub mod io;
 pub mod log;
+pub mod process;
 pub mod producer;
 pub mod segment;
 pub mod shard;

@@ -1,12 +1,16 @@
 //! One client connection, served on the shard that accepted it.
 //!
 //! The reader takes frames off the socket, checks them, and runs each
-//! request's first phase in arrival order (for a produce: the appends, so
-//! pipelined produces keep their order per partition). What is left (a
-//! durability wait, a fetch long poll) becomes a future queued to the
-//! writer, which awaits them strictly in request order and writes each
-//! response: a frame, or for a fetch a header followed by file slices sent
-//! by splice. A bad frame closes this connection only, with a log line.
+//! request's first phase in arrival order (for a produce: queueing the
+//! appends to this shard's logs, and the appends on other shards or
+//! through Raft, so pipelined produces keep their order per partition).
+//! What is left (a local append being written, a durability wait, a fetch
+//! long poll) becomes a future queued to the writer, which awaits them
+//! strictly in request order and writes each response: a frame, or for a
+//! fetch a header followed by file slices sent by splice. So the next
+//! request is read while this one's bytes are written, and the log's
+//! writer can combine both into one write. A bad frame closes this
+//! connection only, with a log line.
 
 use std::future::Future;
 use std::pin::Pin;

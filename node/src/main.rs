@@ -142,6 +142,8 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 }
 
 fn main() {
+    // request buffers reused warm (see the function)
+    odradek_engine::process::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Admin(cmd) => std::process::exit(odradek_node::cli::run(cmd, &cli.admin)),

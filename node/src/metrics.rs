@@ -273,6 +273,19 @@ fn gather(broker: &Broker) -> Snapshot {
         MetricType::Counter,
         vec![(vec![], Value::Counter(copied_bytes_total()))],
     );
+    let (writes, sets) = odradek_engine::stats::writes();
+    push(
+        "odradek_log_writes",
+        "Writes of appended record sets to segment files.",
+        MetricType::Counter,
+        vec![(vec![], Value::Counter(writes))],
+    );
+    push(
+        "odradek_log_sets_written",
+        "Record sets (one partition's batches of a produce) those writes carried; more sets than writes is write combining.",
+        MetricType::Counter,
+        vec![(vec![], Value::Counter(sets))],
+    );
     let (fsyncs, fsync_us) = odradek_engine::stats::fsyncs();
     push(
         "odradek_fsyncs",

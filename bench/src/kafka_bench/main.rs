@@ -276,25 +276,9 @@ pub struct Args {
     quiet: bool,
 }
 
-/// Keep freed memory in the process, for reuse. glibc gives large frees
-/// back to the kernel (munmap, heap trim), so new batch and request buffers
-/// kept landing on fresh pages that the kernel must fault in and zero. On
-/// the benchmark VM, after the guest had freed memory (e.g. a compile),
-/// those first touches ran so slowly that the generator's task held its
-/// worker for seconds and the run stalled (docs/benchmarks.md, "Stalls,
-/// CPU steal and the broker's own latency"). Kept pages are reused warm.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() {
-    keep_freed_memory();
+    // batch and request buffers reused warm (see the function)
+    odradek_engine::process::keep_freed_memory();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("odradek-bench: {e}");

@@ -15,6 +15,7 @@ pub mod state;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -527,6 +528,19 @@ impl<S: Storage> PartitionLog<S> {
         records: impl Into<Bytes>,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
+        self.submit(records, leader_epoch)?.await
+    }
+
+    /// [`Self::append`] in two steps: validate the set and queue it now,
+    /// behind every set submitted before; the future gives the outcome. A
+    /// caller can so keep several appends in order without awaiting each
+    /// (a connection's pipelined produce requests: the next one is read
+    /// while this one is written, and both may go out in one write).
+    pub fn submit(
+        self: &Rc<Self>,
+        records: impl Into<Bytes>,
+        leader_epoch: i32,
+    ) -> Result<impl Future<Output = Result<AppendInfo, LogError>> + 'static, LogError> {
         self.check_failed()?;
         let (max, compacted) = {
             let st = self.state.borrow();
@@ -540,7 +554,7 @@ impl<S: Storage> PartitionLog<S> {
             crate::compact::check_keys(&bytes, crate::compact::decompress_cap(max))
                 .map_err(|e| LogError::InvalidRecord(e.to_string()))?;
         }
-        self.enqueue(set, leader_epoch).await
+        Ok(self.enqueue(set, leader_epoch))
     }
 
     /// Append one batch of a replicated partition at exactly `base_offset`
@@ -562,11 +576,13 @@ impl<S: Storage> PartitionLog<S> {
         self.enqueue(set, leader_epoch).await
     }
 
-    async fn enqueue(
+    /// Queue `set` now (the writer starts if idle); the future waits for
+    /// its outcome.
+    fn enqueue(
         self: &Rc<Self>,
         set: ValidRecords,
         leader_epoch: i32,
-    ) -> Result<AppendInfo, LogError> {
+    ) -> impl Future<Output = Result<AppendInfo, LogError>> + 'static {
         let (tx, rx) = flume::bounded(1);
         self.queue.borrow_mut().push_back(Queued {
             set,
@@ -577,9 +593,12 @@ impl<S: Storage> PartitionLog<S> {
             let this = self.clone();
             self.storage.spawn(async move { this.write_queued().await });
         }
-        match rx.recv_async().await {
-            Ok(r) => r,
-            Err(_) => Err(LogError::Failed(self.dir.clone())),
+        let dir = self.dir.clone();
+        async move {
+            match rx.recv_async().await {
+                Ok(r) => r,
+                Err(_) => Err(LogError::Failed(dir)),
+            }
         }
     }
 
@@ -660,6 +679,7 @@ impl<S: Storage> PartitionLog<S> {
             file.write_all_at(plan.position, std::mem::take(&mut plan.chunks))
                 .await
                 .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+            crate::stats::record_write(sets.len());
         }
         self.state.borrow_mut().commit_append(&plan);
         Ok(plan)

@@ -59,6 +59,31 @@ fn append_assigns_offsets_and_reads_return_whole_batches() {
 }
 
 #[test]
+fn submitted_sets_keep_submission_order_whatever_order_they_are_awaited_in() {
+    let s = MemStorage::new(1_000);
+    let (log, _) = open(&s, small_config());
+    // Queued one after the other, nothing awaited yet; a refused set takes
+    // no place in the queue.
+    let a = log.submit(batch(3, 10, 100), 0).unwrap();
+    let mut bad = batch(1, 10, 0);
+    bad[40] ^= 0xff;
+    assert!(matches!(log.submit(bad, 0), Err(LogError::InvalidBatch(_))));
+    let b = log.submit(batch(2, 10, 200), 0).unwrap();
+    let c = log.submit(batch(1, 10, 300), 0).unwrap();
+    let c = block_on(c).unwrap();
+    let a = block_on(a).unwrap();
+    let b = block_on(b).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (0, 2));
+    assert_eq!((b.base_offset, b.last_offset), (3, 4));
+    assert_eq!((c.base_offset, c.last_offset), (5, 5));
+    let all = block_on(log.read_bytes(0, 1 << 20)).unwrap();
+    let times: Vec<i64> = crate::batch::headers(&all)
+        .map(|(_, h)| h.base_timestamp)
+        .collect();
+    assert_eq!(times, [100, 200, 300]);
+}
+
+#[test]
 fn invalid_batches_are_refused_and_change_nothing() {
     let s = MemStorage::new(0);
     let (log, _) = open(&s, small_config());

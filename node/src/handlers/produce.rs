@@ -74,11 +74,21 @@ fn log_error_code(e: &LogError) -> ResponseError {
     }
 }
 
+/// A partition's append that is under way.
+enum Underway {
+    /// Queued in a log of this shard: awaited by the reply, so the reader
+    /// goes on to the next request meanwhile.
+    Local(std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>>),
+    /// On another shard, or through Raft: awaited before the next request
+    /// is read, which keeps pipelined requests in order there.
+    Task(compio::runtime::JoinHandle<Appended>),
+}
+
 pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     let body: ProduceRequest = decode_body(req, "Produce request")?;
     let acks = body.acks;
     let snap = ctx.broker.registry.snapshot();
-    let mut tasks = Vec::new();
+    let mut underway = Vec::new();
     let mut done: Vec<Appended> = Vec::new();
     for topic in body.topic_data {
         let name = topic_name(&topic.name).to_string();
@@ -111,7 +121,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             let bytes = records.len() as u64;
             if let Some(cluster) = ctx.broker.replicated(&name).cloned() {
                 let max = ctx.broker.config.message_max_bytes;
-                tasks.push(compio::runtime::spawn(async move {
+                underway.push(Underway::Task(compio::runtime::spawn(async move {
                     let r = replicated_append(&cluster, &tp, records, acks, max).await;
                     if r.is_ok() {
                         ctx2.broker
@@ -133,10 +143,50 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         log_start: -1,
                         durable: None,
                     }
-                }));
+                })));
                 continue;
             }
-            tasks.push(compio::runtime::spawn(async move {
+            if ctx.broker.shards.owner_of(&tp) == ctx.shard.id {
+                let Some(log) = ctx.shard.partition(&tp) else {
+                    done.push(fail(ResponseError::UnknownTopicOrPartition));
+                    continue;
+                };
+                match log.submit(records, 0) {
+                    Ok(append) => {
+                        let tp2 = tp.clone();
+                        let outcome = async move {
+                            let r = append.await;
+                            let durable = match &r {
+                                Ok(info) if acks == -1 => {
+                                    Some(wait_durable_on_owner(&log, info.last_offset))
+                                }
+                                _ => None,
+                            };
+                            appended(&ctx2, tp, r, log.log_start_offset(), durable, bytes)
+                        };
+                        underway.push(Underway::Local(if acks == -1 {
+                            // The durability wait starts when the write
+                            // is done, not when this reply's turn comes:
+                            // its waiter asks for the group commit.
+                            let t = compio::runtime::spawn(outcome);
+                            Box::pin(async move {
+                                t.await.unwrap_or_else(|_| Appended {
+                                    tp: tp2,
+                                    error: Some(ResponseError::KafkaStorageError),
+                                    base_offset: -1,
+                                    log_start: -1,
+                                    durable: None,
+                                })
+                            })
+                        } else {
+                            Box::pin(outcome)
+                        }));
+                    }
+                    Err(e) => done.push(appended(ctx, tp, Err(e), 0, None, bytes)),
+                }
+                continue;
+            }
+            underway.push(Underway::Task(compio::runtime::spawn(async move {
                 let res = ctx2
                     .with_log(&tp, move |log| async move {
                         let r = log.append(records, 0).await;
@@ -146,46 +196,11 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                             }
                             _ => None,
                         };
-                        (
-                            r.map_err(|e| (log_error_code(&e), e.to_string())),
-                            log.log_start_offset(),
-                            durable,
-                        )
+                        (r, log.log_start_offset(), durable)
                     })
                     .await;
                 match res {
-                    Ok(Some((Ok(info), start, durable))) => {
-                        if info.duplicate {
-                            tracing::debug!(
-                                partition = %tp,
-                                base_offset = info.base_offset,
-                                "idempotent retry answered with its original offsets"
-                            );
-                        } else {
-                            ctx2.broker
-                                .metrics
-                                .shard(ctx2.shard.id)
-                                .produce_bytes
-                                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Appended {
-                            tp,
-                            error: None,
-                            base_offset: info.base_offset as i64,
-                            log_start: start as i64,
-                            durable,
-                        }
-                    }
-                    Ok(Some((Err((code, why)), _, _))) => {
-                        tracing::debug!(partition = %tp, "produce refused: {why}");
-                        Appended {
-                            tp,
-                            error: Some(code),
-                            base_offset: -1,
-                            log_start: -1,
-                            durable: None,
-                        }
-                    }
+                    Ok(Some((r, start, durable))) => appended(&ctx2, tp, r, start, durable, bytes),
                     Ok(None) => Appended {
                         tp,
                         error: Some(ResponseError::UnknownTopicOrPartition),
@@ -201,33 +216,39 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                         durable: None,
                     },
                 }
-            }));
+            })));
         }
     }
-    for t in tasks {
-        match t.await {
-            Ok(a) => done.push(a),
-            Err(_) => {
-                return Err(FrameError::Malformed {
-                    what: "produce",
-                    why: "append task panicked".into(),
-                })
-            }
+    let mut local = Vec::new();
+    for u in underway {
+        match u {
+            Underway::Local(f) => local.push(f),
+            Underway::Task(t) => match t.await {
+                Ok(a) => done.push(a),
+                Err(_) => {
+                    return Err(FrameError::Malformed {
+                        what: "produce",
+                        why: "append task panicked".into(),
+                    })
+                }
+            },
         }
     }
-    if acks == 0 {
-        // No response; a failure closes the connection so the client notices.
-        return Ok(Box::pin(std::future::ready(
-            match done.iter().find(|a| a.error.is_some()) {
+    let (version, correlation) = (req.version, req.header.correlation_id);
+    Ok(Box::pin(async move {
+        for f in local {
+            done.push(f.await);
+        }
+        if acks == 0 {
+            // No response; a failure closes the connection so the client
+            // notices.
+            return match done.iter().find(|a| a.error.is_some()) {
                 Some(a) => {
                     Reply::Close(format!("acks=0 produce to {} failed: {:?}", a.tp, a.error))
                 }
                 None => Reply::None,
-            },
-        )));
-    }
-    let (version, correlation) = (req.version, req.header.correlation_id);
-    Ok(Box::pin(async move {
+            };
+        }
         if acks == -1 {
             // Local appends wait for their fdatasync; replicated ones
             // are committed already and carry no wait.
@@ -244,6 +265,52 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             Err(e) => Reply::Close(format!("encoding produce response: {e}")),
         }
     }))
+}
+
+/// The answer for one partition's append to an unreplicated log, counted
+/// in the metrics when it wrote something (`log_start` only matters then).
+fn appended(
+    ctx: &Ctx,
+    tp: TopicPartition,
+    r: Result<odradek_engine::log::AppendInfo, LogError>,
+    log_start: u64,
+    durable: Option<flume::Receiver<bool>>,
+    bytes: u64,
+) -> Appended {
+    match r {
+        Ok(info) => {
+            if info.duplicate {
+                tracing::debug!(
+                    partition = %tp,
+                    base_offset = info.base_offset,
+                    "idempotent retry answered with its original offsets"
+                );
+            } else {
+                ctx.broker
+                    .metrics
+                    .shard(ctx.shard.id)
+                    .produce_bytes
+                    .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+            Appended {
+                tp,
+                error: None,
+                base_offset: info.base_offset as i64,
+                log_start: log_start as i64,
+                durable,
+            }
+        }
+        Err(e) => {
+            tracing::debug!(partition = %tp, "produce refused: {e}");
+            Appended {
+                tp,
+                error: Some(log_error_code(&e)),
+                base_offset: -1,
+                log_start: -1,
+                durable: None,
+            }
+        }
+    }
 }
 
 /// Produce to a replicated partition: only its leader takes it; each batch
