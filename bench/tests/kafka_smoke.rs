@@ -225,18 +225,11 @@ fn sink_with_a_rate_and_the_baseline() {
     assert!(secs > 0.3, "rate not applied: {secs} s");
 }
 
-/// Open loop against a broker far slower than the schedule (the sink
-/// answering each Produce after 20 ms, one at a time): the producer holds
-/// back what its windows cannot take, so its queue stays a few batches
-/// and the run ends on time, while latency still counts from each
-/// message's scheduled time and the messages never sent are reported.
-#[test]
-fn open_loop_against_a_slow_broker_holds_back_and_says_so() {
-    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-    let (rate, secs) = (50_000.0, 2.0);
-    let started = Instant::now();
-    let r = run(
-        work.path(),
+/// 50 k msg/s open loop, 1 partition, 1 request in flight, against the sink
+/// answering each Produce 20 ms after reading it.
+fn slow_sink_run(work: &Path, duration: &str, warmup: &str) -> serde_json::Value {
+    run(
+        work,
         &[
             "--sink",
             "--sink-delay",
@@ -252,11 +245,24 @@ fn open_loop_against_a_slow_broker_holds_back_and_says_so() {
             "--rate",
             "50000",
             "--duration",
-            "2s",
+            duration,
             "--warmup",
-            "0s",
+            warmup,
         ],
-    );
+    )
+}
+
+/// Open loop against a broker far slower than the schedule (the sink
+/// answering each Produce after 20 ms, one at a time): the producer holds
+/// back what its windows cannot take, so its queue stays a few batches
+/// and the run ends on time, while latency still counts from each
+/// message's scheduled time and the messages never sent are reported.
+#[test]
+fn open_loop_against_a_slow_broker_holds_back_and_says_so() {
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let (rate, secs) = (50_000.0, 2.0);
+    let started = Instant::now();
+    let r = slow_sink_run(work.path(), "2s", "0s");
     let bd = &r["produce_breakdown"];
     // a batch beyond the window, plus one whose linger ended meanwhile
     let queued_max = bd["queued_max_batches"].as_u64().unwrap();
@@ -288,28 +294,7 @@ fn open_loop_against_a_slow_broker_holds_back_and_says_so() {
     // With a warm-up, throughput counts what was acked after it; so far
     // behind, nothing scheduled after the warm-up was sent, so there is no
     // latency sample, but the messages acked then count.
-    let r = run(
-        work.path(),
-        &[
-            "--sink",
-            "--sink-delay",
-            "20ms",
-            "--consumers",
-            "0",
-            "--partitions",
-            "1",
-            "--max-in-flight",
-            "1",
-            "--batch-size",
-            "16KiB",
-            "--rate",
-            "50000",
-            "--duration",
-            "1s",
-            "--warmup",
-            "1s",
-        ],
-    );
+    let r = slow_sink_run(work.path(), "1s", "1s");
     let p = &r["produce"];
     assert!(p["messages"].as_u64().unwrap() > 0, "{p}");
     assert!(p["mb_per_s"].as_f64().unwrap() > 0.0, "{p}");
