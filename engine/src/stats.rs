@@ -9,7 +9,8 @@ static FSYNC_MICROS: AtomicU64 = AtomicU64::new(0);
 static WRITES: AtomicU64 = AtomicU64::new(0);
 static SETS_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
-/// Count one write of appended record sets (`sets` of them combined).
+/// Count one write of appended record sets (`sets` of them combined,
+/// idempotent retries among them included).
 pub fn record_write(sets: usize) {
     WRITES.fetch_add(1, Ordering::Relaxed);
     SETS_WRITTEN.fetch_add(sets as u64, Ordering::Relaxed);

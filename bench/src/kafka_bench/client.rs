@@ -358,18 +358,18 @@ pub async fn producer(
         let mut capped = false;
         if !made_all && remaining > 0 && (!stopping || interval.is_some()) {
             let mut made = 0;
+            // Make no message while a batch beyond what the windows take now
+            // is queued. More would only grow the queue: in open loop, a
+            // client that fell behind made up to 64 MiB per pass while its
+            // windows took one request each, on fresh pages, and never caught
+            // up (the runs that collapsed to ~100 MB/s). The messages not
+            // made yet keep their scheduled times, so their latency still
+            // counts from then. Only an enqueue fills the queue, so the check
+            // is redone after one (windows that free up meanwhile are seen
+            // on the next pass).
+            let mut full = queue_full(&conns);
             loop {
-                // Make no message while a batch beyond what the windows take
-                // now is queued. More would only grow the queue: in open loop,
-                // a client that fell behind made up to 64 MiB per pass while
-                // its windows took one request each, on fresh pages, and
-                // never caught up (the runs that collapsed to ~100 MB/s).
-                // The messages not made yet keep their scheduled times, so
-                // their latency still counts from then.
-                let queued: usize = conns.values().map(|p| p.queue.len()).sum();
-                let free: usize = conns.values().map(|p| p.permits.available_permits()).sum();
-                if queued > free {
-                    held = interval.is_some_and(|_| next_sched <= now);
+                if full {
                     break;
                 }
                 let sched = match interval {
@@ -405,6 +405,7 @@ pub async fn producer(
                 if let Some(due) = closed {
                     let o = slot.take().unwrap();
                     enqueue(&mut conns, &topo, part, o, due, resumed, &w, &stats)?;
+                    full = queue_full(&conns);
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
                     }
@@ -436,6 +437,7 @@ pub async fn producer(
                     // it was due at its last record's time
                     if let Some(o) = open[part].take() {
                         enqueue(&mut conns, &topo, part, o, sched, resumed, &w, &stats)?;
+                        full = queue_full(&conns);
                     }
                     if key.is_none() {
                         sticky = (sticky + 1) % n;
@@ -451,9 +453,8 @@ pub async fn producer(
                     break;
                 }
             }
-            if interval.is_some_and(|_| next_sched > now) {
-                held = false;
-            }
+            // messages are due that wait for room
+            held = full && interval.is_some_and(|_| next_sched <= now);
         }
         if stopping && !made_all {
             made_all = true;
@@ -579,6 +580,13 @@ pub async fn producer(
         let _ = tx.shutdown().await;
     }
     Ok(())
+}
+
+/// More batches queued than the connections' windows take now.
+fn queue_full(conns: &HashMap<i32, PConn>) -> bool {
+    let queued: usize = conns.values().map(|p| p.queue.len()).sum();
+    let free: usize = conns.values().map(|p| p.permits.available_permits()).sum();
+    queued > free
 }
 
 /// Hand a closed batch to its leader's queue; `due` is when it should have

@@ -153,7 +153,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 };
                 match log.submit(records, 0) {
                     Ok(append) => {
-                        let tp2 = tp.clone();
+                        let acks_all_tp = (acks == -1).then(|| tp.clone());
                         let outcome = async move {
                             let r = append.await;
                             let durable = match &r {
@@ -164,10 +164,10 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                             };
                             appended(&ctx2, tp, r, log.log_start_offset(), durable, bytes)
                         };
-                        underway.push(Underway::Local(if acks == -1 {
-                            // The durability wait starts when the write
-                            // is done, not when this reply's turn comes:
-                            // its waiter asks for the group commit.
+                        underway.push(Underway::Local(if let Some(tp2) = acks_all_tp {
+                            // acks=all: the durability wait starts when the
+                            // write is done, not when this reply's turn
+                            // comes: its waiter asks for the group commit.
                             let t = compio::runtime::spawn(outcome);
                             Box::pin(async move {
                                 t.await.unwrap_or_else(|_| Appended {
