@@ -212,9 +212,8 @@ impl Shards {
     {
         let (tx, rx) = flume::bounded(1);
         let job: Job = Box::new(move |s| {
-            let fut = f(s);
             Box::pin(async move {
-                let _ = tx.send(fut.await);
+                let _ = tx.send(f(s).await);
             })
         });
         let sender = self.senders.get(shard).ok_or(ShardGone(shard))?;
@@ -223,11 +222,8 @@ impl Shards {
     }
 
     /// Run `f` on shard `shard` and get its result back. The closure is
-    /// sent to the shard thread and called there at once, in the order the
-    /// jobs were sent (so what it does before returning its future, such as
-    /// queueing an append, keeps that order); the future it returns runs
-    /// there as its own task, beside the shard's other work. The job is
-    /// sent when this is called, not when the returned future is polled.
+    /// sent to the shard thread; the future it returns runs there as its
+    /// own task, beside the shard's other work.
     pub fn run_on<T, F, Fut>(
         &self,
         shard: usize,

@@ -76,13 +76,12 @@ fn log_error_code(e: &LogError) -> ResponseError {
 
 /// A partition's append that is under way.
 enum Underway {
-    /// Queued in its log (on this shard or another) in request order:
-    /// awaited by the reply, so the reader goes on to the next request
-    /// meanwhile.
-    Queued(std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>>),
-    /// Through Raft: awaited before the next request is read, which keeps
-    /// pipelined requests' proposals in order.
-    Replicated(compio::runtime::JoinHandle<Appended>),
+    /// Queued in a log of this shard: awaited by the reply, so the reader
+    /// goes on to the next request meanwhile.
+    Local(std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>>),
+    /// On another shard, or through Raft: awaited before the next request
+    /// is read, which keeps pipelined requests in order there.
+    Task(compio::runtime::JoinHandle<Appended>),
 }
 
 pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
@@ -122,7 +121,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             let bytes = records.len() as u64;
             if let Some(cluster) = ctx.broker.replicated(&name).cloned() {
                 let max = ctx.broker.config.message_max_bytes;
-                underway.push(Underway::Replicated(compio::runtime::spawn(async move {
+                underway.push(Underway::Task(compio::runtime::spawn(async move {
                     let r = replicated_append(&cluster, &tp, records, acks, max).await;
                     if r.is_ok() {
                         ctx2.broker
@@ -147,8 +146,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 })));
                 continue;
             }
-            let owner = ctx.broker.shards.owner_of(&tp);
-            if owner == ctx.shard.id {
+            if ctx.broker.shards.owner_of(&tp) == ctx.shard.id {
                 let Some(log) = ctx.shard.partition(&tp) else {
                     done.push(fail(ResponseError::UnknownTopicOrPartition));
                     continue;
@@ -166,7 +164,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                             };
                             appended(&ctx2, tp, r, log.log_start_offset(), durable, bytes)
                         };
-                        underway.push(Underway::Queued(if let Some(tp2) = acks_all_tp {
+                        underway.push(Underway::Local(if let Some(tp2) = acks_all_tp {
                             // acks=all: the durability wait starts when the
                             // write is done, not when this reply's turn
                             // comes: its waiter asks for the group commit.
@@ -188,32 +186,20 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                 }
                 continue;
             }
-            // Another shard's log: the job's closure runs there at once, in
-            // the order sent, so the set is queued behind this connection's
-            // earlier ones and the next request is read meanwhile, as for a
-            // local log.
-            let tp2 = tp.clone();
-            let outcome = ctx.broker.shards.run_on(owner, move |shard| {
-                let queued = shard
-                    .partition(&tp2)
-                    .map(|log| (log.submit(records, 0), log));
-                async move {
-                    let (submitted, log) = queued?;
-                    let r = match submitted {
-                        Ok(append) => append.await,
-                        Err(e) => Err(e),
-                    };
-                    let durable = match &r {
-                        Ok(info) if acks == -1 => {
-                            Some(wait_durable_on_owner(&log, info.last_offset))
-                        }
-                        _ => None,
-                    };
-                    Some((r, log.log_start_offset(), durable))
-                }
-            });
-            underway.push(Underway::Queued(Box::pin(async move {
-                match outcome.await {
+            underway.push(Underway::Task(compio::runtime::spawn(async move {
+                let res = ctx2
+                    .with_log(&tp, move |log| async move {
+                        let r = log.append(records, 0).await;
+                        let durable = match &r {
+                            Ok(info) if acks == -1 => {
+                                Some(wait_durable_on_owner(&log, info.last_offset))
+                            }
+                            _ => None,
+                        };
+                        (r, log.log_start_offset(), durable)
+                    })
+                    .await;
+                match res {
                     Ok(Some((r, start, durable))) => appended(&ctx2, tp, r, start, durable, bytes),
                     Ok(None) => Appended {
                         tp,
@@ -233,11 +219,11 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
             })));
         }
     }
-    let mut queued = Vec::new();
+    let mut local = Vec::new();
     for u in underway {
         match u {
-            Underway::Queued(f) => queued.push(f),
-            Underway::Replicated(t) => match t.await {
+            Underway::Local(f) => local.push(f),
+            Underway::Task(t) => match t.await {
                 Ok(a) => done.push(a),
                 Err(_) => {
                     return Err(FrameError::Malformed {
@@ -250,7 +236,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
     }
     let (version, correlation) = (req.version, req.header.correlation_id);
     Ok(Box::pin(async move {
-        for f in queued {
+        for f in local {
             done.push(f.await);
         }
         if acks == 0 {
