@@ -39,6 +39,64 @@ pub struct BrokerLatency {
     pub cumulative: Vec<(f64, f64)>,
 }
 
+/// What the broker's disk did after the warm-up: its fdatasyncs and its
+/// writes of appended sets (counters of an Odradek broker's metrics).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BrokerDisk {
+    pub fsyncs: u64,
+    pub log_writes: u64,
+    /// Record sets those writes carried: more than `log_writes` is write
+    /// combining.
+    pub log_sets_written: u64,
+}
+
+/// The counters of [`BrokerDisk`], each summed over its series.
+const DISK_COUNTERS: [&str; 3] = [
+    "odradek_fsyncs_total",
+    "odradek_log_writes_total",
+    "odradek_log_sets_written_total",
+];
+
+/// The sum of every series of counter `name` on `page`; `None` if it has
+/// none.
+fn counter(page: &str, name: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.as_bytes().first() {
+            Some(b' ') => rest,
+            Some(b'{') => match rest.split_once('}') {
+                Some((_, v)) => v,
+                None => continue,
+            },
+            _ => continue,
+        };
+        if let Ok(n) = value.trim().parse::<u64>() {
+            // counts come from another process: add without overflow
+            sum = Some(sum.unwrap_or(0u64).saturating_add(n));
+        }
+    }
+    sum
+}
+
+impl BrokerDisk {
+    /// What the counters of `after` added to those of `before`; `None` if
+    /// one is missing or went back (the broker restarted).
+    pub fn between(before: &str, after: &str) -> Option<Self> {
+        let mut d = [0; 3];
+        for (i, name) in DISK_COUNTERS.iter().enumerate() {
+            d[i] = counter(after, name)?.checked_sub(counter(before, name)?)?;
+        }
+        Some(Self {
+            fsyncs: d[0],
+            log_writes: d[1],
+            log_sets_written: d[2],
+        })
+    }
+}
+
 /// GET /metrics from `addr` (plain HTTP, as the broker serves it).
 pub fn scrape(addr: &str) -> Result<String> {
     let sock = addr
@@ -189,6 +247,33 @@ mod tests {
             m = u64::MAX
         );
         assert_eq!(Buckets::parse(&huge).0, [(f64::INFINITY, u64::MAX)]);
+    }
+
+    #[test]
+    fn disk_counters_are_the_run_s_difference() {
+        let page = |f: u64, w: u64, s: u64| {
+            format!(
+                "# TYPE odradek_fsyncs counter\nodradek_fsyncs_total {f}\n\
+                 odradek_fsyncs_seconds_total 3\n\
+                 odradek_log_writes_total{{shard=\"0\"}} {w}\n\
+                 odradek_log_writes_total{{shard=\"1\"}} 1\n\
+                 odradek_log_sets_written_total {s}\n"
+            )
+        };
+        assert_eq!(
+            BrokerDisk::between(&page(10, 100, 150), &page(25, 300, 500)),
+            Some(BrokerDisk {
+                fsyncs: 15,
+                log_writes: 200,
+                log_sets_written: 350
+            })
+        );
+        // a restart (a count went back) or a broker without the counters
+        assert_eq!(
+            BrokerDisk::between(&page(10, 100, 150), &page(5, 300, 500)),
+            None
+        );
+        assert_eq!(BrokerDisk::between("", &page(1, 1, 1)), None);
     }
 
     #[test]

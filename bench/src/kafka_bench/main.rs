@@ -861,15 +861,19 @@ async fn bench(
     };
     let client_cpu = report::self_cpu() - client_cpu0;
     let client_faults = report::self_minor_faults().saturating_sub(client_faults0);
-    let broker_produce = match (metrics_before, metrics) {
+    let (broker_produce, broker_disk) = match (metrics_before, metrics) {
         (Some(before), Some(m)) => {
             let before = before.await.ok().flatten();
             let after = read_metrics(m).await;
-            before.zip(after).and_then(|(b, a)| {
-                broker_metrics::Buckets::parse(&a).since(&broker_metrics::Buckets::parse(&b))
-            })
+            match before.zip(after) {
+                Some((b, a)) => (
+                    broker_metrics::Buckets::parse(&a).since(&broker_metrics::Buckets::parse(&b)),
+                    broker_metrics::BrokerDisk::between(&b, &a),
+                ),
+                None => (None, None),
+            }
         }
-        _ => None,
+        _ => (None, None),
     };
     Ok(report::Report::build(
         args,
@@ -890,6 +894,7 @@ async fn bench(
             },
             consume_expected: (producers > 0).then_some(target_count),
             broker_produce,
+            broker_disk,
             client_minor_faults: client_faults,
         },
     ))

@@ -116,6 +116,9 @@ pub struct Report {
     /// The broker's own Produce handling time after the warm-up (an
     /// Odradek broker's metrics, see `broker_metrics`).
     pub broker_produce: Option<crate::broker_metrics::BrokerLatency>,
+    /// The broker's fdatasyncs and log writes after the warm-up (an
+    /// Odradek broker's metrics).
+    pub broker_disk: Option<crate::broker_metrics::BrokerDisk>,
     pub timeline: Vec<Tick>,
 }
 
@@ -147,6 +150,7 @@ pub struct Extra {
     pub broker: String,
     pub consume_expected: Option<u64>,
     pub broker_produce: Option<crate::broker_metrics::BrokerLatency>,
+    pub broker_disk: Option<crate::broker_metrics::BrokerDisk>,
     pub client_minor_faults: u64,
 }
 
@@ -383,6 +387,7 @@ impl Report {
             client_minor_faults: x.client_minor_faults,
             baseline: None,
             broker_produce: x.broker_produce,
+            broker_disk: x.broker_disk,
             timeline,
         }
     }
@@ -522,6 +527,12 @@ pub fn print(r: &Report) {
             le(l.p99_le_ms),
             le(l.p99_9_le_ms),
             l.requests
+        );
+    }
+    if let Some(d) = &r.broker_disk {
+        println!(
+            "  broker's disk after warm-up: {} fdatasyncs, {} log writes carrying {} record sets",
+            d.fsyncs, d.log_writes, d.log_sets_written
         );
     }
     side_row("consume (lat: end-to-end)", &r.consume);
