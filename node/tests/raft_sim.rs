@@ -683,8 +683,8 @@ impl Sim {
             }
             self.complete_jobs(id);
             let node = self.node(id);
-            if node.replica.is_some() && now % TICK_MS == node.tick_phase {
-                let r = node.replica.as_mut().expect("alive");
+            let phase = node.tick_phase;
+            if let Some(r) = node.replica.as_mut().filter(|_| now % TICK_MS == phase) {
                 r.tick(now);
                 if now % 1000 < TICK_MS {
                     // The driver persists the moved anchor before going on.
@@ -696,13 +696,13 @@ impl Sim {
                 self.drain_ready(id);
             }
         }
-        if now % 100 == 0 {
+        if now.is_multiple_of(100) {
             self.check_isr();
-            if faults && now % 1000 == 0 {
+            if faults && now.is_multiple_of(1000) {
                 self.faults();
             }
         }
-        if now % 7 == 0 && self.producing {
+        if now.is_multiple_of(7) && self.producing {
             self.produce();
         }
     }

@@ -506,9 +506,10 @@ impl Replica {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.id;
-        let mut e = raft::eraftpb::Entry::default();
-        e.data = batch;
-        m.mut_entries().push(e);
+        m.mut_entries().push(raft::eraftpb::Entry {
+            data: batch,
+            ..Default::default()
+        });
         m
     }
 
@@ -666,14 +667,14 @@ impl Replica {
             match e.get_entry_type() {
                 EntryType::EntryConfChange => {
                     let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data)
-                        .map_err(|x| raft::Error::CodecError(x))?;
+                        .map_err(raft::Error::CodecError)?;
                     let cs = self.node.apply_conf_change(&cc)?;
                     self.node.mut_store().set_conf_state(cs);
                     conf_changed = true;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc: ConfChangeV2 = protobuf::Message::parse_from_bytes(&e.data)
-                        .map_err(|x| raft::Error::CodecError(x))?;
+                        .map_err(raft::Error::CodecError)?;
                     let cs = self.node.apply_conf_change(&cc)?;
                     self.node.mut_store().set_conf_state(cs);
                     conf_changed = true;

@@ -141,13 +141,17 @@ pub struct LogStore {
 impl LogStore {
     /// A store for `meta` with no entries above the anchor yet.
     pub fn new(meta: &RaftMeta) -> Self {
-        let mut hard = HardState::default();
-        hard.term = meta.term;
-        hard.vote = meta.vote;
-        hard.commit = meta.anchor.index;
-        let mut conf = ConfState::default();
-        conf.voters = meta.voters.clone();
-        conf.learners = meta.learners.clone();
+        let hard = HardState {
+            term: meta.term,
+            vote: meta.vote,
+            commit: meta.anchor.index,
+            ..Default::default()
+        };
+        let conf = ConfState {
+            voters: meta.voters.clone(),
+            learners: meta.learners.clone(),
+            ..Default::default()
+        };
         Self {
             hard,
             conf,
@@ -500,8 +504,7 @@ impl LogStore {
             f.fetched.clear();
             f.fetched_bytes = 0;
         }
-        let mut index = req.low;
-        for (offset, _epoch, data) in batches {
+        for (index, (offset, _epoch, data)) in (req.low..).zip(batches) {
             if index >= req.high || self.base_offset(index) != Some(offset) {
                 break;
             }
@@ -518,7 +521,6 @@ impl LogStore {
                     break;
                 }
             }
-            index += 1;
         }
         std::mem::take(&mut f.contexts)
     }
@@ -614,9 +616,11 @@ impl raft::Storage for LogStore {
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let mut m = SnapshotMetadata::default();
-        m.index = self.anchor.index;
-        m.term = self.anchor.term;
+        let mut m = SnapshotMetadata {
+            index: self.anchor.index,
+            term: self.anchor.term,
+            ..Default::default()
+        };
         m.set_conf_state(self.conf.clone());
         snap.set_metadata(m);
         snap.data = Bytes::copy_from_slice(&self.anchor.offset.to_be_bytes());
