@@ -8,7 +8,10 @@ from /proc/PID/stat, the broker's Produce time from the metrics of the
 broker the bench bootstraps from (it leads some partitions, not all).
 
     cargo build --release -p odradek-bench -p odradek
-    python3 bench/results/kafka/2026-12-03-replicated/run.py OUT RUNS
+    python3 bench/results/kafka/2026-12-03-replicated/run.py OUT RUNS [NAME@RATE,...]
+
+With NAME@RATE arguments only those configurations run, each open loop at
+RATE messages/s, as NAME-half (the half-rate rows).
 """
 import json, os, shutil, socket, subprocess, sys, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -67,6 +70,11 @@ configs = {
 }
 common = ["--quiet", "--message-size", "1024", "--consumers", "0", "--batch-size", "256KiB",
           "--duration", "8s", "--warmup", "4s"]
+if len(sys.argv) > 3:
+    configs = {
+        f"{name}-half": configs[name] + ["--rate", rate]
+        for name, rate in (x.split("@") for x in sys.argv[3].split(","))
+    }
 for i in range(1, runs + 1):
     for name, args in configs.items():
         root = os.path.join(data, "cluster")
