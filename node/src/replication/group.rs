@@ -2,12 +2,16 @@
 //! [`Replica`]. A task per group takes inputs (peer messages, proposals)
 //! from a channel any thread may send to, ticks the replica, and carries
 //! out each `Ready` against the partition log: appends (all of a `Ready`
-//! in one combined write), truncations, the Raft state file, the fsync,
-//! then `synced`. While it waits on the disk, inputs queue, so the next
-//! `Ready` carries them all: group commit.
+//! in one combined write), truncations, the Raft state file; then the
+//! fsync runs beside the task, which goes on with the next inputs and
+//! `Ready`s (raft-rs's asynchronous persistence) and calls `synced`, and
+//! sends what waited for the sync, once the fsync is done. So a proposal
+//! that comes during an fsync is written (and, acks=1, answered) without
+//! waiting for it, and the next fsync covers every `Ready` written
+//! meanwhile: group commit.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,6 +106,11 @@ enum Input {
         end_for: Option<u64>,
         at_offset: Option<u64>,
         reply: flume::Sender<EpochAnswer>,
+    },
+    /// The fsync started after `Ready` `number` was written ended.
+    Synced {
+        number: u64,
+        ok: bool,
     },
     Stop,
 }
@@ -287,6 +296,7 @@ pub async fn start(
     let replica = Replica::new(&cfg, store, 0)?;
     log.set_high_watermark(replica.high_watermark()).await?;
     let (tx, rx) = flume::unbounded();
+    let to_self = tx.downgrade();
     let status = Arc::new(Mutex::new(GroupStatus::default()));
     let leads = Arc::new(AtomicU64::new(0));
     let handle = GroupHandle {
@@ -299,6 +309,9 @@ pub async fn start(
         log,
         outbox,
         rx,
+        to_self,
+        unsynced: VecDeque::new(),
+        synced: 0,
         status,
         leads,
         persisted: meta,
@@ -316,6 +329,14 @@ struct Group {
     log: Rc<Log>,
     outbox: Rc<dyn Outbox>,
     rx: flume::Receiver<Input>,
+    /// The group's own channel, for its fsyncs' ends (weak: the group
+    /// still stops once every handle is dropped).
+    to_self: flume::WeakSender<Input>,
+    /// `Ready`s written whose fsync has not ended: number, and the
+    /// messages to send after it.
+    unsynced: VecDeque<(u64, Vec<Message>)>,
+    /// The last `Ready` number passed to `Replica::synced`.
+    synced: u64,
     status: Arc<Mutex<GroupStatus>>,
     leads: Arc<AtomicU64>,
     /// The Raft state last written to the state file.
@@ -434,6 +455,15 @@ impl Group {
                         at_offset,
                         reply,
                     } => questions.push((end_for, at_offset, reply)),
+                    Input::Synced { number, ok } => {
+                        if !ok {
+                            tracing::error!(dir = %self.log.dir().display(), "raft group stopped: fsync failed");
+                            self.failed.set(true);
+                            self.fail_waiting();
+                            return;
+                        }
+                        self.synced_up_to(number);
+                    }
                     Input::Stop => {
                         self.fail_waiting();
                         return;
@@ -492,6 +522,15 @@ impl Group {
     async fn drive(&mut self) -> Result<(), GroupError> {
         while let Some(rd) = self.replica.ready()? {
             self.outbox.send(rd.send);
+            if rd
+                .writes
+                .iter()
+                .any(|w| !matches!(w, LogWrite::Append { .. }))
+            {
+                // A truncation or reset must not race an fsync of what it
+                // replaces: settle those first.
+                self.sync_now().await?;
+            }
             let mut last_index = None;
             let mut appends = Vec::new();
             for w in rd.writes {
@@ -526,23 +565,71 @@ impl Group {
             if let Some(meta) = rd.meta {
                 self.persist_meta(meta).await?;
             }
-            self.log.flush().await?;
-            self.replica.synced(rd.number);
-            self.outbox.send(rd.send_after_sync);
+            self.sync_behind(rd.number, rd.send_after_sync);
             if let Some(req) = rd.fetch {
                 let batches = read_batches(&self.log, req.from_offset, req.to_offset).await?;
                 self.replica.entries_fetched(&req, batches);
             }
-            let hw = self.replica.high_watermark();
-            if self.log.visible_end() != hw.min(self.log.log_end_offset()) {
-                self.log.set_high_watermark(hw).await?;
-            }
+            self.show_high_watermark().await?;
             self.answer();
             self.publish();
         }
+        // A sync's end may have moved the watermark without a `Ready`.
+        self.show_high_watermark().await?;
         self.answer();
         self.publish();
         Ok(())
+    }
+
+    /// Readers see the log up to the replica's high watermark.
+    async fn show_high_watermark(&self) -> Result<(), GroupError> {
+        let hw = self.replica.high_watermark();
+        if self.log.visible_end() != hw.min(self.log.log_end_offset()) {
+            self.log.set_high_watermark(hw).await?;
+        }
+        Ok(())
+    }
+
+    /// Start the fsync of what `Ready` `number` wrote, beside this task;
+    /// its end comes back as [`Input::Synced`]. Messages that must wait
+    /// for it are kept until then.
+    fn sync_behind(&mut self, number: u64, after: Vec<Message>) {
+        self.unsynced.push_back((number, after));
+        let log = self.log.clone();
+        let to_self = self.to_self.clone();
+        compio::runtime::spawn(async move {
+            let ok = log.flush().await.is_ok();
+            if let Some(tx) = to_self.upgrade() {
+                let _ = tx.send(Input::Synced { number, ok });
+            }
+        })
+        .detach();
+    }
+
+    /// fsync here and now: every `Ready` written so far is durable.
+    async fn sync_now(&mut self) -> Result<(), GroupError> {
+        let Some(&(last, _)) = self.unsynced.back() else {
+            return Ok(());
+        };
+        self.log.flush().await?;
+        self.synced_up_to(last);
+        Ok(())
+    }
+
+    /// `Ready`s up to `number` are durable (each fsync covers every write
+    /// made before it started, so a later one's end covers the earlier
+    /// ones, in whatever order the ends arrive).
+    fn synced_up_to(&mut self, number: u64) {
+        if number <= self.synced {
+            return;
+        }
+        self.synced = number;
+        self.replica.synced(number);
+        while self.unsynced.front().is_some_and(|&(n, _)| n <= number) {
+            if let Some((_, msgs)) = self.unsynced.pop_front() {
+                self.outbox.send(msgs);
+            }
+        }
     }
 
     /// Retention and the cleaner keep off the batches that are still Raft

@@ -8,10 +8,12 @@ from /proc/PID/stat, the broker's Produce time from the metrics of the
 broker the bench bootstraps from (it leads some partitions, not all).
 
     cargo build --release -p odradek-bench -p odradek
-    python3 bench/results/kafka/2026-12-03-replicated/run.py OUT RUNS [NAME@RATE,...]
+    python3 bench/results/kafka/2026-12-03-replicated/run.py OUT RUNS [NAME[@RATE],...]
 
-With NAME@RATE arguments only those configurations run, each open loop at
-RATE messages/s, as NAME-half (the half-rate rows).
+With NAME or NAME@RATE arguments only those configurations run, at max
+rate or open loop at RATE messages/s as NAME-half (the half-rate rows).
+With OLD_ODRADEK set to an odradek binary, every configuration runs on it
+(old-NAME) and on this build's (new-NAME), the order swapped every round.
 """
 import json, os, shutil, socket, subprocess, sys, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -34,7 +36,7 @@ def cpu_s(pid):
     return (int(f[11]) + int(f[12])) / TICK
 
 
-def start_cluster(root, n=3):
+def start_cluster(root, odradek, n=3):
     ids = range(1, n + 1)
     kafka = {i: free_port() for i in ids}
     raft = {i: free_port() for i in ids}
@@ -71,15 +73,25 @@ configs = {
 common = ["--quiet", "--message-size", "1024", "--consumers", "0", "--batch-size", "256KiB",
           "--duration", "8s", "--warmup", "4s"]
 if len(sys.argv) > 3:
-    configs = {
-        f"{name}-half": configs[name] + ["--rate", rate]
-        for name, rate in (x.split("@") for x in sys.argv[3].split(","))
-    }
-for i in range(1, runs + 1):
-    for name, args in configs.items():
+    chosen = {}
+    for x in sys.argv[3].split(","):
+        name, _, rate = x.partition("@")
+        if rate:
+            chosen[f"{name}-half"] = configs[name] + ["--rate", rate]
+        else:
+            chosen[name] = configs[name]
+    configs = chosen
+builds = [("", odradek)]
+if os.environ.get("OLD_ODRADEK"):
+    builds = [("old-", os.environ["OLD_ODRADEK"]), ("new-", odradek)]
+runs_of = [(i, b + name, args, binary)
+           for i in range(1, runs + 1)
+           for name, args in configs.items()
+           for b, binary in (builds if i % 2 else builds[::-1])]
+for i, name, args, binary in runs_of:
         root = os.path.join(data, "cluster")
         shutil.rmtree(root, ignore_errors=True)
-        procs, kafka, metrics = start_cluster(root)
+        procs, kafka, metrics = start_cluster(root, binary)
         before = {b: cpu_s(p.pid) for b, p in procs.items()}
         path = os.path.join(out, f"{name}-{i}.json")
         t0 = time.time()
