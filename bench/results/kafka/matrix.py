@@ -57,3 +57,17 @@ def paths(out):
     os.makedirs(out, exist_ok=True)
     os.makedirs(data, exist_ok=True)
     return exe, data
+
+
+def abba(exe, out, common, configs, variants, runs, only=None):
+    """RUNS rounds of every configuration in `only` (default: all), each
+    run once per variant (a name prefix and its extra arguments), the
+    variants' order swapped every round: a run can be slowed by the one
+    before it."""
+    order = list(variants.items())
+    for i in range(1, runs + 1):
+        for name, args in configs.items():
+            if only is not None and name not in only:
+                continue
+            for v, extra in (order if i % 2 else order[::-1]):
+                run(exe, out, f"{v}-{name}", common + args + extra, i)

@@ -33,11 +33,5 @@ configs = {
     "max-acksall-256k-p4": ["--acks", "all"] + p4 + b256,
     "max-acks1-64k-p1": ["--acks", "1"] + p1 + b64,
 }
-only = sys.argv[4].split(",") if len(sys.argv) > 4 else list(configs)
-for i in range(1, runs + 1):
-    for name, args in configs.items():
-        if name not in only:
-            continue
-        order = list(builds.items())
-        for b, extra in (order if i % 2 else order[::-1]):
-            matrix.run(exe, out, f"{b}-{name}", common + args + extra, i)
+matrix.abba(exe, out, common, configs, builds, runs,
+            sys.argv[4].split(",") if len(sys.argv) > 4 else None)

@@ -31,11 +31,5 @@ configs = {
     "max-acks1-256k-p4": ["--acks", "1"] + p4 + b256,
     "max-acksall-256k-p4": ["--acks", "all"] + p4 + b256,
 }
-only = sys.argv[3].split(",") if len(sys.argv) > 3 else list(configs)
-for i in range(1, runs + 1):
-    for name, args in configs.items():
-        if name not in only:
-            continue
-        order = list(variants.items())
-        for v, extra in (order if i % 2 else order[::-1]):
-            matrix.run(exe, out, f"{v}-{name}", common + args + extra, i)
+matrix.abba(exe, out, common, configs, variants, runs,
+            sys.argv[3].split(",") if len(sys.argv) > 3 else None)
