@@ -87,6 +87,24 @@ async fn leader(routes: &Routes, not: Option<u64>) -> (u64, GroupHandle) {
     }
 }
 
+/// Propose `b` with acks=all and min.insync.replicas 2, as a client
+/// would: a new leader admits followers to the ISR once they answer it,
+/// so its first proposals may see NOT_ENOUGH_REPLICAS (retriable).
+async fn propose_all(h: &GroupHandle, b: &Bytes) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match h.propose(b.clone(), Acks::All, 2).await {
+            Ok(r) => return r,
+            Err(odradek_node::replication::ProduceError::NotEnoughReplicas { .. })
+                if Instant::now() < deadline =>
+            {
+                compio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("leader refused acks=all: {e}"),
+        }
+    }
+}
+
 /// Every batch of a log below its visible end: (offset, record bytes).
 async fn contents(log: &Rc<Log>) -> Vec<(u64, Bytes)> {
     let batches = group::read_batches(log, log.log_start_offset(), log.visible_end())
@@ -115,7 +133,7 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
         let mut acked = Vec::new();
         for i in 0..50usize {
             let b = sample_batch(1 + i % 4, 20, i as i64).freeze();
-            let (base, last) = h.propose(b.clone(), Acks::All, 2).await.expect("acks=all");
+            let (base, last) = propose_all(&h, &b).await;
             assert_eq!(last - base, (i % 4) as u64);
             acked.push((base, b.slice(61..)));
         }
@@ -160,20 +178,7 @@ fn acks_all_survives_stopping_and_restarting_the_leader() {
         assert!(h2.status().term > 1);
         for i in 0..20usize {
             let b = sample_batch(2, 20, i as i64).freeze();
-            // A new leader admits followers to the ISR once they answer
-            // it: the first proposals may see NOT_ENOUGH_REPLICAS.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let base = loop {
-                match h2.propose(b.clone(), Acks::All, 2).await {
-                    Ok((base, _)) => break base,
-                    Err(odradek_node::replication::ProduceError::NotEnoughReplicas { .. })
-                        if Instant::now() < deadline =>
-                    {
-                        compio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    Err(e) => panic!("new leader refused: {e}"),
-                }
-            };
+            let (base, _) = propose_all(&h2, &b).await;
             acked.push((base, b.slice(61..)));
         }
 
