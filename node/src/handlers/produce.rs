@@ -35,6 +35,19 @@ struct Appended {
     durable: Option<flume::Receiver<bool>>,
 }
 
+impl Appended {
+    /// A partition's append that was refused (nothing written).
+    fn refused(tp: TopicPartition, error: ResponseError) -> Self {
+        Self {
+            tp,
+            error: Some(error),
+            base_offset: -1,
+            log_start: -1,
+            durable: None,
+        }
+    }
+}
+
 /// acks=all: wait for durability on the owner shard, from a task started
 /// there right after the append (no second hop to that shard; a waiter
 /// starts the group-commit flush at once, while the next appends queue).
@@ -95,13 +108,7 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
         let meta = snap.get(&name).cloned();
         for p in topic.partition_data {
             let tp = TopicPartition::new(&name, p.index);
-            let fail = |error| Appended {
-                tp: tp.clone(),
-                error: Some(error),
-                base_offset: -1,
-                log_start: -1,
-                durable: None,
-            };
+            let fail = |error| Appended::refused(tp.clone(), error);
             if !matches!(acks, -1..=1) {
                 done.push(fail(ResponseError::InvalidRequiredAcks));
                 continue;
@@ -152,35 +159,35 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                     continue;
                 };
                 match log.submit(records, 0) {
-                    Ok(append) => {
-                        let acks_all_tp = (acks == -1).then(|| tp.clone());
-                        let outcome = async move {
+                    Ok(append) if acks == -1 => {
+                        // The durability wait starts when the write is done,
+                        // not when this reply's turn comes (its waiter asks
+                        // for the group commit): a task of its own, which
+                        // waits for the fdatasync too.
+                        let tp2 = tp.clone();
+                        let t = compio::runtime::spawn(async move {
                             let r = append.await;
-                            let durable = match &r {
-                                Ok(info) if acks == -1 => {
-                                    Some(wait_durable_on_owner(&log, info.last_offset))
+                            let last = r.as_ref().ok().map(|info| info.last_offset);
+                            let mut a = appended(&ctx2, tp, r, log.log_start_offset(), None, bytes);
+                            if let Some(last) = last {
+                                if let Err(e) = log.wait_durable(last).await {
+                                    tracing::debug!(partition = %a.tp, "produce not durable: {e}");
+                                    a.error = Some(ResponseError::KafkaStorageError);
                                 }
-                                _ => None,
-                            };
-                            appended(&ctx2, tp, r, log.log_start_offset(), durable, bytes)
-                        };
-                        underway.push(Underway::Local(if let Some(tp2) = acks_all_tp {
-                            // acks=all: the durability wait starts when the
-                            // write is done, not when this reply's turn
-                            // comes: its waiter asks for the group commit.
-                            let t = compio::runtime::spawn(outcome);
-                            Box::pin(async move {
-                                t.await.unwrap_or_else(|_| Appended {
-                                    tp: tp2,
-                                    error: Some(ResponseError::KafkaStorageError),
-                                    base_offset: -1,
-                                    log_start: -1,
-                                    durable: None,
-                                })
+                            }
+                            a
+                        });
+                        underway.push(Underway::Local(Box::pin(async move {
+                            t.await.unwrap_or_else(|_| {
+                                Appended::refused(tp2, ResponseError::KafkaStorageError)
                             })
-                        } else {
-                            Box::pin(outcome)
-                        }));
+                        })));
+                    }
+                    Ok(append) => {
+                        underway.push(Underway::Local(Box::pin(async move {
+                            let r = append.await;
+                            appended(&ctx2, tp, r, log.log_start_offset(), None, bytes)
+                        })));
                     }
                     Err(e) => done.push(appended(ctx, tp, Err(e), 0, None, bytes)),
                 }
@@ -201,20 +208,8 @@ pub async fn handle(ctx: &Ctx, req: &Request) -> Result<Pending, FrameError> {
                     .await;
                 match res {
                     Ok(Some((r, start, durable))) => appended(&ctx2, tp, r, start, durable, bytes),
-                    Ok(None) => Appended {
-                        tp,
-                        error: Some(ResponseError::UnknownTopicOrPartition),
-                        base_offset: -1,
-                        log_start: -1,
-                        durable: None,
-                    },
-                    Err(_) => Appended {
-                        tp,
-                        error: Some(ResponseError::KafkaStorageError),
-                        base_offset: -1,
-                        log_start: -1,
-                        durable: None,
-                    },
+                    Ok(None) => Appended::refused(tp, ResponseError::UnknownTopicOrPartition),
+                    Err(_) => Appended::refused(tp, ResponseError::KafkaStorageError),
                 }
             })));
         }
@@ -302,13 +297,7 @@ fn appended(
         }
         Err(e) => {
             tracing::debug!(partition = %tp, "produce refused: {e}");
-            Appended {
-                tp,
-                error: Some(log_error_code(&e)),
-                base_offset: -1,
-                log_start: -1,
-                durable: None,
-            }
+            Appended::refused(tp, log_error_code(&e))
         }
     }
 }

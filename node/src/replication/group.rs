@@ -531,6 +531,8 @@ impl Group {
                 // replaces: settle those first.
                 self.sync_now().await?;
             }
+            // The meta file is synced by `persist_meta` itself.
+            let wrote = !rd.writes.is_empty();
             let mut last_index = None;
             let mut appends = Vec::new();
             for w in rd.writes {
@@ -565,7 +567,14 @@ impl Group {
             if let Some(meta) = rd.meta {
                 self.persist_meta(meta).await?;
             }
-            self.sync_behind(rd.number, rd.send_after_sync);
+            if wrote || !self.unsynced.is_empty() {
+                self.sync_behind(rd.number, rd.send_after_sync);
+            } else {
+                // Nothing of this `Ready` or any before it waits for the
+                // disk (a leader's round of answers, a heartbeat): no task.
+                self.unsynced.push_back((rd.number, rd.send_after_sync));
+                self.synced_up_to(rd.number);
+            }
             if let Some(req) = rd.fetch {
                 let batches = read_batches(&self.log, req.from_offset, req.to_offset).await?;
                 self.replica.entries_fetched(&req, batches);
