@@ -152,6 +152,15 @@ fn produce_and_consume_against_a_started_broker() {
     // the started broker's own histogram counted this run's Produce requests
     let bp = &r["broker_produce"];
     assert!(bp["requests"].as_u64().unwrap() > 0, "{bp}");
+    // and its disk counters: every write is counted, those that met an
+    // fdatasync of their file by where they ran (a subset of all writes)
+    let bd = &r["broker_disk"];
+    let writes = bd["log_writes"].as_u64().unwrap();
+    assert!(writes > 0, "{bd}");
+    let during_sync = bd["writes_during_sync_inline"].as_u64().unwrap()
+        + bd["writes_during_sync_io_wq"].as_u64().unwrap();
+    assert!(during_sync <= writes, "{bd}");
+    assert!(bd["sync_write_handoffs"].as_u64().is_some(), "{bd}");
     let timeline = r["timeline"].as_array().unwrap();
     assert!(!timeline.is_empty());
     for t in timeline {

@@ -495,3 +495,46 @@ fn the_page_cache_keeps_only_the_window_and_blocks_are_reserved_ahead() {
     }
     pool.shutdown();
 }
+
+#[test]
+fn a_write_that_meets_an_fdatasync_of_its_file_lands_and_is_counted() {
+    use bytes::Bytes;
+    use odradek_engine::io::uring::UringStorage;
+    use odradek_engine::io::{Storage, StorageFile};
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    compio::runtime::Runtime::new().unwrap().block_on(async {
+        let file = UringStorage.open(&path, true).await.unwrap();
+        file.write_all_at(0, vec![Bytes::from(vec![1u8; 8192])])
+            .await
+            .unwrap();
+        let (inline, io_wq) = odradek_engine::stats::writes_during_sync();
+        // The sync's first poll counts it in flight and submits it; the
+        // write after that meets it.
+        let mut sync = std::pin::pin!(file.sync_data());
+        let first = sync.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            first.is_pending(),
+            "an fdatasync completes on io-wq, not at once"
+        );
+        file.write_all_at(
+            8192,
+            vec![Bytes::from(vec![2u8; 4096]), Bytes::from(vec![3u8; 4096])],
+        )
+        .await
+        .unwrap();
+        sync.await.unwrap();
+        // Inline unless this thread measured such writes slow: either way
+        // counted (other tests may count theirs meanwhile).
+        let (inline_after, io_wq_after) = odradek_engine::stats::writes_during_sync();
+        assert!(inline_after + io_wq_after > inline + io_wq);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 16384);
+        assert!(bytes[..8192].iter().all(|&b| b == 1));
+        assert!(bytes[8192..12288].iter().all(|&b| b == 2));
+        assert!(bytes[12288..].iter().all(|&b| b == 3));
+    });
+}

@@ -286,6 +286,22 @@ fn gather(broker: &Broker) -> Snapshot {
         MetricType::Counter,
         vec![(vec![], Value::Counter(sets))],
     );
+    let (inline, io_wq) = odradek_engine::stats::writes_during_sync();
+    push(
+        "odradek_log_writes_during_sync",
+        "Writes made while an fdatasync of their segment ran, by where they ran: inline on the shard thread, or on an io-wq worker.",
+        MetricType::Counter,
+        vec![
+            (lbl(&[("path", "inline".to_string())]), Value::Counter(inline)),
+            (lbl(&[("path", "io_wq".to_string())]), Value::Counter(io_wq)),
+        ],
+    );
+    push(
+        "odradek_log_sync_write_handoffs",
+        "Times a shard found inline writes during fdatasyncs slow and sent them to io-wq for a back-off.",
+        MetricType::Counter,
+        vec![(vec![], Value::Counter(odradek_engine::stats::sync_write_handoffs()))],
+    );
     let (fsyncs, fsync_us) = odradek_engine::stats::fsyncs();
     push(
         "odradek_fsyncs",

@@ -48,6 +48,12 @@ pub struct BrokerDisk {
     /// Record sets those writes carried: more than `log_writes` is write
     /// combining.
     pub log_sets_written: u64,
+    /// Writes made while an fdatasync of their segment ran, inline on the
+    /// shard thread and through io-wq, and the times a shard switched such
+    /// writes to io-wq (`None`: a broker without these counters).
+    pub writes_during_sync_inline: Option<u64>,
+    pub writes_during_sync_io_wq: Option<u64>,
+    pub sync_write_handoffs: Option<u64>,
 }
 
 /// The counters of [`BrokerDisk`], each summed over its series.
@@ -60,16 +66,22 @@ const DISK_COUNTERS: [&str; 3] = [
 /// The sum of every series of counter `name` on `page`; `None` if it has
 /// none.
 fn counter(page: &str, name: &str) -> Option<u64> {
+    labeled_counter(page, name, None)
+}
+
+/// [`counter`] over the series whose labels include `label` (`k="v"`)
+/// only, or over all of them.
+fn labeled_counter(page: &str, name: &str, label: Option<&str>) -> Option<u64> {
     let mut sum = None;
     for line in page.lines() {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
         let value = match rest.as_bytes().first() {
-            Some(b' ') => rest,
-            Some(b'{') => match rest.split_once('}') {
-                Some((_, v)) => v,
-                None => continue,
+            Some(b' ') if label.is_none() => rest,
+            Some(b'{') => match rest[1..].split_once('}') {
+                Some((labels, v)) if label.is_none_or(|l| labels.split(',').any(|x| x == l)) => v,
+                _ => continue,
             },
             _ => continue,
         };
@@ -89,10 +101,17 @@ impl BrokerDisk {
         for (i, name) in DISK_COUNTERS.iter().enumerate() {
             d[i] = counter(after, name)?.checked_sub(counter(before, name)?)?;
         }
+        let diff = |name, label| {
+            labeled_counter(after, name, label)?.checked_sub(labeled_counter(before, name, label)?)
+        };
+        const DURING_SYNC: &str = "odradek_log_writes_during_sync_total";
         Some(Self {
             fsyncs: d[0],
             log_writes: d[1],
             log_sets_written: d[2],
+            writes_during_sync_inline: diff(DURING_SYNC, Some("path=\"inline\"")),
+            writes_during_sync_io_wq: diff(DURING_SYNC, Some("path=\"io_wq\"")),
+            sync_write_handoffs: diff("odradek_log_sync_write_handoffs_total", None),
         })
     }
 }
@@ -257,7 +276,13 @@ mod tests {
                  odradek_fsyncs_seconds_total 3\n\
                  odradek_log_writes_total{{shard=\"0\"}} {w}\n\
                  odradek_log_writes_total{{shard=\"1\"}} 1\n\
-                 odradek_log_sets_written_total {s}\n"
+                 odradek_log_sets_written_total {s}\n\
+                 odradek_log_writes_during_sync_total{{path=\"inline\"}} {i}\n\
+                 odradek_log_writes_during_sync_total{{path=\"io_wq\"}} {q}\n\
+                 odradek_log_sync_write_handoffs_total {h}\n",
+                i = 2 * w,
+                q = w / 10,
+                h = f / 5,
             )
         };
         assert_eq!(
@@ -265,8 +290,17 @@ mod tests {
             Some(BrokerDisk {
                 fsyncs: 15,
                 log_writes: 200,
-                log_sets_written: 350
+                log_sets_written: 350,
+                writes_during_sync_inline: Some(400),
+                writes_during_sync_io_wq: Some(20),
+                sync_write_handoffs: Some(3),
             })
+        );
+        // a broker without the newer counters still gives the older ones
+        let old = "odradek_fsyncs_total 1\nodradek_log_writes_total 2\nodradek_log_sets_written_total 3\n";
+        assert_eq!(
+            BrokerDisk::between(old, old).map(|d| (d.log_writes, d.writes_during_sync_inline)),
+            Some((0, None))
         );
         // a restart (a count went back) or a broker without the counters
         assert_eq!(

@@ -534,6 +534,14 @@ pub fn print(r: &Report) {
             "  broker's disk after warm-up: {} fdatasyncs, {} log writes carrying {} record sets",
             d.fsyncs, d.log_writes, d.log_sets_written
         );
+        if let (Some(inline), Some(io_wq)) =
+            (d.writes_during_sync_inline, d.writes_during_sync_io_wq)
+        {
+            println!(
+                "  writes during an fdatasync of their file: {inline} inline, {io_wq} on io-wq ({} switches to io-wq)",
+                d.sync_write_handoffs.unwrap_or(0)
+            );
+        }
     }
     side_row("consume (lat: end-to-end)", &r.consume);
     println!(

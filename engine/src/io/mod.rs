@@ -8,6 +8,7 @@
 
 pub mod mem;
 pub mod splice;
+pub mod sync_writes;
 pub mod uring;
 
 use std::future::Future;

@@ -7,6 +7,7 @@
 //! on compio's blocking pool, never on the shard thread.
 
 use compio::buf::IntoInner;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io;
@@ -15,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use compio::buf::BufResult;
@@ -24,14 +25,28 @@ use compio::driver::op::{
     CurrentDir, Mode, OFlags, OpenFile, ReadAt, Sync, TruncateFile, WriteVectoredAt,
 };
 
+use super::sync_writes::{Switch, SyncWrites};
 use super::{Storage, StorageFile};
 
 /// A file opened through io_uring. The `Arc` makes it `Send` (a fetch may
 /// splice it on another shard) and keeps it open while any slice of it lives.
-/// The second field counts fdatasyncs and block reservations in flight on
-/// the file (see [`StorageFile::write_all_at`]).
+/// The second field counts the fdatasyncs and block reservations in flight
+/// on the file (see [`StorageFile::write_all_at`]).
 #[derive(Clone, Debug)]
-pub struct UringFile(pub Arc<std::fs::File>, Arc<AtomicU32>);
+pub struct UringFile(pub Arc<std::fs::File>, Arc<Busy>);
+
+/// What is in flight on a file that a write may meet.
+#[derive(Debug, Default)]
+pub struct Busy {
+    syncs: AtomicU32,
+    reservations: AtomicU32,
+}
+
+thread_local! {
+    /// This shard thread's measure of whether writes during a sync may run
+    /// inline (a shard's logs share its thread, and mostly its file system).
+    static SYNC_WRITES: RefCell<SyncWrites> = RefCell::new(SyncWrites::default());
+}
 
 impl UringFile {
     pub fn new(file: std::fs::File) -> Self {
@@ -85,70 +100,58 @@ impl StorageFile for UringFile {
         Ok(out)
     }
 
-    /// A plain `pwritev` on the calling (shard) thread while no fdatasync
-    /// or block reservation of the file is in flight; through io_uring
-    /// while one is.
+    /// A plain `pwritev` on the calling (shard) thread, unless a block
+    /// reservation of the file is in flight, or an fdatasync of it is and
+    /// this thread measured such writes to be slow ([`SyncWrites`]); then
+    /// through io_uring.
     ///
     /// On ext4 io_uring cannot try a buffered write without blocking
     /// (`RWF_NOWAIT` gives EOPNOTSUPP there), so it hands every write to an
     /// io-wq worker thread: the copy into the page cache runs on another
     /// thread, plus two context switches per write, which on a 2-CPU
-    /// machine cost more than the copy (docs/benchmarks.md). But a write
-    /// that extends the file while an fdatasync of it runs can wait for the
-    /// journal commit, and one during a reservation waits for the inode
-    /// lock that `fallocate` holds; inline, that would stall the whole
-    /// shard, so then the write goes to io-wq and runs beside them. A page-cache
-    /// write otherwise does not wait for the disk, except when the kernel
-    /// throttles writers for too many dirty pages (the flush policy's
-    /// background fdatasyncs keep that backlog small).
+    /// machine cost more than the copy (docs/benchmarks.md). A write during
+    /// a reservation waits for the inode lock that `fallocate` holds, and
+    /// on a journaling file system one during an fdatasync can wait for
+    /// the commit it forced; inline, that would stall the whole shard. A
+    /// page-cache write otherwise does not wait for the disk, except when
+    /// the kernel throttles writers for too many dirty pages (the flush
+    /// policy's background fdatasyncs keep that backlog small).
     async fn write_all_at(&self, pos: u64, bufs: Vec<Bytes>) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        if self.1.load(Ordering::Relaxed) > 0 {
+        if self.1.reservations.load(Ordering::Relaxed) > 0 {
             return self.write_all_at_uring(pos, bufs).await;
         }
-        let fd = self.0.as_raw_fd();
-        let mut pending: VecDeque<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
-        let mut pos = pos;
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(pending.len().min(IOV_MAX));
-        while !pending.is_empty() {
-            iov.clear();
-            iov.extend(pending.iter().take(IOV_MAX).map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            }));
-            // SAFETY: every iovec points into a live `Bytes` of `pending`,
-            // which is not touched until the call returns.
-            let n =
-                unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as libc::c_int, pos as i64) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let mut n = n as usize;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
-            }
-            pos += n as u64;
-            // Drop what was written; a short write leaves the rest, in order.
-            while n > 0 {
-                let front = pending.front_mut().expect("wrote more than was given");
-                if n >= front.len() {
-                    n -= front.len();
-                    pending.pop_front();
-                } else {
-                    let _ = front.split_to(n);
-                    n = 0;
-                }
-            }
+        if self.1.syncs.load(Ordering::Relaxed) == 0 {
+            return write_inline(self.0.as_raw_fd(), pos, bufs);
         }
-        Ok(())
+        let started = Instant::now();
+        let inline = SYNC_WRITES.with_borrow_mut(|p| p.inline(started));
+        crate::stats::record_write_during_sync(inline);
+        if !inline {
+            return self.write_all_at_uring(pos, bufs).await;
+        }
+        let written = write_inline(self.0.as_raw_fd(), pos, bufs);
+        let now = Instant::now();
+        let took = now - started;
+        if let Some(Switch::ToIoWq {
+            slow,
+            writes,
+            backoff,
+        }) = SYNC_WRITES.with_borrow_mut(|p| p.record(now, took))
+        {
+            crate::stats::record_sync_write_handoff();
+            tracing::warn!(
+                slow,
+                writes,
+                backoff_s = backoff.as_secs(),
+                "writes made during an fdatasync of their file waited (the file system's journal?): they go to io-wq for a while"
+            );
+        }
+        written
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        let _count = InFlight::start(&self.1);
+        let _count = InFlight::start(&self.1.syncs);
         let op = Sync::new(self.0.clone(), true);
         compio::runtime::submit(op).await.0.map(|_| ())
     }
@@ -172,7 +175,7 @@ impl StorageFile for UringFile {
                 "range too large",
             ));
         };
-        let _count = InFlight::start(&self.1);
+        let _count = InFlight::start(&self.1.reservations);
         let file = self.0.clone();
         blocking(move || {
             // SAFETY: a plain syscall on an fd `file` keeps open.
@@ -238,6 +241,47 @@ impl UringFile {
         }
         Ok(())
     }
+}
+
+/// `pwritev` all of `bufs` at `pos` on the calling thread.
+fn write_inline(fd: std::os::fd::RawFd, pos: u64, bufs: Vec<Bytes>) -> io::Result<()> {
+    let mut pending: VecDeque<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
+    let mut pos = pos;
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(pending.len().min(IOV_MAX));
+    while !pending.is_empty() {
+        iov.clear();
+        iov.extend(pending.iter().take(IOV_MAX).map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        // SAFETY: every iovec points into a live `Bytes` of `pending`,
+        // which is not touched until the call returns.
+        let n = unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as libc::c_int, pos as i64) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut n = n as usize;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+        }
+        pos += n as u64;
+        // Drop what was written; a short write leaves the rest, in order.
+        while n > 0 {
+            let front = pending.front_mut().expect("wrote more than was given");
+            if n >= front.len() {
+                n -= front.len();
+                pending.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 const IOV_MAX: usize = 1024;
