@@ -132,6 +132,15 @@ mod tests {
         assert!(p.inline(t));
     }
 
+    /// The switch after a window's first [`STRIKES`] writes, all slow.
+    fn struck(backoff: Duration) -> Option<Switch> {
+        Some(Switch::ToIoWq {
+            slow: STRIKES,
+            writes: STRIKES,
+            backoff,
+        })
+    }
+
     #[test]
     fn slow_writes_hand_off_for_a_backoff_that_doubles_until_a_clean_window() {
         let mut p = SyncWrites::default();
@@ -144,26 +153,12 @@ mod tests {
             }
             switch
         };
-        assert_eq!(
-            trip(&mut p, t),
-            Some(Switch::ToIoWq {
-                slow: STRIKES,
-                writes: STRIKES,
-                backoff: FIRST_BACKOFF
-            })
-        );
+        assert_eq!(trip(&mut p, t), struck(FIRST_BACKOFF));
         assert!(!p.inline(t));
         assert!(!p.inline(t + FIRST_BACKOFF - Duration::from_millis(1)));
         // The probe after the back-off fails: twice as long now.
         t += FIRST_BACKOFF;
-        assert_eq!(
-            trip(&mut p, t),
-            Some(Switch::ToIoWq {
-                slow: STRIKES,
-                writes: STRIKES,
-                backoff: FIRST_BACKOFF * 2
-            })
-        );
+        assert_eq!(trip(&mut p, t), struck(FIRST_BACKOFF * 2));
         assert!(!p.inline(t + FIRST_BACKOFF));
         t += FIRST_BACKOFF * 2;
         // A clean window resets the back-off.
@@ -171,14 +166,7 @@ mod tests {
             assert!(p.inline(t));
             assert_eq!(p.record(t, FAST), None);
         }
-        assert_eq!(
-            trip(&mut p, t),
-            Some(Switch::ToIoWq {
-                slow: STRIKES,
-                writes: STRIKES,
-                backoff: FIRST_BACKOFF
-            })
-        );
+        assert_eq!(trip(&mut p, t), struck(FIRST_BACKOFF));
     }
 
     #[test]
