@@ -37,7 +37,7 @@ pub struct UringFile(pub Arc<std::fs::File>, Arc<Busy>);
 
 /// What is in flight on a file that a write may meet.
 #[derive(Debug, Default)]
-pub struct Busy {
+struct Busy {
     syncs: AtomicU32,
     reservations: AtomicU32,
 }
