@@ -199,6 +199,13 @@ const MAX_RESERVE_AHEAD: u64 = 16 << 20;
 /// flushes").
 pub const MAX_UNSYNCED_BYTES: u64 = 64 << 20;
 
+/// In the last this many bytes of a segment, the byte threshold of the
+/// flush policy drops to [`ROLL_FLUSH_BYTES`]: a roll fdatasyncs the old
+/// segment while the partition's appends wait, and the less is unsynced
+/// then, the shorter the wait (at most 4 more syncs per segment).
+const ROLL_FLUSH_WINDOW: u64 = 4 << 20;
+const ROLL_FLUSH_BYTES: u64 = 1 << 20;
+
 /// Log bookkeeping for one partition. `F` is the segment file handle.
 #[derive(Debug)]
 pub struct LogState<F> {
@@ -568,11 +575,15 @@ impl<F: Clone> LogState<F> {
         self.producers.commit(&plan.staged);
     }
 
-    /// Whether the policy (or [`MAX_UNSYNCED_BYTES`]) wants a flush now.
+    /// Whether the policy (or [`MAX_UNSYNCED_BYTES`], or a roll coming
+    /// near, see [`ROLL_FLUSH_WINDOW`]) wants a flush now.
     pub fn flush_due(&self, now_ms: u64) -> bool {
         let p = &self.config.flush;
         let pending = self.unflushed_bytes();
-        let every_bytes = p.every_bytes.unwrap_or(u64::MAX).min(MAX_UNSYNCED_BYTES);
+        let mut every_bytes = p.every_bytes.unwrap_or(u64::MAX).min(MAX_UNSYNCED_BYTES);
+        if self.active().size.saturating_add(ROLL_FLUSH_WINDOW) >= self.config.segment_bytes {
+            every_bytes = every_bytes.min(ROLL_FLUSH_BYTES);
+        }
         pending > 0
             && (p.every_append
                 || pending >= every_bytes
@@ -1052,6 +1063,39 @@ mod tests {
         st.complete_flush(&t, 10);
         assert_eq!(st.unflushed_bytes(), 0);
         assert!(!st.flush_due(1000));
+    }
+
+    #[test]
+    fn near_the_roll_the_byte_threshold_drops_so_a_roll_finds_little_unsynced() {
+        let mut st = state();
+        st.config.flush = FlushPolicy {
+            every_append: false,
+            every_bytes: Some(ROLL_FLUSH_BYTES * 4),
+            every_ms: None,
+            on_demand: true,
+        };
+        st.config.segment_bytes = 1 << 30;
+        // A batch of 4000 records is some 80 KB; write past 1 MiB unsynced.
+        let big = |st: &mut LogState<()>| {
+            while st.unflushed_bytes() < ROLL_FLUSH_BYTES {
+                append(st, 4000);
+            }
+        };
+        big(&mut st);
+        assert!(!st.flush_due(0), "far from the roll: the policy's 4 MiB");
+        // The same unsynced bytes within the last window of the segment.
+        let mut near = state();
+        near.config = st.config.clone();
+        near.config.segment_bytes = ROLL_FLUSH_WINDOW + ROLL_FLUSH_BYTES / 2;
+        big(&mut near);
+        assert!(near.flush_due(0), "near the roll: 1 MiB is enough");
+        let t = near.begin_flush();
+        near.complete_flush(&t, 0);
+        assert!(!near.flush_due(0), "nothing unsynced");
+        // A smaller policy threshold is kept.
+        near.config.flush.every_bytes = Some(1000);
+        append(&mut near, 60);
+        assert!(near.flush_due(0));
     }
 
     fn idem(pid: i64, epoch: i16, seq: i32, records: usize) -> ValidRecords {
