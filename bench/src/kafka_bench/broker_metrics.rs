@@ -56,22 +56,9 @@ pub struct BrokerDisk {
     pub sync_write_handoffs: Option<u64>,
 }
 
-/// The counters of [`BrokerDisk`], each summed over its series.
-const DISK_COUNTERS: [&str; 3] = [
-    "odradek_fsyncs_total",
-    "odradek_log_writes_total",
-    "odradek_log_sets_written_total",
-];
-
-/// The sum of every series of counter `name` on `page`; `None` if it has
-/// none.
-fn counter(page: &str, name: &str) -> Option<u64> {
-    labeled_counter(page, name, None)
-}
-
-/// [`counter`] over the series whose labels include `label` (`k="v"`)
-/// only, or over all of them.
-fn labeled_counter(page: &str, name: &str, label: Option<&str>) -> Option<u64> {
+/// The sum of the series of counter `name` on `page` (with `label`, `k="v"`,
+/// only those whose labels include it); `None` if it has none.
+fn counter(page: &str, name: &str, label: Option<&str>) -> Option<u64> {
     let mut sum = None;
     for line in page.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -97,18 +84,13 @@ impl BrokerDisk {
     /// What the counters of `after` added to those of `before`; `None` if
     /// one is missing or went back (the broker restarted).
     pub fn between(before: &str, after: &str) -> Option<Self> {
-        let mut d = [0; 3];
-        for (i, name) in DISK_COUNTERS.iter().enumerate() {
-            d[i] = counter(after, name)?.checked_sub(counter(before, name)?)?;
-        }
-        let diff = |name, label| {
-            labeled_counter(after, name, label)?.checked_sub(labeled_counter(before, name, label)?)
-        };
+        let diff =
+            |name, label| counter(after, name, label)?.checked_sub(counter(before, name, label)?);
         const DURING_SYNC: &str = "odradek_log_writes_during_sync_total";
         Some(Self {
-            fsyncs: d[0],
-            log_writes: d[1],
-            log_sets_written: d[2],
+            fsyncs: diff("odradek_fsyncs_total", None)?,
+            log_writes: diff("odradek_log_writes_total", None)?,
+            log_sets_written: diff("odradek_log_sets_written_total", None)?,
             writes_during_sync_inline: diff(DURING_SYNC, Some("path=\"inline\"")),
             writes_during_sync_io_wq: diff(DURING_SYNC, Some("path=\"io_wq\"")),
             sync_write_handoffs: diff("odradek_log_sync_write_handoffs_total", None),

@@ -2,9 +2,10 @@
 //! the shard thread, or handed to an io-wq worker.
 //!
 //! Inline is cheaper (no hand-off, no two wake-ups on a machine whose CPUs
-//! the client shares) and on ext4 without a journal and on XFS a page-cache
-//! write during a sync does not wait for it: half-rate acks=1 p99 fell by a
-//! quarter to a third with it (docs/benchmarks.md, "Writes during a sync").
+//! the client shares), and on ext4 without a journal a page-cache write
+//! during a sync waited at most 4 ms here: at half rate with 4 partitions
+//! the broker's Produce p99 fell to ≤ 1 ms and the request round trip by a
+//! third (docs/benchmarks.md, "Writes during a sync").
 //! On ext4 with a journal the same write can wait for the commit the sync
 //! forced, 30–60 ms measured, and inline that stalls every partition of the
 //! shard. Which file system a log directory is on, and how it behaves, is
@@ -18,18 +19,18 @@ use std::time::{Duration, Instant};
 
 /// A page-cache write of at most one round (1 MiB) takes well under a
 /// millisecond here; one this slow waited for something.
-pub const SLOW_WRITE: Duration = Duration::from_millis(2);
+const SLOW_WRITE: Duration = Duration::from_millis(2);
 /// One write this slow is enough: it waited for a commit, and probing on
 /// would stall the shard again (30–60 ms each on a journaled ext4).
-pub const STALLED_WRITE: Duration = Duration::from_millis(10);
+const STALLED_WRITE: Duration = Duration::from_millis(10);
 /// Inline writes during syncs counted per window.
-pub const WINDOW: u32 = 1024;
+const WINDOW: u32 = 1024;
 /// Slow writes in one window that send such writes to io-wq.
-pub const STRIKES: u32 = 4;
+const STRIKES: u32 = 4;
 /// The first back-off; each failed probe after it doubles it, up to
 /// [`MAX_BACKOFF`]; a clean window resets it.
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 64);
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 64);
 
 /// The decision state of one shard thread.
 #[derive(Debug, Clone)]
@@ -46,16 +47,13 @@ enum Mode {
     Handed { until: Instant },
 }
 
-/// A change of mode, for the caller's log line.
+/// A switch to io-wq, for the caller's log line: `slow` of the window's
+/// `writes` were slow (the last one perhaps stalled); io-wq for `backoff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switch {
-    /// `slow` of `writes` inline writes were slow (the last one perhaps
-    /// stalled): io-wq for `backoff`.
-    ToIoWq {
-        slow: u32,
-        writes: u32,
-        backoff: Duration,
-    },
+pub struct Switch {
+    pub slow: u32,
+    pub writes: u32,
+    pub backoff: Duration,
 }
 
 impl Default for SyncWrites {
@@ -84,7 +82,8 @@ impl SyncWrites {
     /// An inline write made during a sync took `took`, ending at `now`.
     pub fn record(&mut self, now: Instant, took: Duration) -> Option<Switch> {
         let Mode::Inline { writes, slow } = &mut self.mode else {
-            // Decided inline before a switch that another write made.
+            // Only writes that `inline` let through are timed; nothing to
+            // count while handed off.
             return None;
         };
         *writes += 1;
@@ -92,7 +91,7 @@ impl SyncWrites {
             *slow += 1;
         }
         if *slow >= STRIKES || took >= STALLED_WRITE {
-            let switch = Switch::ToIoWq {
+            let switch = Switch {
                 slow: *slow,
                 writes: *writes,
                 backoff: self.backoff,
@@ -134,7 +133,7 @@ mod tests {
 
     /// The switch after a window's first [`STRIKES`] writes, all slow.
     fn struck(backoff: Duration) -> Option<Switch> {
-        Some(Switch::ToIoWq {
+        Some(Switch {
             slow: STRIKES,
             writes: STRIKES,
             backoff,
@@ -176,7 +175,7 @@ mod tests {
         assert_eq!(p.record(t, FAST), None);
         assert_eq!(
             p.record(t, STALLED_WRITE),
-            Some(Switch::ToIoWq {
+            Some(Switch {
                 slow: 1,
                 writes: 2,
                 backoff: FIRST_BACKOFF
@@ -196,7 +195,7 @@ mod tests {
             for _ in 0..STRIKES {
                 switch = switch.or(p.record(t, SLOW_WRITE));
             }
-            let Some(Switch::ToIoWq { backoff, .. }) = switch else {
+            let Some(Switch { backoff, .. }) = switch else {
                 panic!("no switch");
             };
             assert!(backoff <= MAX_BACKOFF);

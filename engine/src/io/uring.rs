@@ -1,8 +1,9 @@
 //! [`Storage`] on the shard's io_uring (compio).
 //!
-//! Every read, write, fdatasync, open, unlink and truncate is submitted to the
-//! ring of the thread that calls it, so these must run on a compio runtime
-//! (a shard thread). Directory listing and recursive removal have no io_uring
+//! Every read, fdatasync, open, unlink and truncate is submitted to the ring
+//! of the thread that calls it, so these must run on a compio runtime (a
+//! shard thread); appends are plain `pwritev` calls on that thread, or ring
+//! ops when they would wait (see [`StorageFile::write_all_at`]). Directory listing and recursive removal have no io_uring
 //! opcode, and compio 0.19 has none for `fallocate` and `fadvise`; they run
 //! on compio's blocking pool, never on the shard thread.
 
@@ -133,7 +134,7 @@ impl StorageFile for UringFile {
         let written = write_inline(self.0.as_raw_fd(), pos, bufs);
         let now = Instant::now();
         let took = now - started;
-        if let Some(Switch::ToIoWq {
+        if let Some(Switch {
             slow,
             writes,
             backoff,
